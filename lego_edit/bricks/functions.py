@@ -160,6 +160,31 @@ def fastinpaint(ctx, image, mask) -> dict:
     return {"image": filled, "score": fill_difficulty(rgb, m)}
 
 
+def side_extensions(width: int, height: int, left: float, right: float, top: float, bottom: float
+                    ) -> tuple[int, int, int, int]:
+    """Pixels CMI-PRED's ratios add on each side (left, right, top, bottom), as the published brick does:
+    a ratio of 1 keeps a side and r adds (r - 1) times the image width or height; four equal ratios
+    r != 1 mean "r times in total", so each side then gets 0.5 r + 0.5."""
+    if left == right == top == bottom and left != 1:
+        left = right = top = bottom = 0.5 * left + 0.5
+    return int(width * (left - 1)), int(width * (right - 1)), int(height * (top - 1)), int(height * (bottom - 1))
+
+
+def expand_canvas(ctx, image: np.ndarray, left: float, right: float, top: float, bottom: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(canvas, mask): the image on a larger black canvas and the mask (255) of the new area."""
+    H, W = image.shape[:2]
+    le, re, te, be = side_extensions(W, H, left, right, top, bottom)
+    if min(le, re, te, be) < 0:
+        raise ExecutionError("expansion ratios below 1 would crop the image")
+    _limits(ctx).check_size(H + te + be, W + le + re, "the expanded canvas")
+    canvas = np.zeros((H + te + be, W + le + re, image.shape[2]), dtype=np.uint8)
+    canvas[te:te + H, le:le + W] = image
+    mask = np.full(canvas.shape[:2], 255, dtype=np.uint8)
+    mask[te:te + H, le:le + W] = 0
+    return canvas, mask
+
+
 def brightness(ctx, image, ratio) -> dict:
     factor = 2.0 * float(np.clip(ratio, 0.0, 1.0))
     rgb = np.clip(np.rint(image[:, :, :3].astype(np.float32) * factor), 0, 255).astype(np.uint8)

@@ -1,0 +1,31 @@
+"""Checks of a pipeline config that a JSON schema cannot express (files that must exist, cross-field
+rules). Run by rules/common.smk right after schema validation, so a bad config fails before any job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work, named by its key path."""
+
+
+def _check_path(key: str, value: str | None, kind: str = "file") -> None:
+    if value is None:
+        return
+    path = Path(value)
+    ok = path.is_file() if kind == "file" else path.is_dir() if kind == "dir" else path.exists()
+    if not ok:
+        raise ConfigError(f"config key {key}: {kind} {value!r} does not exist")
+
+
+def check_config(config: dict) -> None:
+    shards = config["data"]["shards"]
+    for family, source in shards.get("sources", {}).items():
+        if family not in shards["families"]:
+            raise ConfigError(f"config key data.shards.sources.{family}: no such family in data.shards.families")
+        _check_path(f"data.shards.sources.{family}.listing", source["listing"])
+        _check_path(f"data.shards.sources.{family}.root", source.get("root", "."), "dir")
+    if "critic" in shards["families"] and config["data"]["instructions"]["gt"]["per_scene"] == 0 \
+            and config["data"]["instructions"]["open"]["per_scene"] == 0:
+        raise ConfigError("config key data.instructions: the critic needs instructions, but per_scene is 0 for both")

@@ -1,0 +1,265 @@
+"""Webdataset shards for brick training, with a parquet manifest, a reader, and a converter for real data.
+
+Layout of a shard set (one per brick family): ``<out>/<family>-<split>-000000.tar`` ... and
+``<out>/manifest.parquet`` with one row per sample: key, shard, sha256 (of the sample's bytes), split,
+kind (the task or brick). Tar members carry a fixed mtime and owner, so the same samples give
+byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import webdataset as wds
+from PIL import Image
+from tqdm import tqdm
+
+from ..imageio import encode_png, load_image, load_mask
+from . import brick_samples as bs
+from .dataset import SPLITS, _rng, load_instructions, load_scenes, write_table
+from .shapes import Scene
+
+log = logging.getLogger(__name__)
+_FAMILY_STREAM = {name: 10 + i for i, name in enumerate(bs.FAMILIES)}
+MASK_FIELDS = {"mask", "hint"}
+
+
+@dataclass
+class ShardConfig:
+    seed: int = field(default=0, metadata={"help": "Seed of the sample draws."})
+    per_scene: int = field(default=1, metadata={"help": "Samples drawn per scene (per brick for 'edit')."})
+    samples_per_shard: int = field(default=1000, metadata={"help": "Samples per tar file."})
+    splits: list[str] = field(default_factory=lambda: list(SPLITS), metadata={"help": "Splits to write."})
+    bricks: list[str] = field(default_factory=lambda: list(bs.EDIT_BRICKS),
+                              metadata={"help": "Edit bricks to draw samples for (family 'edit' only)."})
+
+    def __post_init__(self):
+        if self.per_scene < 1 or self.samples_per_shard < 1:
+            raise ValueError("per_scene and samples_per_shard must be at least 1")
+        if set(self.splits) - set(SPLITS):
+            raise ValueError(f"unknown splits {sorted(set(self.splits) - set(SPLITS))}")
+        if set(self.bricks) - set(bs.EDIT_BRICKS):
+            raise ValueError(f"unknown edit bricks {sorted(set(self.bricks) - set(bs.EDIT_BRICKS))}")
+
+
+def encode_sample(key: str, images: dict[str, np.ndarray], meta: dict) -> dict:
+    sample = {"__key__": key}
+    for name, array in images.items():
+        sample[f"{name}.png"] = encode_png(array)
+    sample["json"] = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+    return sample
+
+
+def sample_digest(sample: dict) -> str:
+    h = hashlib.sha256()
+    for k in sorted(sample):
+        if k != "__key__":
+            h.update(k.encode() + b"\0" + sample[k] + b"\0")
+    return h.hexdigest()
+
+
+class ShardSetWriter:
+    """Writes encoded samples of one split into numbered tar files and collects manifest rows."""
+
+    def __init__(self, out_dir: Path, family: str, split: str, samples_per_shard: int):
+        self.out_dir = out_dir
+        self.prefix = f"{family}-{split}"
+        self.split = split
+        self.per_shard = samples_per_shard
+        self.rows: list[dict] = []
+        self._writer = None
+        self._count = 0
+        self._shard = -1
+
+    def write(self, sample: dict, kind: str) -> None:
+        if self._writer is None or self._count == self.per_shard:
+            self._open_next()
+        self._writer.write(sample)
+        self._count += 1
+        self.rows.append({"key": sample["__key__"], "shard": self._name, "sha256": sample_digest(sample),
+                          "split": self.split, "kind": kind})
+
+    def _open_next(self) -> None:
+        self.close()
+        self._shard += 1
+        self._count = 0
+        self._name = f"{self.prefix}-{self._shard:06d}.tar"
+        self._stream = open(self.out_dir / self._name, "wb")
+        self._writer = wds.TarWriter(self._stream, user="lego-edit", group="lego-edit", mtime=0)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _family_samples(family: str, cfg: ShardConfig, split: str, scenes_path, instruction_paths
+                    ) -> Iterator[tuple[str, dict, dict]]:
+    stream = _FAMILY_STREAM[family]
+    if family == "critic":
+        rows = [r for p in instruction_paths for r in load_instructions(p, split)]
+        for r in rows:
+            rng = _rng(cfg.seed, stream, r["scene_id"], int(r["id"].rsplit("_", 1)[1]), len(r["domain"]))
+            source = np.asarray(Image.open(r["image_path"]).convert("RGB"))
+            target = np.asarray(Image.open(r["target_path"]))
+            scene = Scene.from_json(load_scene_json(scenes_path, r["scene_id"]))
+            for k, (images, meta) in enumerate(bs.critic_samples(scene, rng, cfg.per_scene, r, source, target)):
+                yield f"{r['id']}_{k}", images, meta
+        return
+    gen = {"segmentation": bs.segmentation_samples, "placement": bs.placement_samples,
+           "captioning": bs.captioning_samples, "edit": None}[family]
+    for row in load_scenes(scenes_path, split):
+        scene = Scene.from_json(row["scene"])
+        rng = _rng(cfg.seed, stream, row["scene_id"])
+        samples = (bs.edit_samples(scene, rng, cfg.per_scene, cfg.bricks) if family == "edit"
+                   else gen(scene, rng, cfg.per_scene))
+        for k, (images, meta) in enumerate(samples):
+            yield f"{family}_{row['scene_id']:06d}_{k:02d}", images, meta
+
+
+_SCENE_CACHE: dict[str, dict[int, str]] = {}
+
+
+def load_scene_json(scenes_path, scene_id: int) -> str:
+    key = str(scenes_path)
+    if key not in _SCENE_CACHE:
+        _SCENE_CACHE[key] = {r["scene_id"]: r["scene"] for r in load_scenes(scenes_path)}
+    return _SCENE_CACHE[key][scene_id]
+
+
+def _kind(family: str, meta: dict) -> str:
+    return meta.get("task") or meta.get("brick") or meta.get("kind") or family
+
+
+def write_shard_set(samples_by_split: dict[str, Iterable[tuple[str, dict, dict]]], family: str, out_dir,
+                    samples_per_shard: int) -> pa.Table:
+    """Encode and write every split's samples, then the manifest (written last: it marks completion)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    for split, samples in samples_by_split.items():
+        writer = ShardSetWriter(out_dir, family, split, samples_per_shard)
+        try:
+            for key, images, meta in tqdm(samples, desc=f"{family}/{split}", mininterval=10, unit=" samples"):
+                writer.write(encode_sample(key, images, {**meta, "split": split}), _kind(family, meta))
+        finally:
+            writer.close()
+        rows.extend(writer.rows)
+    schema = pa.schema([("key", pa.string()), ("shard", pa.string()), ("sha256", pa.string()),
+                        ("split", pa.string()), ("kind", pa.string())])
+    table = pa.Table.from_pylist(rows, schema=schema)
+    write_table(table, out_dir / "manifest.parquet")
+    return table
+
+
+def build_shards(family: str, cfg: ShardConfig, out_dir, scenes_path=None, instruction_paths=(),
+                 source: dict | None = None) -> pa.Table:
+    """Write the shard set of a brick family from the shapes world, or from a real listing (``source``)."""
+    if family not in bs.FAMILIES:
+        raise ValueError(f"unknown brick family {family!r}; known: {', '.join(bs.FAMILIES)}")
+    if source:
+        by_split: dict[str, list] = {}
+        for split, key, images, meta in read_listing(family, source["listing"], source.get("root", ".")):
+            by_split.setdefault(split, []).append((key, images, meta))
+        return write_shard_set(by_split, family, out_dir, cfg.samples_per_shard)
+    return write_shard_set({s: _family_samples(family, cfg, s, scenes_path, instruction_paths) for s in cfg.splits},
+                           family, out_dir, cfg.samples_per_shard)
+
+
+# --- real data: a listing (CSV / parquet / JSONL) of files on disk ---------------------------------------
+
+LISTING_FIELDS = {  # family -> (image fields, mask fields, required text fields, optional fields)
+    "segmentation": (("image",), ("mask", "hint"), ("task", "text"), ("hint",)),
+    "placement": (("image",), (), ("prompt", "box"), ()),
+    "captioning": (("image",), (), ("caption",), ()),
+    "edit": (("source", "target", "preimage"), ("mask",), ("brick", "prompt"), ("preimage", "style", "score")),
+    "critic": (("source", "candidate"), (), ("instruction", "label"), ()),
+}
+
+
+def _read_rows(listing: str | Path) -> list[dict]:
+    path = Path(listing)
+    if not path.is_file():
+        raise FileNotFoundError(f"listing {path} does not exist")
+    if path.suffix == ".parquet":
+        return pq.read_table(path).to_pylist()
+    if path.suffix in (".jsonl", ".json"):
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if path.suffix == ".csv":
+        import csv
+
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    raise ValueError(f"listing {path}: use .csv, .parquet or .jsonl")
+
+
+def read_listing(family: str, listing, root) -> Iterator[tuple[str, str, dict, dict]]:
+    """(split, key, images, meta) for each row of a listing; a bad row raises naming the row and field."""
+    image_fields, mask_fields, required, optional = LISTING_FIELDS[family]
+    root = Path(root)
+    for i, row in enumerate(_read_rows(listing)):
+        where = f"{listing} row {i + 1}"
+        missing = [f for f in (*image_fields, *mask_fields, *required) if f not in optional and not row.get(f)
+                   and f not in ("text",)]
+        if missing:
+            raise ValueError(f"{where}: missing {', '.join(missing)}")
+        images = {}
+        for f in image_fields:
+            if row.get(f):
+                images[f] = load_image(root / row[f])
+        size = next(iter(images.values())).shape[1::-1] if images else None
+        for f in mask_fields:
+            if row.get(f):
+                images[f] = load_mask(root / row[f], size=size)
+        meta = {f: row[f] for f in (*required, *optional) if f in row and row[f] not in (None, "") and f not in images}
+        if family == "placement" and isinstance(meta["box"], str):
+            meta["box"] = [int(v) for v in meta["box"].strip("[]").split(",")]
+        if family == "critic":
+            meta["label"] = int(meta["label"])
+        yield row.get("split") or "train", str(row.get("key") or f"{family}_{i:08d}"), images, meta
+
+
+# --- reading ------------------------------------------------------------------------------------------
+
+def _decode(sample: dict) -> dict:
+    out = {"__key__": sample["__key__"]}
+    for k, v in sample.items():
+        if k.endswith(".png"):
+            out[k[:-4]] = np.asarray(Image.open(io.BytesIO(v)))
+        elif k == "json":
+            out.update(json.loads(v))
+    return out
+
+
+def read_manifest(shard_dir) -> pa.Table:
+    path = Path(shard_dir) / "manifest.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{shard_dir} has no manifest.parquet (was the shard set written completely?)")
+    return pq.read_table(path)
+
+
+def iter_samples(shard_dir, split: str | None = None, kinds: Iterable[str] | None = None) -> Iterator[dict]:
+    """Decoded samples (images as numpy arrays, JSON fields merged in) of one split, in shard order."""
+    manifest = read_manifest(shard_dir).to_pylist()
+    kinds = set(kinds) if kinds else None
+    wanted = {r["key"] for r in manifest if (split is None or r["split"] == split) and (not kinds or r["kind"] in kinds)}
+    shards = sorted({r["shard"] for r in manifest if r["key"] in wanted})
+    if not shards:
+        return
+    urls = [str(Path(shard_dir) / s) for s in shards]
+    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+        if sample["__key__"] in wanted:
+            yield _decode(sample)
+
+
+def load_samples(shard_dir, split: str | None = None, kinds: Iterable[str] | None = None) -> list[dict]:
+    return list(iter_samples(shard_dir, split, kinds))

@@ -1,0 +1,57 @@
+"""Glue for the thin workflow scripts: build a stage's config dataclass from rule params, and send a
+job's output to its log file. Takes plain values; never imports Snakemake."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+def config_from(cls: type[T], values: dict[str, Any] | None = None, **overrides) -> T:
+    """``cls(**values, **overrides)``, refusing keys the dataclass does not have (a typo is an error)."""
+    values = {**(values or {}), **overrides}
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no option(s) {', '.join(unknown)}; it has {', '.join(sorted(names))}")
+    hints = typing.get_type_hints(cls)
+    clean = {}
+    for key, value in values.items():  # snakemake params may hand over tuples or Namedlists
+        if typing.get_origin(hints.get(key)) in (list, tuple) and value is not None:
+            value = list(value)
+        clean[key] = value
+    return cls(**clean)
+
+
+@contextlib.contextmanager
+def logging_to(path: str | Path | None) -> Iterator[None]:
+    """Send stdout, stderr (progress bars included) and logging to ``path`` for the duration."""
+    if path is None:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", buffering=1) as f:
+        old = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = f
+        root = logging.getLogger()
+        handler = logging.StreamHandler(f)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        level = root.level
+        root.setLevel(logging.INFO)
+        try:
+            yield
+        except BaseException:
+            logging.getLogger("lego_edit").exception("job failed")
+            raise
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(level)
+            sys.stdout, sys.stderr = old

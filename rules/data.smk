@@ -1,0 +1,68 @@
+# Data stage: shapes-world scenes, instructions (GT and open-domain) and brick training shards.
+
+
+rule make_scenes:
+    output:
+        table="results/data/scenes.parquet",
+        images=directory("results/data/scene_images"),
+    params:
+        seed=config["seed"],
+        scenes=config["data"]["scenes"],
+    log:
+        "logs/make_scenes.log",
+    benchmark:
+        "benchmarks/make_scenes.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/lego-edit.yaml"
+    script:
+        "../workflow_scripts/make_scenes.py"
+
+
+rule make_instructions:
+    input:
+        scenes="results/data/scenes.parquet",
+    output:
+        table="results/data/instructions/{domain}.parquet",
+        targets=directory("results/data/targets/{domain}"),
+    params:
+        seed=config["seed"],
+        instructions=get_instruction_params,
+    log:
+        "logs/make_instructions/{domain}.log",
+    benchmark:
+        "benchmarks/make_instructions/{domain}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/lego-edit.yaml"
+    script:
+        "../workflow_scripts/make_instructions.py"
+
+
+rule make_shards:
+    input:
+        unpack(get_shard_inputs),
+    output:
+        shards=directory("results/data/shards/{family}"),
+    params:
+        seed=config["seed"],
+        shards=get_shard_params,
+        source=get_shard_source,
+    log:
+        "logs/make_shards/{family}.log",
+    benchmark:
+        "benchmarks/make_shards/{family}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../envs/lego-edit.yaml"
+    script:
+        "../workflow_scripts/make_shards.py"
