@@ -10,8 +10,26 @@ configfile: "config/config.yaml"
 report: "report/workflow.rst"
 
 
+scattergather:
+    evalchunk=config.get("evaluation", {}).get("chunks", 1),
+
+
+localrules:
+    all,
+    summarize_bricks,
+    summarize_eval,
+    plot_data_stats,
+    plot_training_curve,
+    gather_edit_manifest,
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/bricks.smk"
+include: "rules/builder.smk"
+include: "rules/evaluate.smk"
+include: "rules/edit.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -120,6 +120,34 @@ def cmd_prompt(args) -> int:
     return 0
 
 
+def cmd_edit(args) -> int:
+    """Batch-edit a folder. Exit 0: every image edited (or done before); 1: some failed (see the manifest);
+    2: the batch could not start (bad options, mapping file or workflow)."""
+    import logging
+
+    from .editing import EditConfig, EditError, ManifestError, MappingError, edit_folder
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = EditConfig(
+            folder=args.folder, output=args.out, instruction=args.instruction, mapping=args.mapping,
+            workflow=args.workflow, run=args.run, builder=args.builder, builder_url=args.builder_url,
+            builder_model=args.builder_model, prompt_style=args.prompt_style, batch_size=args.batch_size,
+            retry_failed=args.retry_failed, chunk=args.chunk, chunks=args.chunks, manifest=args.manifest,
+            seed=args.seed, device=args.device, threads=args.threads, max_new_tokens=args.max_new_tokens,
+            concurrency=args.concurrency, progress=not args.no_progress)
+        summary = edit_folder(cfg)
+    except (EditError, MappingError, ManifestError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the manifest holds every image finished; rerun the same command to go on",
+              file=sys.stderr)
+        return 130
+    print(summary)
+    return 1 if summary.failed or summary.failed_before else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -155,10 +183,49 @@ def build_parser() -> argparse.ArgumentParser:
                     help="'published' writes FLUX-FILL etc. as the released Builder expects")
     pr.set_defaults(func=cmd_prompt)
 
+    e = sub.add_parser("edit", help="batch-edit an image folder (resumable; writes a manifest.parquet)",
+                       description="Edit every image of FOLDER (recursive; png/jpg/jpeg/webp) into --out, mirroring "
+                                   "the folder tree: the edited image(s), a .workflow.json per image and "
+                                   "manifest.parquet. A rerun skips the images already done.")
+    e.add_argument("folder", help="the input image folder")
+    e.add_argument("--out", required=True, help="output folder")
+    what = e.add_argument_group("what to do (one of --instruction / --mapping / --workflow, or a mapping with "
+                                "either)")
+    what.add_argument("--instruction", help="one instruction for every image")
+    what.add_argument("--mapping", help="CSV (header file,instruction[,mask]) or JSONL: image path relative to the "
+                                        "folder -> instruction, optional mask")
+    what.add_argument("--workflow", help="apply this workflow JSON to every image (no Builder)")
+    who = e.add_argument_group("the Builder and the brick models")
+    who.add_argument("--run", help="a pipeline's results/ folder: Builder stage and trained brick models")
+    who.add_argument("--builder", default="grpo_critic", choices=("grpo_critic", "grpo_gt", "sft", "base"),
+                     help="Builder stage under <run>/builder/ (default: grpo_critic)")
+    who.add_argument("--builder-url", help="an OpenAI-compatible endpoint serving the Builder instead")
+    who.add_argument("--builder-model", help="the served model's name (with --builder-url)")
+    who.add_argument("--prompt-style", choices=("instruction", "registry"),
+                     help="Builder prompt (default: the stage's own; registry for an endpoint)")
+    who.add_argument("--max-new-tokens", type=int, default=512)
+    who.add_argument("--concurrency", type=int, default=1, help="requests in flight to the endpoint")
+    how = e.add_argument_group("running")
+    how.add_argument("--batch-size", type=int, default=16,
+                     help="images per Builder batch and between manifest writes (default 16)")
+    how.add_argument("--retry-failed", action="store_true", help="edit again the images that failed before")
+    how.add_argument("--chunk", type=int, default=0, help="edit only chunk K of --chunks (every N-th image)")
+    how.add_argument("--chunks", type=int, default=1)
+    how.add_argument("--manifest", help="manifest path (default <out>/manifest.parquet, or "
+                                        "manifest.chunk-K-of-N.parquet for a chunk)")
+    how.add_argument("--device", help="torch device for the models (default: cuda if available)")
+    how.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    how.add_argument("--seed", type=int, default=0)
+    how.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e.set_defaults(func=cmd_edit)
+
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Workflows are untrusted text: a lone surrogate ("\\ud800" in the JSON) must not crash printing.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     return args.func(args)

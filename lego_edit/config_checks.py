@@ -19,7 +19,22 @@ def _check_path(key: str, value: str | None, kind: str = "file") -> None:
         raise ConfigError(f"config key {key}: {kind} {value!r} does not exist")
 
 
+PLACEHOLDER = "SET_ME"
+
+
+def _placeholders(node, path: str = "") -> list[str]:
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _placeholders(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node) for p in _placeholders(v, f"{path}[{i}]")]
+    return [path] if isinstance(node, str) and node.startswith(PLACEHOLDER) else []
+
+
 def check_config(config: dict) -> None:
+    unset = _placeholders(config)
+    if unset:
+        raise ConfigError("these config keys still hold a SET_ME placeholder; set them to your paths or endpoints: "
+                          + ", ".join(unset))
     shards = config["data"]["shards"]
     for family, source in shards.get("sources", {}).items():
         if family not in shards["families"]:
@@ -29,3 +44,9 @@ def check_config(config: dict) -> None:
     if "critic" in shards["families"] and config["data"]["instructions"]["gt"]["per_scene"] == 0 \
             and config["data"]["instructions"]["open"]["per_scene"] == 0:
         raise ConfigError("config key data.instructions: the critic needs instructions, but per_scene is 0 for both")
+    ev = config.get("evaluation", {})
+    _check_path("evaluation.gedit.path", (ev.get("gedit") or {}).get("path"), "any")
+    _check_path("evaluation.imgedit.json", (ev.get("imgedit") or {}).get("json"))
+    _check_path("evaluation.imgedit.images", (ev.get("imgedit") or {}).get("images"), "dir")
+    folder = (config.get("edit") or {}).get("folder")
+    _check_path("edit.folder", folder, "dir")

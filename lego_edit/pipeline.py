@@ -8,8 +8,9 @@ import dataclasses
 import logging
 import sys
 import typing
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -28,6 +29,23 @@ def config_from(cls: type[T], values: dict[str, Any] | None = None, **overrides)
             value = list(value)
         clean[key] = value
     return cls(**clean)
+
+
+def sort_keys_in_place(config: dict) -> dict:
+    """Order every mapping in ``config`` by key, in place (lists keep their order), and return it.
+
+    Snakemake decides whether params changed by comparing their ``repr``, and a dict's repr follows insertion
+    order; without this, reordering the keys of a config file, or writing out a default that schema validation
+    had filled in, would rerun every job whose params are a config section, though no value changed.
+
+    >>> sort_keys_in_place({"b": 1, "a": {"d": [3, 1], "c": 2}})
+    {'a': {'c': 2, 'd': [3, 1]}, 'b': 1}
+    """
+    items = sorted(config.items())
+    config.clear()
+    for key, value in items:
+        config[key] = sort_keys_in_place(value) if isinstance(value, dict) else value
+    return config
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-# Helpers shared by the rule files: config validation, paths and parameter lookups. No rules here.
+# Helpers for the stage files in rules/: config validation, paths and parameter lookups (no rules here).
 import sys
 from pathlib import Path
 
@@ -8,8 +8,10 @@ validate(config, schema="../config/schema.yaml")
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 from lego_edit.config_checks import check_config  # noqa: E402
+from lego_edit.pipeline import sort_keys_in_place  # noqa: E402
 
 check_config(config)
+sort_keys_in_place(config)  # params are compared by repr: key order in a config file must not rerun jobs
 
 FAMILIES = list(config["data"]["shards"]["families"])
 DOMAINS = ["gt", "open"]
@@ -18,12 +20,21 @@ DOMAINS = ["gt", "open"]
 wildcard_constraints:
     family="|".join(FAMILIES),
     domain="gt|open",
+    vlm_family="placement|captioning",
+    builder="|".join(["base", "sft", "grpo_gt", "grpo_critic", "api", "oracle"]),
+    evalset="shapes_gt|shapes_open|gedit|imgedit",
+    model="[A-Za-z0-9_]+",
+    brick="|".join(config["bricks"]["edit"]["bricks"]),
 
 
 def get_final_targets():
     targets = ["results/data/scenes.parquet"]
     targets += expand("results/data/instructions/{domain}.parquet", domain=DOMAINS)
     targets += expand("results/data/shards/{family}", family=FAMILIES)
+    targets += ["results/bricks/summary.md", "results/eval/tables.md"]
+    if (config.get("edit") or {}).get("folder"):
+        targets.append("results/edit/manifest.parquet")
+    targets += get_report_targets()
     return targets
 
 
@@ -53,3 +64,233 @@ def get_shard_params(wildcards):
 
 def get_shard_source(wildcards):
     return config["data"]["shards"]["sources"].get(wildcards.family)
+
+
+EDIT_BRICKS = list(config["bricks"]["edit"]["bricks"])
+
+
+def get_gpus(section):
+    """The GPU count a training section asks for (0 on a CPU-only run)."""
+    return int(config["bricks"][section]["gpus"])
+
+
+def get_mem_mb(base_mb):
+    """Memory that grows with each retry (a job killed for memory gets more the next time)."""
+    return lambda wildcards, attempt: base_mb * attempt
+
+
+def get_runtime(base_minutes):
+    return lambda wildcards, attempt: base_minutes * attempt
+
+
+def brick_section(name):
+    return config["bricks"][name]
+
+
+def get_vlm_brick_section(wildcards):
+    return config["bricks"][wildcards.vlm_family]
+
+
+def get_vlm_brick_gpus(wildcards):
+    return get_gpus(wildcards.vlm_family)
+
+
+def builder_stage_section(stage):
+    return {"stage": stage, **config["builder"][stage]}
+
+
+def get_builder_gpus(wildcards):
+    return int(config["builder"]["gpus"])
+
+
+def get_stage3_inputs(wildcards):
+    """Stage 3 executes sampled workflows with every trained brick and scores them with the critic."""
+    return {
+        "base": "results/builder/grpo_gt",
+        "instructions": "results/data/instructions/open.parquet",
+        "critic": "results/bricks/critic",
+        "segmentation": "results/bricks/segmentation",
+        "placement": "results/bricks/placement",
+        "captioning": "results/bricks/captioning",
+        "edit_base": "results/bricks/edit_base",
+        "edit_lora": expand("results/bricks/edit_lora/{brick}", brick=EDIT_BRICKS),
+    }
+
+
+def eval_sets():
+    ev = config["evaluation"]
+    sets = ["shapes_gt", "shapes_open"]
+    if ev["gedit"]["path"]:
+        sets.append("gedit")
+    if ev["imgedit"]["json"]:
+        sets.append("imgedit")
+    return sets
+
+
+def eval_builders():
+    builders = list(config["evaluation"]["builders"])
+    if config["evaluation"].get("api_builder"):
+        builders.append("api")
+    return builders
+
+
+def get_all_eval_chunks():
+    chunks = []
+    for builder in eval_builders():
+        for evalset in eval_sets():
+            if builder == "oracle" and evalset not in ("shapes_gt",):
+                continue  # only the GT split has GT workflows to run
+            chunks += gather.evalchunk(
+                f"results/eval/{builder}/{evalset}/chunk_{{scatteritem}}.parquet"
+            )
+    return chunks
+
+
+TRAINED_BRICKS = {
+    "segmentation": "results/bricks/segmentation",
+    "placement": "results/bricks/placement",
+    "captioning": "results/bricks/captioning",
+    "edit_base": "results/bricks/edit_base",
+    "critic": "results/bricks/critic",
+}
+
+
+def get_eval_chunk_inputs(wildcards):
+    inputs = dict(TRAINED_BRICKS)
+    inputs["edit_lora"] = expand("results/bricks/edit_lora/{brick}", brick=EDIT_BRICKS)
+    inputs["base"] = "results/builder/base"
+    if wildcards.builder in ("sft", "grpo_gt", "grpo_critic"):
+        inputs["builder"] = f"results/builder/{wildcards.builder}"
+    if wildcards.evalset == "shapes_gt":
+        inputs["table"] = "results/data/instructions/gt.parquet"
+    elif wildcards.evalset == "shapes_open":
+        inputs["table"] = "results/data/instructions/open.parquet"
+    return inputs
+
+
+def get_eval_builder_spec(wildcards):
+    b = wildcards.builder
+    if b == "oracle":
+        return {"name": b, "kind": "oracle"}
+    if b == "api":
+        return {"name": b, "kind": "openai", **config["evaluation"]["api_builder"]}
+    return {"name": b, "kind": "vlm", "stage": b}
+
+
+def get_eval_prompt_style(wildcards):
+    if wildcards.builder == "api":
+        return config["evaluation"]["api_builder"]["prompt_style"]
+    return config["builder"]["prompt_style"]
+
+
+def get_eval_set_spec(wildcards):
+    ev = config["evaluation"]
+    s = wildcards.evalset
+    if s == "shapes_gt":
+        return {"max_items": ev["shapes_gt_items"]}
+    if s == "shapes_open":
+        return {"max_items": ev["shapes_open_items"]}
+    if s == "gedit":
+        return {"max_items": ev["benchmark_items"], **ev["gedit"]}
+    return {"max_items": ev["benchmark_items"], **ev["imgedit"]}
+
+
+def model_dirs():
+    dirs = {
+        "segmentation": "results/bricks/segmentation",
+        "placement": "results/bricks/placement",
+        "captioning": "results/bricks/captioning",
+        "edit_base": "results/bricks/edit_base",
+        "critic": "results/bricks/critic",
+        "builder_sft": "results/builder/sft",
+        "builder_grpo_gt": "results/builder/grpo_gt",
+        "builder_grpo_critic": "results/builder/grpo_critic",
+    }
+    dirs.update({f"edit_lora_{b}": f"results/bricks/edit_lora/{b}" for b in EDIT_BRICKS})
+    return dirs
+
+
+def get_model_dir(wildcards):
+    return model_dirs()[wildcards.model]
+
+
+def get_report_targets():
+    return ["results/report/data_stats.png"] + expand(
+        "results/report/curves/{model}.png", model=list(model_dirs())
+    )
+
+
+# --- batch editing of a folder (rules/edit.smk) ---
+
+
+def edit_section():
+    section = config.get("edit") or {}
+    if not section.get("folder"):
+        raise ValueError(
+            "config edit.folder is not set: name the image folder to batch-edit"
+        )
+    return section
+
+
+def edit_chunks():
+    return int(edit_section().get("chunks") or 1)
+
+
+def edit_model_inputs():
+    """Trained models the batch needs: all of them for a Builder, the fixed workflow's own otherwise."""
+    # imported here, so that parsing the Snakefile stays light
+    from lego_edit.editing.sources import model_inputs
+
+    trained = config.get("bricks", {}).get("edit", {}).get("bricks")
+    return model_inputs(
+        edit_section().get("workflow"),
+        "results",
+        None if trained is None else tuple(trained),
+    )
+
+
+def get_edit_chunk_inputs(wildcards):
+    e = edit_section()
+    if int(wildcards.chunk) >= edit_chunks():
+        raise ValueError(
+            f"edit chunk {wildcards.chunk} does not exist: edit.chunks is {edit_chunks()}"
+        )
+    inputs = {"folder": e["folder"]}
+    if e.get("mapping"):
+        inputs["mapping"] = e["mapping"]
+    if e.get("workflow"):
+        inputs["fixed_workflow"] = e["workflow"]
+    else:
+        inputs["builder"] = f"results/builder/{e.get('builder') or 'grpo_critic'}"
+    models = edit_model_inputs()
+    if models:
+        inputs["models"] = models
+    return inputs
+
+
+def get_edit_params(wildcards):
+    e = edit_section()
+    return {
+        "folder": e["folder"],
+        "instruction": e.get("instruction"),
+        "mapping": e.get("mapping"),
+        "workflow": e.get("workflow"),
+        "builder": e.get("builder") or "grpo_critic",
+        "run": "results" if (not e.get("workflow") or edit_model_inputs()) else None,
+        "chunks": edit_chunks(),
+        "batch_size": int(e.get("batch_size") or 16),
+        "seed": config["seed"],
+    }
+
+
+def get_edit_chunk_manifests(wildcards):
+    return expand("results/edit/chunks/{chunk}.parquet", chunk=range(edit_chunks()))
+
+
+def get_edit_gpus(wildcards):
+    return int((config.get("edit") or {}).get("gpus") or 0)
+
+
+def get_edit_output_dir(wildcards, output):
+    """The mirrored output tree: the folder above the chunk manifests."""
+    return str(Path(output.manifest).parent.parent)

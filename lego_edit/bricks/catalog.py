@@ -12,7 +12,7 @@ from . import functions
 from .registry import BrickRegistry
 from .spec import BrickSpec, Mode, Port
 
-I, M, S, F = Kind.IMAGE, Kind.MASK, Kind.STR, Kind.FLOAT
+I, M, S, F = Kind.IMAGE, Kind.MASK, Kind.STR, Kind.FLOAT  # noqa: E741 - short names keep the table readable
 RATIO_SIDE = (1.0, 3.0)  # CMI-PRED side ratios: 1 keeps that side, 2 adds one image width/height
 RESIZE_RANGE = (0.1, 4.0)
 

@@ -12,9 +12,9 @@ appear in ``lego-edit bricks``, in the Builder's system prompt and in the execut
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Callable, Iterator
 
 from .spec import BrickSpec
 
@@ -102,7 +102,7 @@ class BrickRegistry:
         """Canonical names and aliases, for error suggestions."""
         return [n for e in self._entries.values() for n in (e.spec.name, *e.spec.aliases)]
 
-    def copy(self) -> "BrickRegistry":
+    def copy(self) -> BrickRegistry:
         new = BrickRegistry()
         new._entries = {k: _Entry(e.spec, e.implementation, e.source) for k, e in self._entries.items()}
         new._aliases = dict(self._aliases)

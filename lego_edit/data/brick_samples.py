@@ -1,7 +1,8 @@
 """Training samples for every model-backed brick family, drawn from shapes-world scenes.
 
 Families and their fields (images are numpy arrays, the rest goes into the sample's JSON):
-  segmentation  image, mask, hint (MASK-SEG only) | task (RES/SOS/MASK-SEG), text
+  segmentation  image, mask, hint (MASK-SEG only), | task (RES/SOS/MASK-SEG), text
+                attributes (per-pixel classes)    |
   placement     image                             | prompt ("add a red circle on the left"), box [x1, y1, x2, y2]
   captioning    image                             | caption
   edit          source, mask, target, preimage?   | brick, prompt, style?, score?
@@ -12,8 +13,8 @@ geometry), so a brick trained here serves the Builder's GT workflows.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -21,8 +22,23 @@ from ..bricks.functions import expand_canvas, fastinpaint, mask_bbox
 from . import edits, phrases
 from .instructions import ENV_PROMPT, make_instruction
 from .referring import candidates
-from .shapes import (BACKGROUNDS, COLORS, ENVIRONMENTS, ORIENTATIONS, PATTERNS, PLACES, SHAPES, SIZES, STYLES,
-                     TEXTURES, Obj, Scene, background_phrase, caption, render_layers)
+from .shapes import (
+    BACKGROUNDS,
+    COLORS,
+    ENVIRONMENTS,
+    ORIENTATIONS,
+    PATTERNS,
+    PLACES,
+    SHAPES,
+    SIZES,
+    STYLES,
+    TEXTURES,
+    Obj,
+    Scene,
+    background_phrase,
+    caption,
+    render_layers,
+)
 
 EDIT_BRICKS = ("FILL", "RCM", "INPAINT", "CBG", "STYLE", "ENV", "POSE")
 FAMILIES = ("segmentation", "placement", "captioning", "edit", "critic")
@@ -52,36 +68,57 @@ def _box_mask(shape, box) -> np.ndarray:
     return out
 
 
+ATTRIBUTE_CLASSES = (len(SHAPES) + 1, len(COLORS) + 1, len(PATTERNS) + 1, len(SIZES) + 1)  # 0 = background
+
+
+def attribute_maps(scene: Scene, labels: np.ndarray) -> np.ndarray:
+    """HxWx4 uint8: each pixel's object shape, colour, pattern and size class (+1; 0 on the background).
+
+    Dense auxiliary targets for the segmentation model: learning what every pixel is makes learning which
+    object an expression names far faster than the expression's mask alone (see SegmentationConfig.aux_classes).
+    """
+    table = np.zeros((len(scene.objects) + 1, 4), dtype=np.uint8)
+    for i, o in enumerate(scene.objects):
+        table[i + 1] = (SHAPES.index(o.shape) + 1, list(COLORS).index(o.color) + 1, PATTERNS.index(o.pattern) + 1,
+                        list(SIZES).index(o.size_name(scene.base_size)) + 1)
+    return table[labels.astype(np.int64) + 1]
+
+
 def segmentation_samples(scene: Scene, rng, n: int) -> Iterator[tuple[dict, dict]]:
+    """70% RES (a referring expression), 15% SOS (all salient objects), 15% MASK-SEG (a rough user box)."""
     image, labels = render_layers(scene)
+    attributes = attribute_maps(scene, labels)
     for _ in range(n):
         r = rng.random()
-        if r < 0.2 or not scene.objects:
-            yield {"image": image, "mask": _mask(labels)}, {"task": "SOS", "text": ""}
+        if r < 0.15 or not scene.objects:
+            yield {"image": image, "mask": _mask(labels), "attributes": attributes}, {"task": "SOS", "text": ""}
             continue
         index = int(rng.integers(len(scene.objects)))
-        if r < 0.4:  # a rough user mask around the object: its box grown by a few pixels
+        if r < 0.3:  # a rough user mask around the object: its box grown by a few pixels
             x, y, w, h = scene.objects[index].box
             g = [int(v) for v in rng.integers(0, 5, size=4)]
             hint = _box_mask(labels.shape, (x - g[0], y - g[1], w + g[0] + g[2], h + g[1] + g[3]))
-            yield {"image": image, "mask": _mask(labels, index), "hint": hint}, {"task": "MASK-SEG", "text": ""}
+            yield ({"image": image, "mask": _mask(labels, index), "hint": hint, "attributes": attributes},
+                   {"task": "MASK-SEG", "text": ""})
             continue
         options = candidates(scene, index)
         if options:
-            yield {"image": image, "mask": _mask(labels, index)}, {"task": "RES", "text": _pick(rng, options)}
+            yield ({"image": image, "mask": _mask(labels, index), "attributes": attributes},
+                   {"task": "RES", "text": _pick(rng, options)})
 
 
 def placement_samples(scene: Scene, rng, n: int) -> Iterator[tuple[dict, dict]]:
     image = render_layers(scene)[0]
     for _ in range(n):
         size = _pick(rng, SIZES)
-        free = [p for p in PLACES if edits.box_free(scene, edits.place_box(p, size, scene.width, scene.height))]
+        free = [p for p in PLACES
+                if edits.box_free(scene, edits.place_box(p, size, scene.width, scene.height, scene.base_size))]
         if not free:
             return
         place = _pick(rng, free)
         new = Obj(_pick(rng, SHAPES), _pick(rng, COLORS), _pick(rng, PATTERNS) if rng.random() < 0.3 else "solid")
         o = f"a {size} {new.describe()}" if size != "medium" else f"a {new.describe()}"
-        x, y, w, h = edits.place_box(place, size, scene.width, scene.height)
+        x, y, w, h = edits.place_box(place, size, scene.width, scene.height, scene.base_size)
         yield {"image": image}, {"prompt": f"add {o} {phrases.AT[place]}", "box": [x, y, x + w - 1, y + h - 1]}
 
 
@@ -106,7 +143,8 @@ def _edit_sample(brick: str, scene: Scene, rng) -> tuple[dict, dict] | None:
             if kind == "add":
                 size = _pick(rng, SIZES)
                 place = _pick(rng, PLACES)
-                new = Obj(_pick(rng, SHAPES), _pick(rng, COLORS), _pick(rng, PATTERNS) if rng.random() < 0.3 else "solid")
+                new = Obj(_pick(rng, SHAPES), _pick(rng, COLORS),
+                          _pick(rng, PATTERNS) if rng.random() < 0.3 else "solid")
                 after = edits.add(scene, new, place, size)
                 box = after.objects[-1].box
                 return ({"source": image, "mask": _box_mask(labels.shape, box), "target": render_layers(after)[0]},

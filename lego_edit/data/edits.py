@@ -12,8 +12,21 @@ from dataclasses import replace
 import numpy as np
 
 from ..bricks.functions import scaled_box, side_extensions
-from .shapes import (BACKGROUNDS, COLORS, ENVIRONMENTS, ORIENTATIONS, PATTERNS, SHAPES, STYLES, TEXTURES, Obj,
-                     Scene, box_free, place_box, render_layers)
+from .shapes import (
+    BACKGROUNDS,
+    COLORS,
+    ENVIRONMENTS,
+    ORIENTATIONS,
+    PATTERNS,
+    SHAPES,
+    STYLES,
+    TEXTURES,
+    Obj,
+    Scene,
+    box_free,
+    place_box,
+    render_layers,
+)
 
 
 class EditImpossible(ValueError):
@@ -40,7 +53,7 @@ def remove(scene: Scene, index: int) -> Scene:
 def add(scene: Scene, obj: Obj, place: str | None = None, size: str = "medium") -> Scene:
     """Add ``obj``; with ``place`` its box is the named place's box of the named size."""
     if place is not None:
-        obj = replace(obj, box=place_box(place, size, scene.width, scene.height))
+        obj = replace(obj, box=place_box(place, size, scene.width, scene.height, scene.base_size))
     if not box_free(scene, obj.box):
         raise EditImpossible(f"a new object at {obj.box} would overlap another object or the border")
     return scene.with_objects((*scene.objects, obj))

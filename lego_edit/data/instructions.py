@@ -10,15 +10,29 @@ disjoint templates and connectives and gets no workflow (its target is kept for 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from . import edits, phrases
 from .referring import candidates
-from .shapes import BACKGROUNDS, COLORS, ENVIRONMENTS, ORIENTATIONS, PATTERNS, PLACES, SHAPES, SIZES, STYLES, TEXTURES
-from .shapes import Obj, Scene, background_phrase, render
+from .shapes import (
+    BACKGROUNDS,
+    COLORS,
+    ENVIRONMENTS,
+    ORIENTATIONS,
+    PATTERNS,
+    PLACES,
+    SHAPES,
+    SIZES,
+    STYLES,
+    TEXTURES,
+    Obj,
+    Scene,
+    background_phrase,
+    render,
+)
 
 CATEGORIES = ("remove", "recolour", "add", "replace", "background", "style", "environment", "extract", "resize",
               "pose", "outpaint", "hybrid")
@@ -132,7 +146,8 @@ def clause_for(category: str, scene: Scene, rng: np.random.Generator, domain: st
                       ("RES", "RCM"))
     if category == "add":
         size = _pick(rng, SIZES)
-        free = [p for p in PLACES if edits.box_free(scene, edits.place_box(p, size, scene.width, scene.height))]
+        free = [p for p in PLACES
+                if edits.box_free(scene, edits.place_box(p, size, scene.width, scene.height, scene.base_size))]
         if not free:
             return None
         place = _pick(rng, free)
@@ -151,8 +166,9 @@ def clause_for(category: str, scene: Scene, rng: np.random.Generator, domain: st
         color = _pick(rng, COLORS) if rng.random() < 0.5 else obj.color
         new = Obj(shape, color)
         o = f"a {new.describe()}"
+        desc = new.describe()
 
-        def build(b, img, expr=expr, desc=new.describe()):
+        def build(b, img, expr=expr, desc=desc):
             seg = b.call("RES", {"image": img, "prompt": expr}, ("mask",))
             box = b.call("BBOX", {"mask": seg["mask"]}, ("mask",))
             return b.call("FILL", {"image": img, "mask": box["mask"], "prompt": desc}, ("image",))["image"]

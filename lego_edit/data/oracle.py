@@ -20,8 +20,20 @@ from ..workflow.values import as_mask
 from . import edits
 from .phrases import AT
 from .referring import resolve
-from .shapes import (BACKGROUNDS, COLORS, ENVIRONMENTS, PATTERNS, SHAPES, SIZES, STYLES, TEXTURES, Obj, Scene,
-                     caption, render_layers)
+from .shapes import (
+    BACKGROUNDS,
+    COLORS,
+    ENVIRONMENTS,
+    PATTERNS,
+    SHAPES,
+    SIZES,
+    STYLES,
+    TEXTURES,
+    Obj,
+    Scene,
+    caption,
+    render_layers,
+)
 
 _WORDS = re.compile(r"[a-z]+")
 
@@ -97,7 +109,7 @@ class ShapesOracle:
         text = prompt.lower()
         place = next((p for p, phrase in sorted(AT.items(), key=lambda kv: -len(kv[1])) if phrase in text), "center")
         size = next((s for s in SIZES if re.search(rf"\b{s}\b", text)), "medium")
-        x, y, w, h = edits.place_box(place, size, scene.width, scene.height)
+        x, y, w, h = edits.place_box(place, size, scene.width, scene.height, scene.base_size)
         out = np.zeros((scene.height, scene.width), dtype=np.uint8)
         out[y:y + h, x:x + w] = 255
         return {"mask": out}
@@ -129,7 +141,8 @@ class ShapesOracle:
         if box is None:
             raise ExecutionError("oracle: FILL got an empty mask")
         keep = set(range(len(scene.objects))) - set(self._covered(scene, mask))
-        scene = scene.with_objects([o for i, o in enumerate(scene.objects) if i in keep] + [Obj(shape, color, pattern, box, orientation)])
+        new = Obj(shape, color, pattern, box, orientation)
+        scene = scene.with_objects([o for i, o in enumerate(scene.objects) if i in keep] + [new])
         return {"image": self._finish(image, mask, scene)}
 
     def rcm(self, ctx, image, mask, prompt):

@@ -3,7 +3,8 @@ so the open-domain split tests (and stage-3 RL trains on) wordings the Builder n
 
 Placeholders: {e} a referring expression ("the red circle"), {c} a colour, {p} a pattern, {cp} "red"/
 "striped"/"red striped", {o} an object phrase ("a small red circle"), {at} a place phrase, {bg} a background
-phrase, {s} a style name and {sn} its noun phrase, {env} an environment clause, {r} a resize phrase, {d} a direction, {side} an outpaint side.
+phrase, {s} a style name and {sn} its noun phrase, {env} an environment clause, {r} a resize phrase,
+{d} a direction, {side} an outpaint side.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ GT = {
     "add": ["add {o} {at}", "put {o} {at}", "place {o} {at}", "draw {o} {at}"],
     "replace": ["replace {e} with {o}", "swap {e} for {o}", "turn {e} into {o}"],
     "background": ["change the background to {bg}", "make the background {bg}", "set the background to {bg}"],
-    "style": ["turn the picture into {sn}", "make it look like {sn}", "apply the {s} style", "render the image in {s} style"],
+    "style": ["turn the picture into {sn}", "make it look like {sn}", "apply the {s} style",
+              "render the image in {s} style"],
     "environment": ["{env}"],
     "extract": ["extract {e}", "cut out {e}", "segment {e}", "isolate {e}"],
     "resize": ["make {e} {r}", "resize {e} to be {r}", "scale {e} to be {r}"],

@@ -23,10 +23,10 @@ def _centre(o: Obj) -> tuple[float, float]:
     return x + w / 2, y + h / 2
 
 
-def _noun(o: Obj, color: bool, pattern: bool, size: bool) -> str:
+def _noun(o: Obj, color: bool, pattern: bool, size: bool, base: int = 64) -> str:
     words = []
     if size:
-        words.append(o.size_name)
+        words.append(o.size_name(base))
     if color:
         words.append(o.color)
     if pattern and o.pattern != "solid":
@@ -38,7 +38,7 @@ def _noun(o: Obj, color: bool, pattern: bool, size: bool) -> str:
 def _matching(scene: Scene, o: Obj, color: bool, pattern: bool, size: bool) -> list[int]:
     return [i for i, p in enumerate(scene.objects) if p.shape == o.shape
             and (not color or p.color == o.color) and (not pattern or p.pattern == o.pattern)
-            and (not size or p.size_name == o.size_name)]
+            and (not size or p.size_name(scene.base_size) == o.size_name(scene.base_size))]
 
 
 def _extreme(scene: Scene, group: list[int], side: str) -> int | None:
@@ -70,7 +70,7 @@ def candidates(scene: Scene, index: int) -> list[str]:
         if pattern and o.pattern == "solid":
             continue
         group = _matching(scene, o, color, pattern, size)
-        noun = _noun(o, color, pattern, size)
+        noun = _noun(o, color, pattern, size, scene.base_size)
         if group == [index]:
             out.append(noun)
         elif len(group) > 1 and not size:
@@ -102,7 +102,7 @@ def resolve(scene: Scene, expression: str) -> int | None:
         elif w in PATTERNS:
             group = [i for i in group if scene.objects[i].pattern == w]
         elif w in SIZES:
-            group = [i for i in group if scene.objects[i].size_name == w]
+            group = [i for i in group if scene.objects[i].size_name(scene.base_size) == w]
     ordinal = next((ORDINALS.index(w) for w in words if w in ORDINALS), None)
     side = None
     for w in words:
@@ -111,7 +111,12 @@ def resolve(scene: Scene, expression: str) -> int | None:
     if ordinal is not None and side is not None:
         axis, sign = SIDES[side]
         ranked = sorted(group, key=lambda i: sign * _centre(scene.objects[i])[axis])
-        return ranked[ordinal] if ordinal < len(ranked) else None
+        if ordinal >= len(ranked):
+            return None
+        pos = [sign * _centre(scene.objects[i])[axis] for i in ranked[max(0, ordinal - 1):ordinal + 2]]
+        if any(b - a < MIN_SEPARATION for a, b in zip(pos, pos[1:])):
+            return None  # level with a neighbour in the ranking: "the first ... from the left" is ambiguous
+        return ranked[ordinal]
     if side is not None and len(group) > 1:
         return _extreme(scene, group, side)
     return group[0] if len(group) == 1 else None

@@ -52,15 +52,14 @@ class Obj:
             raise ValueError(f"unknown orientation {self.orientation!r}")
         object.__setattr__(self, "box", tuple(int(v) for v in self.box))
 
-    @property
-    def size_name(self) -> str:
-        """The size class nearest to this object's box (relative to a 64-pixel canvas side)."""
+    def size_name(self, base: int = 64) -> str:
+        """The size class nearest to this object's box, relative to the scene's original side ``base``."""
         side = max(self.box[2], self.box[3])
-        return min(SIZES, key=lambda k: abs(SIZES[k] * 64 - side))
+        return min(SIZES, key=lambda k: abs(SIZES[k] * base - side))
 
-    def describe(self, size: bool = False) -> str:
+    def describe(self, size: bool = False, base: int = 64) -> str:
         """'red striped circle', 'blue triangle pointing left' (solid and upright are not spoken)."""
-        words = ([self.size_name] if size else []) + [self.color]
+        words = ([self.size_name(base)] if size else []) + [self.color]
         if self.pattern != "solid":
             words.append(self.pattern)
         words.append(self.shape)
@@ -79,6 +78,7 @@ class Scene:
     style: str = "none"
     objects: tuple[Obj, ...] = field(default_factory=tuple)
     origin: tuple[int, int] = (0, 0)  # canvas position of the world origin (moves when outpainting)
+    base_size: int = 64  # the side the scene was sampled at: size words and the sunset gradient scale with it
 
     def __post_init__(self):
         if self.background not in BACKGROUNDS or self.texture not in TEXTURES:
@@ -88,7 +88,7 @@ class Scene:
         object.__setattr__(self, "objects", tuple(self.objects))
         object.__setattr__(self, "origin", tuple(int(v) for v in self.origin))
 
-    def with_objects(self, objects) -> "Scene":
+    def with_objects(self, objects) -> Scene:
         return replace(self, objects=tuple(objects))
 
     def to_dict(self) -> dict:
@@ -100,14 +100,15 @@ class Scene:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Scene":
+    def from_dict(cls, d: dict) -> Scene:
         d = dict(d)
         d["objects"] = tuple(Obj(**{**o, "box": tuple(o["box"])}) for o in d.get("objects", ()))
         d["origin"] = tuple(d.get("origin", (0, 0)))
+        d.setdefault("base_size", 64)
         return cls(**d)
 
     @classmethod
-    def from_json(cls, text: str) -> "Scene":
+    def from_json(cls, text: str) -> Scene:
         return cls.from_dict(json.loads(text))
 
     def background_phrase(self) -> str:
@@ -198,7 +199,7 @@ def render_layers(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
         layer = np.where(second[:, :, None], color // 2, color) if obj.pattern != "solid" else color
         img[m] = np.broadcast_to(layer, (H, W, 3))[m]
         labels[m] = i
-    img = _environment(img, scene.environment, X, Y)
+    img = _environment(img, scene.environment, X, Y, scene.base_size)
     img = _style(img, scene.style, X, Y, labels)
     return np.clip(img, 0, 255).astype(np.uint8), labels
 
@@ -213,16 +214,15 @@ def object_masks(scene: Scene) -> list[np.ndarray]:
     return [labels == i for i in range(len(scene.objects))]
 
 
-def _environment(img: np.ndarray, env: str, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+def _environment(img: np.ndarray, env: str, X: np.ndarray, Y: np.ndarray, base: int = 64) -> np.ndarray:
     if env == "night":
         return (img * 2) // 5 + np.array([10, 15, 50])
     if env == "fog":
         return (img * 45 + np.array([225, 225, 230]) * 55) // 100
     if env == "sunset":
-        t = np.clip(Y, 0, 64)[:, :, None] if Y.ndim == 2 else np.clip(Y, 0, 64)
-        t = np.broadcast_to(t, img.shape[:2] + (1,))
+        t = np.broadcast_to(np.clip(Y, 0, base)[:, :, None], img.shape[:2] + (1,))
         top, bottom = np.array([250, 120, 50]), np.array([150, 60, 120])
-        tint = (top * (64 - t) + bottom * t) // 64
+        tint = (top * (base - t) + bottom * t) // base
         return (img * 7 + tint * 3) // 10
     if env == "snow":
         flakes = ((X * 73) ^ (Y * 151)) % 29 == 0
@@ -264,10 +264,11 @@ def size_px(size: str, canvas: int = 64) -> int:
     return max(6, int(round(SIZES[size] * canvas)))
 
 
-def place_box(place: str, size: str, width: int, height: int) -> tuple[int, int, int, int]:
-    """The box of a new object of a named size at a named place (the centre of a 3x3 grid cell)."""
+def place_box(place: str, size: str, width: int, height: int, base: int | None = None) -> tuple[int, int, int, int]:
+    """The box of a new object of a named size at a named place (the centre of a 3x3 grid cell); sizes are
+    relative to ``base`` (the scene's original side), else to the canvas."""
     col, row = PLACES[place]
-    side = size_px(size, min(width, height))
+    side = size_px(size, base or min(width, height))
     cx = MARGIN + (2 * col + 1) * (width - 2 * MARGIN) // 6
     cy = MARGIN + (2 * row + 1) * (height - 2 * MARGIN) // 6
     x = min(max(MARGIN, cx - side // 2), width - MARGIN - side)
@@ -317,13 +318,13 @@ def sample_scene(rng: np.random.Generator, size: int = 64, max_objects: int = 4,
                 objects.append(Obj(shape, str(rng.choice(list(COLORS))),
                                    str(rng.choice(PATTERNS, p=[0.55, 0.15, 0.15, 0.15])), box, orientation))
                 break
-    return Scene(size, size, background, texture, environment, "none", tuple(objects))
+    return Scene(size, size, background, texture, environment, "none", tuple(objects), base_size=size)
 
 
 def caption(scene: Scene) -> str:
     """A plain description of the scene: objects left to right, background, environment, style."""
     objs = sorted(scene.objects, key=lambda o: (o.box[0] + o.box[2] / 2, o.box[1]))
-    parts = [f"a {o.describe(size=True)}" for o in objs] or ["nothing"]
+    parts = [f"a {o.describe(size=True, base=scene.base_size)}" for o in objs] or ["nothing"]
     text = ", ".join(parts) + f" on a {scene.background_phrase()} background"
     if scene.environment != "day":
         text += {"night": " at night", "fog": " in fog", "sunset": " at sunset", "snow": " in snow"}[scene.environment]

@@ -12,9 +12,9 @@ import hashlib
 import io
 import json
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +23,7 @@ import webdataset as wds
 from PIL import Image
 from tqdm import tqdm
 
-from ..imageio import encode_png, load_image, load_mask
+from ..imageio import ImageReadError, encode_png, load_image, load_mask
 from . import brick_samples as bs
 from .dataset import SPLITS, _rng, load_instructions, load_scenes, write_table
 from .shapes import Scene
@@ -202,30 +202,63 @@ def _read_rows(listing: str | Path) -> list[dict]:
     raise ValueError(f"listing {path}: use .csv, .parquet or .jsonl")
 
 
+EMPTY_OK = {"segmentation": ("text",), "edit": ("prompt",)}  # SOS and MASK-SEG take no text, INPAINT no prompt
+_CONVERT = {"box": (lambda v: [int(x) for x in (v.strip("[]").split(",") if isinstance(v, str) else v)], "4 integers"),
+            "label": (int, "an integer"), "score": (float, "a number")}
+
+
+def _absent(value) -> bool:
+    return value is None or value == ""
+
+
+def _load(where: str, field_name: str, read, *args, **kwargs) -> np.ndarray:
+    try:
+        return read(*args, **kwargs)
+    except ImageReadError as e:
+        raise ImageReadError(f"{where}, field {field_name!r}: {e}") from None
+
+
 def read_listing(family: str, listing, root) -> Iterator[tuple[str, str, dict, dict]]:
     """(split, key, images, meta) for each row of a listing; a bad row raises naming the row and field."""
     image_fields, mask_fields, required, optional = LISTING_FIELDS[family]
+    empty_ok = EMPTY_OK.get(family, ())
     root = Path(root)
+    seen: dict[str, int] = {}
     for i, row in enumerate(_read_rows(listing)):
         where = f"{listing} row {i + 1}"
-        missing = [f for f in (*image_fields, *mask_fields, *required) if f not in optional and not row.get(f)
-                   and f not in ("text",)]
+        missing = [f for f in (*image_fields, *mask_fields, *required)
+                   if f not in optional and f not in empty_ok and _absent(row.get(f))]
         if missing:
             raise ValueError(f"{where}: missing {', '.join(missing)}")
+        split = row.get("split") or "train"
+        if split not in SPLITS:
+            raise ValueError(f"{where}, field 'split': {split!r} is not one of {', '.join(SPLITS)}")
+        key = str(row.get("key") or f"{family}_{i:08d}")
+        if "." in key:
+            raise ValueError(f"{where}, field 'key': {key!r} contains '.', which webdataset reads as the start of "
+                             "the file extension")
+        if key in seen:
+            raise ValueError(f"{where}, field 'key': {key!r} is already the key of row {seen[key]}")
+        seen[key] = i + 1
         images = {}
         for f in image_fields:
-            if row.get(f):
-                images[f] = load_image(root / row[f])
+            if not _absent(row.get(f)):
+                images[f] = _load(where, f, load_image, root / row[f])
         size = next(iter(images.values())).shape[1::-1] if images else None
         for f in mask_fields:
-            if row.get(f):
-                images[f] = load_mask(root / row[f], size=size)
-        meta = {f: row[f] for f in (*required, *optional) if f in row and row[f] not in (None, "") and f not in images}
-        if family == "placement" and isinstance(meta["box"], str):
-            meta["box"] = [int(v) for v in meta["box"].strip("[]").split(",")]
-        if family == "critic":
-            meta["label"] = int(meta["label"])
-        yield row.get("split") or "train", str(row.get("key") or f"{family}_{i:08d}"), images, meta
+            if not _absent(row.get(f)):
+                images[f] = _load(where, f, load_mask, root / row[f], size=size)
+        meta = {f: row[f] for f in (*required, *optional) if not _absent(row.get(f)) and f not in images}
+        meta.update({f: "" for f in empty_ok if f not in meta})
+        for f, (convert, what) in _CONVERT.items():
+            if f in meta:
+                try:
+                    meta[f] = convert(meta[f])
+                except (TypeError, ValueError):
+                    raise ValueError(f"{where}, field {f!r}: cannot read {meta[f]!r} as {what}") from None
+                if f == "box" and len(meta[f]) != 4:
+                    raise ValueError(f"{where}, field 'box': {meta[f]!r} is not 4 integers")
+        yield split, key, images, meta
 
 
 # --- reading ------------------------------------------------------------------------------------------
@@ -251,7 +284,8 @@ def iter_samples(shard_dir, split: str | None = None, kinds: Iterable[str] | Non
     """Decoded samples (images as numpy arrays, JSON fields merged in) of one split, in shard order."""
     manifest = read_manifest(shard_dir).to_pylist()
     kinds = set(kinds) if kinds else None
-    wanted = {r["key"] for r in manifest if (split is None or r["split"] == split) and (not kinds or r["kind"] in kinds)}
+    wanted = {r["key"] for r in manifest
+              if (split is None or r["split"] == split) and (not kinds or r["kind"] in kinds)}
     shards = sorted({r["shard"] for r in manifest if r["key"] in wanted})
     if not shards:
         return

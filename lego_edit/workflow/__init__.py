@@ -1,7 +1,14 @@
 """The workflow language: parse, validate and execute Builder-written workflows (no torch here)."""
 
-from .errors import (BrickUnavailableError, ExecutionError, Issue, LimitExceededError, WorkflowError,
-                     WorkflowParseError, WorkflowValidationError)
+from .errors import (
+                     BrickUnavailableError,
+                     ExecutionError,
+                     Issue,
+                     LimitExceededError,
+                     WorkflowError,
+                     WorkflowParseError,
+                     WorkflowValidationError,
+)
 from .execute import BrickContext, ExecutionResult, Executor, run_workflow
 from .limits import DEFAULT_LIMITS, Limits
 from .parse import parse_workflow

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import BrickUnavailableError, ExecutionError, Issue, WorkflowError
+from .errors import BrickUnavailableError, ExecutionError, Issue, LimitExceededError, WorkflowError
 from .limits import DEFAULT_LIMITS, Limits
 from .structure import Ref, Workflow
 from .validate import ValidationReport, check_workflow
@@ -64,8 +64,11 @@ class Executor:
     def validate(self, workflow: Workflow, has_mask: bool) -> ValidationReport:
         return check_workflow(workflow, self.registry, has_mask=has_mask, limits=self.limits)
 
-    def run(self, workflow: Workflow, image: np.ndarray, mask: np.ndarray | None = None) -> ExecutionResult:
-        """Validate, then execute. Raises WorkflowError (invalid) or ExecutionError (a step failed)."""
+    def run(self, workflow: Workflow, image: np.ndarray, mask: np.ndarray | None = None,
+            report: ValidationReport | None = None) -> ExecutionResult:
+        """Validate (unless ``report``, a passing validation of this workflow with the same mask presence, is
+        given: a batch running one workflow on many images validates it once), then execute.
+        Raises WorkflowError (invalid) or ExecutionError (a step failed)."""
         start = time.perf_counter()
         image = check_value(Kind.IMAGE, image, "the input image")
         self.limits.check_size(*image.shape[:2], what="the input image")
@@ -76,7 +79,8 @@ class Executor:
                 raise WorkflowError(Issue(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
                                           f"{image.shape[1]}x{image.shape[0]}", None, "init[mask]", "bad_mask"))
             values["init[mask]"] = mask
-        report = self.validate(workflow, has_mask=mask is not None)
+        if report is None or report.errors:
+            report = self.validate(workflow, has_mask=mask is not None)
         records: list[StepRecord] = []
         for plan in report.plan:
             s = plan.step
@@ -115,7 +119,10 @@ class Executor:
                 except (TypeError, ValueError) as e:
                     raise ExecutionError(str(e), s.number, plan.spec.name) from e
                 if isinstance(value, np.ndarray):
-                    self.limits.check_size(*value.shape[:2], what=f"output '{key}' of step {s.number}")
+                    try:
+                        self.limits.check_size(*value.shape[:2], what=f"output '{key}'")
+                    except LimitExceededError as e:
+                        raise LimitExceededError(str(e), s.number, plan.spec.name) from None
                 values[str(ref)] = value
         images = [values[str(r)] for r in report.result]
         return ExecutionResult(images, values, records, report.warnings, time.perf_counter() - start)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import reprlib
 
 from .errors import Issue, WorkflowParseError
 from .structure import REF_LIKE_RE, Ref, Step, Workflow
@@ -18,11 +19,14 @@ from .values import is_number
 
 MAX_TEXT_CHARS = 200_000
 MAX_NESTING = 32
+MAX_INT_DIGITS = 100
 STEP_FIELDS = ("step", "model", "input", "output")
 TOP_FIELDS = ("process", "pipeline", "result")
 _FULLWIDTH = {"\uff0c": ",", "\uff1a": ":"}
 _THINK_RE = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _FENCE_RE = re.compile(r"```(?:json|json5)?\s*\n(.*?)```", re.DOTALL)
+_REPR = reprlib.Repr()  # for values quoted in messages: bounded depth and length (a dict source may nest deeply)
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 80, 80
 
 
 def _line_col(text: str, pos: int) -> tuple[int, int]:
@@ -129,9 +133,17 @@ def _reject_constant(name: str) -> float:
     raise WorkflowParseError(Issue(f"{name} is not a valid JSON number", code="syntax"))
 
 
+def _parse_int(digits: str) -> int:
+    if len(digits) > MAX_INT_DIGITS:  # Python refuses to convert more than 4300 digits; no workflow needs 100
+        raise WorkflowParseError(Issue(f"the integer {digits[:12]}... has {len(digits)} digits, too many for a "
+                                       "workflow value", code="syntax"))
+    return int(digits)
+
+
 def loads(text: str) -> object:
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
+                          parse_int=_parse_int)
     except json.JSONDecodeError as e:
         raise WorkflowParseError(Issue(f"invalid JSON: {e.msg} (line {e.lineno}, column {e.colno} of the JSON object)",
                                        code="syntax")) from None
@@ -152,10 +164,14 @@ def _parse_input_value(value: object, where: str, step: int | None, issues: list
             return None
         return value
     if is_number(value):
-        if not math.isfinite(float(value)):
-            issues.append(Issue(f"{value!r} is not a finite number", step, where, "bad_value"))
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the float range
+            number = math.inf
+        if not math.isfinite(number):
+            issues.append(Issue(f"{number!r} is not a finite number", step, where, "bad_value"))
             return None
-        return float(value)
+        return number
     issues.append(Issue(f"a {type(value).__name__} is not a valid value (expected a reference, a string, "
                         "a number or null)", step, where, "bad_value"))
     return None
@@ -178,7 +194,7 @@ def parse_result(value: object, issues: list[Issue]) -> list[Ref]:
     for item in items:
         ref = Ref.parse(item) if isinstance(item, str) else None
         if ref is None:
-            issues.append(Issue(f"{item!r} in the result is not a reference", None, "result", "bad_result"))
+            issues.append(Issue(f"{_REPR.repr(item)} in the result is not a reference", None, "result", "bad_result"))
         else:
             refs.append(ref)
     if not items:
@@ -191,19 +207,19 @@ def _parse_step(item: dict, position: int, issues: list[Issue]) -> Step | None:
     number: int | None = None
     if isinstance(raw_number, int) and not isinstance(raw_number, bool):
         number = raw_number
-    elif isinstance(raw_number, str) and raw_number.strip().isdigit():
+    elif isinstance(raw_number, str) and re.fullmatch(r"\s*[0-9]{1,9}\s*", raw_number):
         number = int(raw_number.strip())
     if number is None or number < 1:
-        issues.append(Issue(f"pipeline item {position + 1}: 'step' must be a positive integer, got {raw_number!r}",
-                            None, "step", "bad_step"))
+        issues.append(Issue(f"pipeline item {position + 1}: 'step' must be a positive integer, got "
+                            f"{_REPR.repr(raw_number)}", None, "step", "bad_step"))
         number = None
     for key in item:
         if key not in STEP_FIELDS:
-            issues.append(Issue(f"unknown field {key!r} (a step has {', '.join(STEP_FIELDS)})", number, key,
+            issues.append(Issue(f"unknown field {key!r} (a step has {', '.join(STEP_FIELDS)})", number, str(key),
                                 "unknown_field"))
     brick = item.get("model")
     if not isinstance(brick, str) or not brick.strip():
-        issues.append(Issue(f"'model' must name a brick, got {brick!r}", number, "model", "bad_model"))
+        issues.append(Issue(f"'model' must name a brick, got {_REPR.repr(brick)}", number, "model", "bad_model"))
         brick = ""
     inputs_raw = item.get("input")
     outputs_raw = item.get("output")
@@ -223,8 +239,8 @@ def _parse_step(item: dict, position: int, issues: list[Issue]) -> Step | None:
                 continue
             ref = Ref.parse(v) if isinstance(v, str) else None
             if ref is None or ref.step is None:
-                issues.append(Issue(f"{v!r} must name a place to store the output, like 'step{number or 'N'}[{k}]'",
-                                    number, f"output.{k}", "bad_output"))
+                issues.append(Issue(f"{_REPR.repr(v)} must name a place to store the output, like "
+                                    f"'step{number or 'N'}[{k}]'", number, f"output.{k}", "bad_output"))
             elif number is not None and ref.step != number:
                 issues.append(Issue(f"{v!r} stores the output under step {ref.step}; step {number} may only "
                                     f"write step{number}[...]", number, f"output.{k}", "bad_output"))
@@ -242,7 +258,7 @@ def workflow_from_obj(obj: object, reasoning: str = "") -> Workflow:
         raise WorkflowParseError(Issue(f"a workflow is a JSON object, got {type(obj).__name__}", code="structure"))
     for key in obj:
         if key not in TOP_FIELDS:
-            issues.append(Issue(f"unknown top-level field {key!r} (expected {', '.join(TOP_FIELDS)})", None, key,
+            issues.append(Issue(f"unknown top-level field {key!r} (expected {', '.join(TOP_FIELDS)})", None, str(key),
                                 "unknown_field"))
     process = obj.get("process", "")
     if not isinstance(process, str):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Union
 
 REF_RE = re.compile(r"^(?:init|step(\d+))\[([A-Za-z_][A-Za-z0-9_]*)\]$")
 # Strings that look like an attempted reference (so a malformed one is an error, not a literal).
@@ -40,7 +39,7 @@ class Ref:
         return f"init[{self.key}]" if self.step is None else f"step{self.step}[{self.key}]"
 
     @classmethod
-    def parse(cls, text: str) -> "Ref | None":
+    def parse(cls, text: str) -> Ref | None:
         """The reference written in ``text``, or None when ``text`` is not a well-formed reference."""
         m = REF_RE.match(text.strip())
         if not m:
@@ -48,8 +47,8 @@ class Ref:
         return cls(key=m.group(2), step=int(m.group(1)) if m.group(1) is not None else None)
 
 
-Literal = Union[str, float, None]
-InputValue = Union[Ref, str, float, None]
+Literal = str | float | None
+InputValue = Ref | str | float | None
 
 
 @dataclass

@@ -127,7 +127,7 @@ class _Checker:
         if spec is None:
             self.error(f"unknown brick {s.brick!r}{_suggest(s.brick, self.registry.all_names())}", n, "model",
                        "unknown_brick")
-            for key, ref in s.outputs.items():  # keep going without cascading errors
+            for ref in s.outputs.values():  # keep going without cascading errors
                 if ref is not None:
                     self.available.setdefault(str(ref), None)
             return

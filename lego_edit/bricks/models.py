@@ -1,0 +1,200 @@
+"""Model-backed bricks: bind trained models to the registry so that the executor runs real models.
+
+``bind_model_bricks(registry, run_dir)`` looks for a pipeline run's trained models (``<run_dir>/bricks/...``
+and the base VLM under ``<run_dir>/builder/base``) and binds every brick whose model exists. Models load
+lazily, once per process, on the best device (cuda if available); calls are batched inside a brick where the
+brick allows it (all crop windows of an edit go through the diffusion model together).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..workflow.errors import ExecutionError
+from ..workflow.values import as_mask
+from .functions import expand_canvas, mask_bbox
+from .registry import BrickRegistry
+from .vlm_prompts import CAPTION_PROMPT, PLACEMENT_PROMPT, parse_box
+
+log = logging.getLogger(__name__)
+EDIT_BRICK_NAMES = ("FILL", "RCM", "INPAINT", "CBG", "STYLE", "ENV", "POSE")
+
+
+def inpaint_strength(score: float) -> float:
+    """FASTINPAINT's difficulty score (0 easy .. 1 hard) as INPAINT's denoising strength: an easy hole keeps
+    most of the classical fill, a hard one is regenerated (the published brick maps it to 0.7-1.0)."""
+    return 0.6 + 0.4 * float(np.clip(score, 0.0, 1.0))
+
+
+def load_edit_model(path: str | Path, device: str | None = None):
+    """The edit base saved by training, whichever backend wrote it."""
+    meta = json.loads((Path(path) / "edit_model.json").read_text())
+    if meta.get("backend", "unet") == "flux_fill":
+        from ..models.flux_fill import FluxFillEditor
+
+        return FluxFillEditor.from_pretrained(path, device=device)
+    from ..models.inpainting import UNetInpainter
+
+    return UNetInpainter.from_pretrained(path, device=device)
+
+
+class ModelStore:
+    """Loads each model on first use and keeps it for the life of the process."""
+
+    def __init__(self, run_dir: str | Path, device: str | None = None):
+        self.run_dir = Path(run_dir)
+        self.device = device
+        self._lock = threading.Lock()
+        self.edit_lock = threading.Lock()
+        self._cache: dict[str, object] = {}
+
+    def path(self, *parts: str) -> Path:
+        return self.run_dir.joinpath(*parts)
+
+    def _get(self, key: str, load):
+        with self._lock:
+            if key not in self._cache:
+                log.info("loading %s", key)
+                self._cache[key] = load()
+            return self._cache[key]
+
+    def segmentation(self):
+        from ..models.segmentation import SegmentationModel
+
+        return self._get("segmentation", lambda: SegmentationModel.from_pretrained(
+            self.path("bricks", "segmentation"), device=self.device))
+
+    def vlm_bricks(self):
+        """The base VLM with the ADD-PRED and CMI-PRED adapters, switched per call."""
+        def load():
+            from peft import PeftModel
+
+            from ..models.vlm import load_vlm
+            from ..training.vlm_sft import resolve_base
+
+            model, processor = load_vlm(resolve_base(self.path("builder", "base")), device=self.device)
+            names = [n for n in ("placement", "captioning")
+                     if (self.path("bricks", n) / "adapter_config.json").is_file()]
+            model = PeftModel.from_pretrained(model, str(self.path("bricks", names[0])), adapter_name=names[0])
+            for n in names[1:]:
+                model.load_adapter(str(self.path("bricks", n)), adapter_name=n)
+            return model.eval(), processor
+
+        return self._get("vlm_bricks", load)
+
+    def edit_model(self):
+        def load():
+            model = load_edit_model(self.path("bricks", "edit_base"), device=self.device)
+            lora_dir = self.path("bricks", "edit_lora")
+            for brick in EDIT_BRICK_NAMES:
+                if (lora_dir / brick / "pytorch_lora_weights.safetensors").is_file():
+                    model.load_lora(brick, lora_dir / brick)
+            return model
+
+        return self._get("edit_model", load)
+
+
+def _vlm_answer(store: ModelStore, adapter: str, image: np.ndarray, text: str, max_new_tokens: int) -> str:
+    from ..models.vlm import chat, generate
+
+    model, processor = store.vlm_bricks()
+    model.set_adapter(adapter)
+    return generate(model, processor, [chat(text, 1)], [[image[:, :, :3]]], max_new_tokens=max_new_tokens)[0]
+
+
+def _cutout(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.dstack([image[:, :, :3], mask])
+
+
+def make_implementations(store: ModelStore) -> dict:
+    def segment(task, image, prompt="", hint=None):
+        mask = store.segmentation().predict([image], [task], [prompt], None if hint is None else [as_mask(hint)])[0]
+        return {"mask": mask, "image": _cutout(image, mask)}
+
+    def res(ctx, image, prompt):
+        return segment("RES", image, prompt)
+
+    def sos(ctx, image):
+        return segment("SOS", image)
+
+    def mask_seg(ctx, image, mask):
+        return segment("MASK-SEG", image, "", mask)
+
+    def add_pred(ctx, image, prompt, mask=None):
+        H, W = image.shape[:2]
+        answer = _vlm_answer(store, "placement", image, PLACEMENT_PROMPT.format(prompt=prompt), 32)
+        box = parse_box(answer, W, H)
+        if box is None:
+            raise ExecutionError(f"ADD-PRED answered {answer[:80]!r}, not a box [x1, y1, x2, y2]")
+        x1, y1, x2, y2 = box
+        if mask is not None:  # the place must lie inside the user's mask: keep the size, move it in
+            region = mask_bbox(as_mask(mask) > 0)
+            if region is not None:
+                rx, ry, rw, rh = region
+                w, h = min(x2 - x1 + 1, rw), min(y2 - y1 + 1, rh)
+                x1 = min(max(x1, rx), rx + rw - w)
+                y1 = min(max(y1, ry), ry + rh - h)
+                x2, y2 = x1 + w - 1, y1 + h - 1
+        out = np.zeros((H, W), dtype=np.uint8)
+        out[y1:y2 + 1, x1:x2 + 1] = 255
+        return {"mask": out}
+
+    def cmi_pred(ctx, image, left_ratio=None, right_ratio=None, top_ratio=None, bottom_ratio=None):
+        caption = _vlm_answer(store, "captioning", image, CAPTION_PROMPT, 96).strip()
+        if left_ratio is None:
+            return {"caption": caption}
+        canvas, mask = expand_canvas(ctx, image, left_ratio, right_ratio, top_ratio, bottom_ratio)
+        return {"caption": caption, "image": canvas, "mask": mask}
+
+    def editor(brick):
+        def run(ctx, image, mask=None, prompt="", preimage=None, score=None, style=None):
+            model = store.edit_model()
+            # FILL's preimage (an outpaint start or an RGBA reference) only means something to flux_fill; the
+            # unet backend's canvas already carries the original.
+            pre = preimage if brick == "INPAINT" or (brick == "FILL" and model.backend == "flux_fill") else None
+            strength = inpaint_strength(score) if brick == "INPAINT" and score is not None else None
+            with store.edit_lock:  # edit() switches adapters and scheduler state: one call at a time
+                out = model.edit(brick, [image[:, :, :3]], [None if mask is None else as_mask(mask)],
+                                 [prompt or ""], preimages=[pre], strengths=[strength], styles=[style],
+                                 seed=getattr(ctx, "seed", 0))
+            return {"image": out[0]}
+
+        return run
+
+    impls = {"RES": res, "SOS": sos, "MASK-SEG": mask_seg, "ADD-PRED": add_pred, "CMI-PRED": cmi_pred}
+    impls.update({b: editor(b) for b in EDIT_BRICK_NAMES})
+    return impls
+
+
+def available_models(run_dir: str | Path) -> dict[str, bool]:
+    run = Path(run_dir)
+    seg = (run / "bricks" / "segmentation" / "segmentation.json").is_file()
+    edit = (run / "bricks" / "edit_base" / "edit_model.json").is_file()
+    base = (run / "builder" / "base").is_dir()
+    out = {name: seg for name in ("RES", "SOS", "MASK-SEG")}
+    out["ADD-PRED"] = base and (run / "bricks" / "placement" / "adapter_config.json").is_file()
+    out["CMI-PRED"] = base and (run / "bricks" / "captioning" / "adapter_config.json").is_file()
+    out.update({b: edit for b in EDIT_BRICK_NAMES})
+    return out
+
+
+def bind_model_bricks(registry: BrickRegistry, run_dir: str | Path, device: str | None = None) -> list[str]:
+    """Bind every model-backed brick whose trained model exists under ``run_dir``; returns the bound names."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run folder (expected a pipeline's results/ folder)")
+    store = ModelStore(run, device)
+    impls = make_implementations(store)
+    bound = []
+    for name, ok in available_models(run).items():
+        if ok and name in registry:
+            registry.bind(name, impls[name], source=f"trained model in {run}")
+            bound.append(name)
+    if not bound:
+        raise FileNotFoundError(f"{run_dir}: no trained brick models found under bricks/")
+    return bound

@@ -1,0 +1,73 @@
+"""Turn (image, instruction) pairs into workflows with a Builder, in batches, and score the answers.
+
+Used by the Builder's training stages (quick held-out figures) and by the evaluation stage (every Builder
+row of the tables): one code path for a local VLM and an OpenAI-compatible endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..workflow import DEFAULT_LIMITS, Limits, WorkflowError, parse_workflow, validate_workflow
+from .backends import BackendError, GenerationBackend, GenerationRequest
+from .prompting import builder_system_text, builder_user_text, registry_user_text
+from .rewards import _f1, brick_multiset, exact_match
+
+
+@dataclass
+class BuilderAnswer:
+    text: str | None
+    workflow: object | None  # a Workflow, or None
+    error: str | None  # why there is no (valid) workflow: backend error, parse error, validation errors
+    valid: bool
+
+
+def requests_for(images: Sequence[np.ndarray], instructions: Sequence[str], registry, style: str,
+                 has_masks: Sequence[bool] | None = None) -> list[GenerationRequest]:
+    system = builder_system_text(registry, style)
+    masks = has_masks or [False] * len(images)
+    if style == "registry":
+        return [GenerationRequest(registry_user_text(t, m), [img[:, :, :3]], system)
+                for img, t, m in zip(images, instructions, masks)]
+    return [GenerationRequest(builder_user_text(t, m), [img[:, :, :3]], system)
+            for img, t, m in zip(images, instructions, masks)]
+
+
+def build_workflows(backend: GenerationBackend, images, instructions, registry, style: str = "instruction",
+                    has_masks=None, limits: Limits = DEFAULT_LIMITS) -> list[BuilderAnswer]:
+    """One answer per item, in order; a failed request or an invalid workflow is recorded, never raised."""
+    results = backend.generate(requests_for(images, instructions, registry, style, has_masks))
+    answers = []
+    for i, r in enumerate(results):
+        if isinstance(r, BackendError):
+            answers.append(BuilderAnswer(None, None, f"builder request failed: {r}", False))
+            continue
+        try:
+            wf = parse_workflow(r)
+        except WorkflowError as e:
+            answers.append(BuilderAnswer(r, None, f"parse: {e}", False))
+            continue
+        report = validate_workflow(wf, registry, has_mask=bool(has_masks and has_masks[i]), limits=limits)
+        err = None if report.ok else "invalid: " + "; ".join(str(x) for x in report.errors[:5])
+        answers.append(BuilderAnswer(r, wf, err, report.ok))
+    return answers
+
+
+def score_against_gt(answers: list[BuilderAnswer], gold_workflows: Sequence[str | None]) -> dict:
+    """Parse rate, valid rate, brick-multiset F1 and exact GT match over the items that have a GT."""
+    parsed = [a.workflow is not None for a in answers]
+    valid = [a.valid for a in answers]
+    f1, exact = [], []
+    for a, g in zip(answers, gold_workflows):
+        if g is None:
+            continue
+        gold = parse_workflow(g if isinstance(g, str) else json.dumps(g))
+        f1.append(0.0 if a.workflow is None else _f1(brick_multiset(a.workflow), brick_multiset(gold)))
+        exact.append(exact_match(a.workflow, gold))
+    mean = lambda v: round(float(np.mean(v)), 4) if v else None  # noqa: E731
+    return {"n": len(answers), "parse_rate": mean(parsed), "valid_rate": mean(valid), "brick_f1": mean(f1),
+            "exact_match": mean(exact)}

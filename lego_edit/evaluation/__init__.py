@@ -1,0 +1,1 @@
+"""Evaluation: benchmark readers (shapes, GEdit-Bench, ImgEdit-Bench), judge scoring, tables."""

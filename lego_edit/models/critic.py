@@ -1,0 +1,115 @@
+"""The critic (judge) that scores an edit: (instruction, source image, edited image) -> score in [0, 1].
+
+Two backends behind one interface:
+  * ``local``: a small VLM of the Builder's architecture fine-tuned on the critic shards; the score is
+    P("yes") / (P("yes") + P("no")) for "is the second image the first edited as instructed?".
+  * ``openai``: a large VLM behind an OpenAI-compatible endpoint, asked VIEScore-style for semantic
+    consistency (SC) and perceptual quality (PQ), 0-10 each; the score is sqrt(SC*PQ) / 10. An answer that
+    stays unreadable after retries gives None (unscored), never an invented number.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from ..bricks.vlm_prompts import CRITIC_CHOICES, CRITIC_PROMPT
+from ..workflow.values import rgb
+
+
+@dataclass
+class CriticScore:
+    score: float | None  # in [0, 1]; None = unscored
+    sc: float | None = None  # semantic consistency 0-10 (judge backends)
+    pq: float | None = None  # perceptual quality 0-10 (judge backends)
+    error: str | None = None
+
+
+class Critic(Protocol):
+    def score(self, instructions: list[str], sources: list[np.ndarray], edited: list[np.ndarray]
+              ) -> list[CriticScore]: ...
+
+
+def critic_messages(instruction: str) -> list[dict]:
+    from .vlm import chat
+
+    return chat(CRITIC_PROMPT.format(instruction=instruction), 2)
+
+
+class LocalCritic:
+    def __init__(self, path: str | None = None, device: str | None = None, batch_size: int = 32, model=None):
+        from .vlm import load_vlm
+
+        self.model, self.processor = model if model is not None else load_vlm(path, device=device)
+        self.batch_size = batch_size
+
+    def score(self, instructions, sources, edited) -> list[CriticScore]:
+        from .vlm import score_choices
+
+        probs = score_choices(self.model, self.processor, [critic_messages(t) for t in instructions],
+                              [[rgb(s)[:, :, :3], rgb(e)[:, :, :3]] for s, e in zip(sources, edited)],
+                              CRITIC_CHOICES, normalize=True, batch_size=self.batch_size)
+        return [CriticScore(p["yes"]) for p in probs]
+
+
+@dataclass
+class OpenAICriticConfig:
+    """An OpenAI-compatible judge endpoint (base URL, model, API key variable)."""
+
+    base_url: str = ""
+    model: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = 120.0
+    max_retries: int = 2
+    concurrency: int = 4
+    extra: dict = field(default_factory=dict)
+
+
+class OpenAICritic:
+    def __init__(self, cfg: OpenAICriticConfig):
+        from ..builder.backends import OpenAIChatBackend
+        from ..evaluation.judge import VIEScoreJudge
+
+        self.backend = OpenAIChatBackend(cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, timeout=cfg.timeout,
+                                         max_retries=cfg.max_retries, max_tokens=512, temperature=0.0,
+                                         concurrency=cfg.concurrency)
+        self.judge = VIEScoreJudge(self.backend.chat, max_retries=cfg.max_retries)
+
+    def score(self, instructions, sources, edited) -> list[CriticScore]:
+        out = []
+        for t, s, e in zip(instructions, sources, edited):
+            r = self.judge.score(t, rgb(s)[:, :, :3], rgb(e)[:, :, :3])
+            out.append(CriticScore(r.overall / 10 if r.ok else None, r.sc, r.pq, r.error))
+        return out
+
+
+def load_critic(spec: dict, device: str | None = None) -> Critic:
+    """``{"backend": "local", "path": ...}`` or ``{"backend": "openai", "base_url": ..., "model": ...}``."""
+    backend = spec.get("backend", "local")
+    if backend == "local":
+        return LocalCritic(spec["path"], device=device)
+    if backend == "openai":
+        return OpenAICritic(OpenAICriticConfig(**{k: v for k, v in spec.items() if k != "backend"}))
+    raise ValueError(f"unknown critic backend {backend!r} (use local or openai)")
+
+
+CRITIC_SPEC = "critic.json"  # in a critic folder: an endpoint to use instead of local weights
+
+
+def load_critic_dir(path, device: str | None = None) -> Critic:
+    """The critic a pipeline run trained or configured: local weights, or the endpoint critic.json names."""
+    import json
+    from pathlib import Path
+
+    spec = Path(path) / CRITIC_SPEC
+    if spec.is_file():
+        return load_critic(json.loads(spec.read_text()), device=device)
+    return LocalCritic(str(path), device=device)
+
+
+def mean_score(scores: list[CriticScore]) -> float | None:
+    vals = [s.score for s in scores if s.score is not None and math.isfinite(s.score)]
+    return float(np.mean(vals)) if vals else None

@@ -1,0 +1,246 @@
+"""The edit bricks' diffusion model, ``unet`` backend: a small pixel-space inpainting UNet trained with
+flow matching (as FLUX is), one base for every edit brick plus one LoRA per brick.
+
+It works on ``crop_size`` windows at full resolution: one window centred on a small mask, or tiles over a
+large one (backgrounds, whole-image styles). Inputs per window: the noisy target, the source (for INPAINT
+the pre-inpainted image), the mask and x/y coordinate channels; the prompt ("RCM: blue") conditions through
+cross-attention and the class embedding. Outside the mask the output is the input, exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, UNet2DConditionModel
+from peft import LoraConfig
+from torch import nn
+
+from ..bricks.functions import mask_bbox
+from .conditional_unet import UNetConfig, build_unet, coord_channels
+from .text_encoder import PromptEncoder, TextEncoderConfig
+
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+                "conv1", "conv2"]
+
+
+@dataclass
+class EditModelConfig:
+    """The unet edit backend: windows, prompt encoder, UNet and sampler."""
+
+    crop_size: int = field(default=32, metadata={"help": "Window side in pixels (full resolution)."})
+    reference_size: int = field(default=64, metadata={"help": "Image side the coordinate channels are scaled by."})
+    text: TextEncoderConfig = field(default_factory=lambda: TextEncoderConfig(max_length=32))
+    unet: UNetConfig = field(default_factory=lambda: UNetConfig(block_out_channels=[16, 32, 64], attention_levels=1))
+    sampling_steps: int = field(default=4, metadata={"help": "Euler steps of the flow-matching sampler."})
+    outside_weight: float = field(default=0.1, metadata={"help": "Loss weight of pixels outside the mask."})
+
+    def __post_init__(self):
+        if isinstance(self.text, dict):
+            self.text = TextEncoderConfig(**self.text)
+        if isinstance(self.unet, dict):
+            self.unet = UNetConfig(**self.unet)
+        if self.crop_size % self.unet.downsample:
+            raise ValueError(f"crop_size {self.crop_size} must be divisible by {self.unet.downsample}")
+
+
+def edit_text(brick: str, prompt: str = "", style: str | None = None) -> str:
+    """The conditioning text of an edit brick call, e.g. 'RCM: blue' or 'STYLE: a red circle ... | sketch style'."""
+    return f"{brick}: {prompt}" + (f" | {style}" if style else "")
+
+
+def windows(mask: np.ndarray, crop: int) -> list[tuple[int, int]]:
+    """Top-left corners of the crop windows that cover the mask (the image is at least crop x crop)."""
+    H, W = mask.shape
+    box = mask_bbox(mask > 0)
+    if box is None:
+        return []
+    x, y, w, h = box
+    if w <= crop and h <= crop:
+        cx, cy = x + w // 2, y + h // 2
+        return [(min(max(0, cx - crop // 2), W - crop), min(max(0, cy - crop // 2), H - crop))]
+    xs = sorted({min(v, W - crop) for v in range(x, x + w, crop)})
+    ys = sorted({min(v, H - crop) for v in range(y, y + h, crop)})
+    return [(wx, wy) for wy in ys for wx in xs if (mask[wy:wy + crop, wx:wx + crop] > 0).any()]
+
+
+def to_unit(a: np.ndarray) -> torch.Tensor:
+    """uint8 HxWxC -> float CxHxW in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(a[:, :, :3])).permute(2, 0, 1).float() / 127.5 - 1
+
+
+class UNetInpainter(nn.Module):
+    backend = "unet"
+
+    def __init__(self, cfg: EditModelConfig, prompt_encoder: PromptEncoder, unet: UNet2DConditionModel | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.prompt_encoder = prompt_encoder
+        self.unet = unet or build_unet(cfg.unet, cfg.crop_size, in_channels=9, out_channels=3,
+                                       cross_attention_dim=prompt_encoder.dim)
+        self.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+
+    @classmethod
+    def build(cls, cfg: EditModelConfig, texts: list[str]) -> UNetInpainter:
+        return cls(cfg, PromptEncoder.build(cfg.text, texts))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def predict_velocity(self, noisy, source, mask, coords, sigma, ids) -> torch.Tensor:
+        tokens, pooled = self.prompt_encoder(ids)
+        x = torch.cat([noisy, source, mask * 2 - 1, coords], dim=1)
+        return self.unet(x, sigma * 1000, encoder_hidden_states=tokens, class_labels=pooled).sample
+
+    def training_data(self, samples: list[dict]) -> dict:
+        """Every training window of every sample, as uint8 tensors (made floats per batch), plus prompt ids."""
+        c, ref = self.cfg.crop_size, self.cfg.reference_size
+        src, tgt, msk, crd, texts = [], [], [], [], []
+        for s in samples:
+            source = s["preimage"] if s["brick"] == "INPAINT" and s.get("preimage") is not None else s["source"]
+            mask = s["mask"]
+            if mask.shape[0] < c or mask.shape[1] < c:
+                continue
+            text = edit_text(s["brick"], s.get("prompt", ""), s.get("style"))
+            for x, y in windows(mask, c):
+                src.append(torch.from_numpy(np.ascontiguousarray(source[y:y + c, x:x + c, :3])).permute(2, 0, 1))
+                tgt.append(torch.from_numpy(np.ascontiguousarray(s["target"][y:y + c, x:x + c, :3])).permute(2, 0, 1))
+                msk.append(torch.from_numpy((mask[y:y + c, x:x + c] > 0).astype(np.uint8))[None])
+                crd.append(coord_channels(c, c, x, y, ref, ref))
+                texts.append(text)
+        return {"source": torch.stack(src), "target": torch.stack(tgt), "mask": torch.stack(msk),
+                "coords": torch.stack(crd), "ids": self.prompt_encoder.tokenize(texts), "size": len(texts)}
+
+    def training_loss(self, data: dict, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Flow matching: x_t = (1 - s) x0 + s noise, predict noise - x0; the mask region weighs most."""
+        dev = self.device
+        target = data["target"][index].float().to(dev) / 127.5 - 1
+        source = data["source"][index].float().to(dev) / 127.5 - 1
+        mask = data["mask"][index].float().to(dev)
+        b = target.shape[0]
+        noise = torch.randn(target.shape, generator=generator).to(dev)
+        sigma = torch.rand(b, generator=generator).to(dev)
+        s = sigma.view(b, 1, 1, 1)
+        noisy = (1 - s) * target + s * noise
+        coords, ids = data["coords"][index].to(dev), data["ids"][index].to(dev)
+        pred = self.predict_velocity(noisy, source, mask, coords, sigma, ids)
+        weight = mask + self.cfg.outside_weight * (1 - mask)
+        return (weight * (pred - (noise - target)) ** 2).mean()
+
+    # --- inference --------------------------------------------------------------------------------
+    def _window_batch(self, masks, sources):
+        c = self.cfg.crop_size
+        items = []
+        for i, (m, src) in enumerate(zip(masks, sources)):
+            for x, y in windows(m, c):
+                items.append((i, x, y, to_unit(src[y:y + c, x:x + c]), torch.from_numpy(
+                    (m[y:y + c, x:x + c] > 0).astype(np.float32))[None],
+                    coord_channels(c, c, x, y, self.cfg.reference_size, self.cfg.reference_size)))
+        return items
+
+    @torch.no_grad()
+    def edit(self, brick: str, images: list[np.ndarray], masks: list[np.ndarray | None], prompts: list[str], *,
+             preimages: list[np.ndarray | None] | None = None, strengths: list[float] | None = None,
+             styles: list[str | None] | None = None, seed: int = 0, batch_size: int = 64) -> list[np.ndarray]:
+        """Edit each image inside its mask (None: the whole image); returns RGB uint8 images.
+
+        ``preimages`` replace the source inside the model (INPAINT's pre-inpainted image); ``strengths``
+        in (0, 1] start the sampler part-way from the preimage instead of from pure noise.
+        """
+        self.eval()
+        self.set_brick(brick)
+        n = len(images)
+        c = self.cfg.crop_size
+        padded, pad = [], []
+        for i, img in enumerate(images):  # images smaller than a window are edge-padded, then cropped back
+            H, W = img.shape[:2]
+            ph, pw = max(0, c - H), max(0, c - W)
+            pad.append((H, W))
+            m = np.full((H, W), 255, np.uint8) if masks[i] is None else masks[i]
+            src = images[i] if preimages is None or preimages[i] is None else preimages[i]
+            padded.append(tuple(np.pad(a, ((0, ph), (0, pw)) + ((0, 0),) * (a.ndim - 2), mode="edge")
+                                for a in (img[:, :, :3], m, src[:, :, :3])))
+        items = self._window_batch([p[1] for p in padded], [p[2] for p in padded]) if padded else []
+        texts = [edit_text(brick, prompts[i], styles[i] if styles else None) for i in range(n)]
+        outputs = [p[0].astype(np.float32).copy() for p in padded]
+        gen = torch.Generator().manual_seed(seed)
+        dev = self.device
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            idx = [it[0] for it in chunk]
+            source = torch.stack([it[3] for it in chunk]).to(dev)
+            mask = torch.stack([it[4] for it in chunk]).to(dev)
+            coords = torch.stack([it[5] for it in chunk]).to(dev)
+            ids = self.prompt_encoder.tokenize([texts[i] for i in idx]).to(dev)
+            strength = torch.tensor([1.0 if strengths is None or strengths[i] is None else
+                                     float(np.clip(strengths[i], 0.05, 1.0)) for i in idx])
+            x = self.sample(source, mask, coords, ids, strength, gen)
+            for (i, wx, wy, *_), win, m in zip(chunk, x.cpu(), mask.cpu()):
+                region = outputs[i][wy:wy + c, wx:wx + c]
+                pix = ((win.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
+                region[:] = np.where(m[0, :, :, None].numpy() > 0, pix, region)
+        results = []
+        for out, (H, W), (img, m, _) in zip(outputs, pad, padded):
+            final = np.where(m[:, :, None] > 0, np.rint(out), img).astype(np.uint8)
+            results.append(final[:H, :W])
+        return results
+
+    def sample(self, source, mask, coords, ids, strength: torch.Tensor, generator) -> torch.Tensor:
+        """Euler integration of the learned velocity from sigma=strength (noise mixed into the source) to 0."""
+        dev = source.device
+        noise = torch.randn(source.shape, generator=generator).to(dev)
+        out = torch.empty_like(source)
+        for s in sorted(set(strength.tolist()), reverse=True):  # one schedule per distinct strength
+            sel = (strength == s).nonzero().flatten().to(dev)
+            sigmas = np.linspace(s, 0.0, self.cfg.sampling_steps + 1)[:-1]
+            self.scheduler.set_timesteps(sigmas=sigmas.tolist(), device=dev)
+            x = (1 - s) * source[sel] + s * noise[sel]
+            for t in self.scheduler.timesteps:
+                sigma = (t / 1000).expand(len(sel)).to(dev)
+                v = self.predict_velocity(x, source[sel], mask[sel], coords[sel], sigma, ids[sel])
+                x = self.scheduler.step(v, t, x).prev_sample
+            out[sel] = x
+        return out
+
+    # --- adapters ---------------------------------------------------------------------------------
+    def add_lora(self, brick: str, rank: int, alpha: int | None = None) -> None:
+        self.unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=LORA_TARGETS,
+                                         init_lora_weights="gaussian"), adapter_name=brick)
+        self.unet.set_adapters([brick])
+
+    def load_lora(self, brick: str, path: str | Path) -> None:
+        self.unet.load_lora_adapter(str(path), adapter_name=brick, prefix=None,
+                                    weight_name="pytorch_lora_weights.safetensors")
+
+    def set_brick(self, brick: str) -> None:
+        """Activate the brick's LoRA if one is loaded, else run the shared base."""
+        loaded = getattr(self.unet, "peft_config", {}) or {}
+        if brick in loaded:
+            self.unet.enable_adapters()
+            self.unet.set_adapters([brick])
+        elif loaded:
+            self.unet.disable_adapters()
+
+    def save_lora(self, brick: str, out_dir: str | Path) -> None:
+        self.unet.save_lora_adapter(str(out_dir), adapter_name=brick)
+
+    # --- persistence ------------------------------------------------------------------------------
+    def save_pretrained(self, out_dir: str | Path) -> None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.prompt_encoder.save_pretrained(out_dir)
+        self.unet.save_pretrained(out_dir / "unet", safe_serialization=True)
+        (out_dir / "edit_model.json").write_text(json.dumps({"backend": self.backend, **asdict(self.cfg)}, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | None = None) -> UNetInpainter:
+        path = Path(path)
+        meta = json.loads((path / "edit_model.json").read_text())
+        meta.pop("backend", None)
+        model = cls(EditModelConfig(**meta), PromptEncoder.from_pretrained(path),
+                    UNet2DConditionModel.from_pretrained(path / "unet"))
+        return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()

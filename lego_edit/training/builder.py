@@ -1,0 +1,225 @@
+"""Train the Builder: stage 1 SFT on GT workflows (TRL SFTTrainer); stages 2 and 3 GRPO (TRL GRPOTrainer) with
+GT-based rewards, then with the critic's score of the executed edit on open-domain instructions.
+
+    python -m lego_edit.training.builder --config cfg.json      (stage: sft | grpo_gt | grpo_critic)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..bricks.registry import default_registry
+from ..builder.prompting import builder_completion, builder_system_text, builder_user_text, registry_user_text
+from ..data.dataset import load_instructions
+from ..imageio import atomic_write_json
+from .common import plot_curves, write_metrics
+from .vlm_sft import (
+    LoraSettings,
+    SFTSettings,
+    latest_hf_checkpoint,
+    peft_config,
+    resolve_base,
+    sft,
+    training_args,
+    write_history,
+)
+
+log = logging.getLogger(__name__)
+STAGES = ("sft", "grpo_gt", "grpo_critic")
+
+
+@dataclass
+class GRPOSettings:
+    """GRPO settings (TRL GRPOTrainer)."""
+
+    steps: int = field(default=40, metadata={"help": "Optimizer steps."})
+    prompts_per_step: int = field(default=4, metadata={"help": "Distinct instructions per step."})
+    num_generations: int = field(default=4, metadata={"help": "Sampled workflows per instruction (the group)."})
+    lr: float = field(default=2e-5, metadata={"help": "Learning rate."})
+    beta: float = field(default=0.02, metadata={"help": "KL penalty towards the starting model."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    max_completion_length: int = field(default=320, metadata={"help": "Longest sampled answer, in tokens."})
+    scheduler: str = field(default="constant", metadata={"help": "transformers lr_scheduler_type."})
+    checkpoint_every: int = field(default=20, metadata={"help": "Steps between resumable checkpoints."})
+    checkpoints_kept: int = field(default=2, metadata={"help": "Checkpoints kept after rotation."})
+    log_every: int = field(default=5, metadata={"help": "Steps between logged metrics."})
+    threads: int = field(default=1, metadata={"help": "CPU threads for torch."})
+    use_vllm: bool = field(default=False, metadata={"help": "Generate with vLLM (TRL's integration; GPU runs)."})
+    vllm_mode: str = field(default="colocate", metadata={"help": "TRL vllm_mode: colocate or server."})
+    lora: LoraSettings | None = field(default=None, metadata={"help": "LoRA settings; None: full fine-tuning."})
+    reward_weights: dict = field(default_factory=dict, metadata={"help": "Weight per reward name (default 1)."})
+    execution_seconds: float = field(default=20.0, metadata={"help": "Stage 3: time bound per workflow execution."})
+    max_train_rows: int = field(default=0, metadata={"help": "Instructions drawn from (0: all training rows)."})
+
+    def __post_init__(self):
+        if isinstance(self.lora, dict):
+            self.lora = LoraSettings(**self.lora)
+        if self.num_generations < 2:
+            raise ValueError("GRPO needs num_generations >= 2 (it compares samples within a group)")
+
+
+@dataclass
+class BuilderConfig:
+    stage: str = field(default="sft", metadata={"help": "sft, grpo_gt or grpo_critic."})
+    base: str = field(default="", metadata={"help": "Starting model: the base VLM (sft) or the previous stage."})
+    instructions: str = field(default="", metadata={"help": "Instruction table (gt for sft/grpo_gt, open for "
+                                                            "grpo_critic)."})
+    run_dir: str = field(default="results", metadata={"help": "Pipeline results folder (trained bricks, stage 3)."})
+    critic: str = field(default="", metadata={"help": "Critic folder (stage 3)."})
+    output_dir: str = ""
+    checkpoint_dir: str = ""
+    seed: int = 0
+    prompt_style: str = "instruction"
+    sft: SFTSettings = field(default_factory=lambda: SFTSettings(steps=600, batch_size=16, lr=3e-3))
+    grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    max_train_rows: int = field(default=0, metadata={"help": "Use at most this many training rows (0: all)."})
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+
+
+def _image(path: str) -> Image.Image:
+    return Image.open(path).convert("RGB")
+
+
+def prompt_messages(instruction: str, style: str, registry) -> list[dict]:
+    """The conversation the Builder sees (the image part comes first in the user turn)."""
+    system = builder_system_text(registry, style)
+    text = registry_user_text(instruction) if style == "registry" else builder_user_text(instruction)
+    head = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+    return head + [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+
+
+def sft_rows(rows: list[dict], style: str, registry) -> list[dict]:
+    out = []
+    for r in rows:
+        if not r["workflow"]:
+            continue
+        system = builder_system_text(registry, style)
+        user = registry_user_text(r["instruction"]) if style == "registry" else builder_user_text(r["instruction"])
+        prompt = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        out.append({"images": [_image(r["image_path"])], "prompt": prompt,
+                    "completion": [{"role": "assistant", "content": builder_completion(r["reasoning"] or "",
+                                                                                       r["workflow"])}]})
+    return out
+
+
+def _select(rows: list[dict], limit: int, seed: int) -> list[dict]:
+    if not limit or len(rows) <= limit:
+        return rows
+    idx = np.random.default_rng(seed).permutation(len(rows))[:limit]
+    return [rows[i] for i in sorted(idx)]
+
+
+def run_sft(cfg: BuilderConfig) -> dict:
+    registry = default_registry()
+    rows = _select(load_instructions(cfg.instructions, "train"), cfg.max_train_rows, cfg.seed)
+    out = Path(cfg.output_dir)
+    model, processor, history = sft(cfg.base, sft_rows(rows, cfg.prompt_style, registry), out,
+                                    cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt", cfg.seed, cfg.sft,
+                                    "Builder stage 1 (SFT)")
+    return {"final_loss": next((r["loss"] for r in reversed(history) if "loss" in r), None), "rows": len(rows)}
+
+
+def gt_reward_functions():
+    from ..builder.rewards import GT_REWARDS
+
+    funcs = []
+    for name, fn in GT_REWARDS.items():
+        def wrapped(prompts=None, completions=(), fn=fn, **kw):
+            return fn(prompts=prompts, completions=completions, **kw)
+        wrapped.__name__ = name  # TRL logs rewards/<__name__>/mean
+        funcs.append(wrapped)
+    return funcs
+
+
+def critic_reward_function(cfg: BuilderConfig):
+    from ..bricks.models import bind_model_bricks
+    from ..builder.rewards import CriticReward
+    from ..models.critic import load_critic_dir
+    from ..workflow import BrickContext, Executor
+
+    registry = default_registry()
+    bind_model_bricks(registry, cfg.run_dir)
+    executor = Executor(registry, BrickContext(seed=cfg.seed))
+    return CriticReward(executor, load_critic_dir(cfg.critic), seconds=cfg.grpo.execution_seconds)
+
+
+def run_grpo(cfg: BuilderConfig) -> dict:
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import GRPOConfig, GRPOTrainer
+
+    from ..models.vlm import load_vlm
+
+    g = cfg.grpo
+    torch.set_num_threads(max(1, g.threads))
+    set_seed(cfg.seed)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    registry = default_registry()
+    rows = load_instructions(cfg.instructions, "train")
+    if cfg.stage == "grpo_gt":
+        rows = [r for r in rows if r["workflow"]]
+    rows = _select(rows, cfg.max_train_rows, cfg.seed)
+    data = Dataset.from_list([{"prompt": prompt_messages(r["instruction"], cfg.prompt_style, registry),
+                               "image": _image(r["image_path"]), "instruction": r["instruction"],
+                               "workflow": r["workflow"]} for r in rows])
+    rewards = gt_reward_functions() if cfg.stage == "grpo_gt" else [critic_reward_function(cfg)]
+    weights = [float(g.reward_weights.get(getattr(f, "__name__", ""), 1.0)) for f in rewards]
+    settings = SFTSettings(steps=g.steps, batch_size=g.prompts_per_step * g.num_generations, lr=g.lr,
+                           scheduler=g.scheduler, warmup_steps=0, checkpoint_every=g.checkpoint_every,
+                           checkpoints_kept=g.checkpoints_kept, log_every=g.log_every, threads=g.threads)
+    extra = dict(num_generations=g.num_generations, max_completion_length=g.max_completion_length,
+                 temperature=g.temperature, beta=g.beta, reward_weights=weights, use_vllm=g.use_vllm,
+                 log_completions=False, remove_unused_columns=False)
+    if g.use_vllm:
+        extra["vllm_mode"] = g.vllm_mode
+    args = training_args(GRPOConfig, settings, cfg.checkpoint_dir or Path(cfg.output_dir).parent / "ckpt", cfg.seed,
+                         **extra)
+    model, processor = load_vlm(resolve_base(cfg.base), device="cuda" if torch.cuda.is_available() else "cpu",
+                                dtype="float32" if not torch.cuda.is_available() else None)
+    model.generation_config.do_sample = True  # GRPO samples; the saved model keeps greedy decoding
+    trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=data,
+                          processing_class=processor, peft_config=peft_config(g.lora))
+    trainer.train(resume_from_checkpoint=latest_hf_checkpoint(args.output_dir))
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trained = trainer.model
+    if g.lora is not None:
+        trained = trained.merge_and_unload()  # later stages and evaluation load a plain model
+    trained.generation_config.do_sample = False
+    from ..models.vlm import save_vlm
+
+    save_vlm(trained, processor, out)
+    history = write_history(trainer.state.log_history, out)
+    keys = [k for k in ("reward",) + tuple(f"rewards/{getattr(f, '__name__', 'critic')}/mean" for f in rewards)
+            if any(k in r for r in history)]
+    plot_curves(out / "metrics.jsonl", out / "curve.png", f"Builder {cfg.stage}", keys=tuple(keys) or ("loss",))
+    info = {"rows": len(rows)}
+    if cfg.stage == "grpo_critic":
+        info["execution"] = dict(rewards[0].stats)
+    return info
+
+
+def main(cfg: BuilderConfig) -> dict:
+    info = run_sft(cfg) if cfg.stage == "sft" else run_grpo(cfg)
+    out = Path(cfg.output_dir)
+    metrics = {"stage": cfg.stage, **info}
+    write_metrics(out, metrics)
+    atomic_write_json(out / "train_config.json", asdict(cfg))
+    log.info("builder %s: %s", cfg.stage, metrics)
+    return metrics
+
+
+if __name__ == "__main__":
+    from .common import cli
+
+    cli(BuilderConfig, main)

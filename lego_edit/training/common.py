@@ -1,0 +1,75 @@
+"""Shared bits of the training entry points: nested config dataclasses from dicts, output folders,
+metrics files and the training-curve plot."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+
+from ..imageio import atomic_write_json
+
+
+def build_config(cls, values: dict | None):
+    """A (nested) config dataclass from a dict; unknown keys raise ValueError naming them."""
+    values = dict(values or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no option(s) {', '.join(unknown)}; it has {', '.join(sorted(names))}")
+    for key, value in list(values.items()):
+        hint = hints.get(key)
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            values[key] = build_config(hint, value)
+        elif typing.get_origin(hint) in (list, tuple) and value is not None and not isinstance(value, str):
+            values[key] = list(value)
+    return cls(**values)
+
+
+def write_metrics(out_dir: str | Path, metrics: dict) -> None:
+    atomic_write_json(Path(out_dir) / "metrics.json", metrics)
+
+
+def plot_curves(metrics_jsonl: str | Path, out_png: str | Path, title: str, keys: tuple[str, ...] = ("loss",)) -> None:
+    """A training-curve PNG from a metrics.jsonl (one line per logged step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        pts = [(r["step"], r[key]) for r in rows if key in r and r[key] is not None]
+        if pts:
+            ax.plot(*zip(*pts), lw=1.2)
+        ax.set_xlabel("step")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+
+
+def cli(config_cls, main) -> None:
+    """``python -m lego_edit.training.<stage> --config cfg.json [--set key=value ...]``: the same entry point
+    the pipeline uses, runnable without Snakemake (and by ``accelerate launch`` on several GPUs)."""
+    import argparse
+    import logging
+
+    p = argparse.ArgumentParser(description=(main.__module__ or "") + ": " + (config_cls.__doc__ or "").strip())
+    p.add_argument("--config", required=True, help="JSON or YAML file with the stage's config")
+    args = p.parse_args()
+    text = Path(args.config).read_text()
+    if args.config.endswith((".yaml", ".yml")):
+        import yaml
+
+        values = yaml.safe_load(text)
+    else:
+        values = json.loads(text)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main(build_config(config_cls, values))

@@ -1,0 +1,185 @@
+"""The config sections of the training and evaluation stages, as dataclasses: the pipeline's config schema is
+generated from them (lego_edit.config_schema), and the rules hand each section to its stage's entry point."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..data.brick_samples import EDIT_BRICKS
+from ..models.critic import OpenAICriticConfig
+from ..models.flux_fill import FluxFillConfig
+from ..models.inpainting import EditModelConfig
+from ..models.segmentation import SegmentationConfig
+from ..models.vlm import VLMConfig
+from .builder import GRPOSettings
+from .loop import LoopConfig
+from .vlm_sft import LoraSettings, SFTSettings
+
+
+@dataclass
+class SegmentationSection:
+    """Segmentation bricks (RES, SOS, MASK-SEG): one text-conditioned UNet."""
+
+    gpus: int = field(default=0, metadata={"help": "GPUs for this job (0: CPU); >1 launches one process per GPU."})
+    model: SegmentationConfig = field(default_factory=SegmentationConfig)
+    train: LoopConfig = field(default_factory=lambda: LoopConfig(steps=600, batch_size=32, lr=3e-3))
+
+
+def _vlm_brick_train() -> SFTSettings:
+    return SFTSettings(steps=150, batch_size=16, lr=2e-3,
+                       lora=LoraSettings(rank=16, alpha=32, modules_to_save=["embed_tokens", "lm_head"]))
+
+
+@dataclass
+class VLMBrickSection:
+    """A LoRA adapter on the base VLM (ADD-PRED placement or CMI-PRED captioning)."""
+
+    gpus: int = field(default=0, metadata={"help": "GPUs for this job (0: CPU)."})
+    train: SFTSettings = field(default_factory=_vlm_brick_train)
+    eval_samples: int = field(default=150, metadata={"help": "Held-out samples for the figures."})
+
+
+@dataclass
+class EditLoraSection:
+    """One LoRA per edit brick on the shared base."""
+
+    rank: int = field(default=16, metadata={"help": "LoRA rank (alpha = rank)."})
+    train: LoopConfig = field(default_factory=lambda: LoopConfig(steps=150, batch_size=32, lr=5e-4, warmup_steps=10))
+
+
+@dataclass
+class EditSection:
+    """Edit bricks: a diffusion inpainting base plus one LoRA per brick."""
+
+    backend: Literal["unet", "flux_fill"] = field(default="unet", metadata={
+        "help": "unet: the small pixel-space UNet trained here; flux_fill: FLUX.1-Fill-dev with LoRAs."})
+    gpus: int = field(default=0, metadata={"help": "GPUs per training job (0: CPU)."})
+    bricks: list[str] = field(default_factory=lambda: list(EDIT_BRICKS),
+                              metadata={"help": "Edit bricks to train (each gets a LoRA)."})
+    model: EditModelConfig = field(default_factory=EditModelConfig)
+    flux: FluxFillConfig = field(default_factory=FluxFillConfig, metadata={"help": "Backend flux_fill settings."})
+    base: LoopConfig = field(default_factory=lambda: LoopConfig(steps=1500, batch_size=32, lr=1e-3))
+    lora: EditLoraSection = field(default_factory=EditLoraSection)
+    eval_per_brick: int = field(default=60, metadata={"help": "Held-out samples per brick for the PSNR figures."})
+
+
+@dataclass
+class CriticSection:
+    """The critic (judge): a small local VLM trained here, or a large VLM behind an OpenAI-compatible API."""
+
+    backend: Literal["local", "openai"] = field(default="local", metadata={"help": "local or openai."})
+    gpus: int = field(default=0, metadata={"help": "GPUs for training the local critic (0: CPU)."})
+    train: SFTSettings = field(default_factory=lambda: SFTSettings(steps=300, batch_size=16, lr=2e-3))
+    eval_instructions: int = field(default=300, metadata={"help": "Held-out instructions for the ranking figure."})
+    openai: OpenAICriticConfig = field(default_factory=OpenAICriticConfig)
+
+
+@dataclass
+class BricksSection:
+    """Brick models: training settings of every model-backed brick family."""
+
+    segmentation: SegmentationSection = field(default_factory=SegmentationSection)
+    placement: VLMBrickSection = field(default_factory=VLMBrickSection)
+    captioning: VLMBrickSection = field(default_factory=VLMBrickSection)
+    edit: EditSection = field(default_factory=EditSection)
+    critic: CriticSection = field(default_factory=CriticSection)
+
+
+def _tiny_builder_vlm() -> VLMConfig:
+    return VLMConfig(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=256,
+                     vision_depth=2, vision_hidden_size=64, vision_heads=4, vision_intermediate_size=128,
+                     image_size=112, max_position_embeddings=1024)
+
+
+@dataclass
+class BuilderSection:
+    """The Builder: its base VLM and its three training stages."""
+
+    gpus: int = field(default=0, metadata={"help": "GPUs per Builder training job (0: CPU)."})
+    vlm: VLMConfig = field(default_factory=_tiny_builder_vlm)
+    vocab_size: int = field(default=1024, metadata={"help": "Upper bound of the trained tokenizer's vocabulary "
+                                                            "(tiny base only)."})
+    prompt_style: Literal["instruction", "registry"] = field(default="instruction", metadata={
+        "help": "instruction: the Builder reads only the instruction (tiny models); registry: it also reads the "
+                "system prompt rendered from the brick registry (real VLMs, API models)."})
+    sft: SFTSettings = field(default_factory=lambda: SFTSettings(steps=600, batch_size=16, lr=3e-3),
+                             metadata={"help": "Stage 1: supervised fine-tuning on GT workflows."})
+    grpo_gt: GRPOSettings = field(default_factory=lambda: GRPOSettings(steps=40, lr=2e-5),
+                                  metadata={"help": "Stage 2: GRPO with GT-based rewards."})
+    grpo_critic: GRPOSettings = field(default_factory=lambda: GRPOSettings(steps=30, lr=1e-5),
+                                      metadata={"help": "Stage 3: GRPO on open-domain instructions, critic reward."})
+
+
+@dataclass
+class OpenAIBuilderConfig:
+    """An OpenAI-compatible Builder (zero-shot API agent, or a vLLM-served checkpoint)."""
+
+    base_url: str = field(default="", metadata={"help": "Endpoint, e.g. http://localhost:8000/v1."})
+    model: str = field(default="", metadata={"help": "Model name the endpoint serves."})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Environment variable with the key."})
+    prompt_style: Literal["instruction", "registry"] = field(default="registry", metadata={
+        "help": "An API model needs the brick library in its prompt."})
+    concurrency: int = field(default=4, metadata={"help": "Requests in flight."})
+
+
+@dataclass
+class GEditSpec:
+    """A local copy of GEdit-Bench (save_to_disk folder, arrow files or parquet export)."""
+
+    path: str | None = field(default=None, metadata={"help": "Path of the copy; null: not evaluated."})
+    languages: list[str] = field(default_factory=lambda: ["en"], metadata={"help": "en, cn or both."})
+
+
+@dataclass
+class ImgEditSpec:
+    """A local copy of ImgEdit-Bench Basic (basic_edit.json and its image folder)."""
+
+    json: str | None = field(default=None, metadata={"help": "Path of basic_edit.json; null: not evaluated."})
+    images: str | None = field(default=None, metadata={"help": "Folder the JSON's image paths are relative to."})
+
+
+@dataclass
+class EvaluationSection:
+    """Batch-edit the evaluation sets with every Builder and score them."""
+
+    builders: list[str] = field(default_factory=lambda: ["base", "sft", "grpo_gt", "grpo_critic", "oracle"],
+                                metadata={"help": "Rows: Builder stages (base, sft, grpo_gt, grpo_critic) and "
+                                                  "oracle (GT workflows run by the trained bricks)."})
+    api_builder: OpenAIBuilderConfig | None = field(default=None, metadata={
+        "help": "Also evaluate an OpenAI-compatible Builder (row 'api'); null: no."})
+    shapes_gt_items: int = field(default=150, metadata={"help": "Items of the GT test split (0: all)."})
+    shapes_open_items: int = field(default=100, metadata={"help": "Items of the open-domain test split (0: all)."})
+    benchmark_items: int = field(default=0, metadata={"help": "Items per benchmark (0: all)."})
+    gedit: GEditSpec = field(default_factory=GEditSpec)
+    imgedit: ImgEditSpec = field(default_factory=ImgEditSpec)
+    chunks: int = field(default=1, metadata={"help": "Chunks per (Builder, set): parallel jobs on a cluster."})
+    gpus: int = field(default=0, metadata={"help": "GPUs per chunk job (0: CPU)."})
+    execution_seconds: float = field(default=60.0, metadata={"help": "Time bound per workflow execution."})
+    grid_samples: int = field(default=2, metadata={"help": "Samples per category in the report's image grids."})
+
+@dataclass
+class EditFolderSection:
+    """Batch editing of an image folder in the pipeline (nothing runs while folder is null)."""
+
+    folder: str | None = field(default=None, metadata={"help": "Image folder to edit (recursive); null: none."})
+    instruction: str | None = field(default=None, metadata={"help": "One instruction for every image."})
+    mapping: str | None = field(default=None, metadata={
+        "help": "CSV or JSONL: file (relative to folder) -> instruction, optional mask."})
+    workflow: str | None = field(default=None, metadata={"help": "A fixed workflow for every image (no Builder)."})
+    builder: Literal["grpo_critic", "grpo_gt", "sft", "base"] = field(default="grpo_critic", metadata={
+        "help": "Builder stage that writes the workflows."})
+    chunks: int = field(default=4, metadata={"help": "Parallel jobs, each editing every N-th image."})
+    batch_size: int = field(default=16, metadata={"help": "Images per Builder generation batch."})
+    gpus: int = field(default=0, metadata={"help": "GPUs per chunk job (0: CPU)."})
+
+
+def stage_sections() -> dict:
+    from ..config_schema import dataclass_schema
+
+    out = {}
+    for name, cls in (("bricks", BricksSection), ("builder", BuilderSection), ("evaluation", EvaluationSection),
+                      ("edit", EditFolderSection)):
+        out[name] = dataclass_schema(cls)
+        out[name]["default"] = {}
+    return out

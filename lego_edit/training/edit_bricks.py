@@ -1,0 +1,139 @@
+"""Train the edit bricks' diffusion model: a shared base on every edit brick's samples, then one LoRA per brick.
+
+    python -m lego_edit.training.edit_bricks --config cfg.json          (base, or a LoRA when `brick` is set)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..bricks.functions import fastinpaint
+from ..bricks.models import inpaint_strength, load_edit_model
+from ..data.brick_samples import EDIT_BRICKS
+from ..data.shards import load_samples
+from ..evaluation.metrics import psnr
+from ..imageio import atomic_write_json
+from ..models.flux_fill import FluxFillConfig
+from ..models.inpainting import EditModelConfig, UNetInpainter, edit_text
+from .common import plot_curves, write_metrics
+from .loop import LoopConfig, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EditTrainConfig:
+    shards: str = field(default="", metadata={"help": "Edit shard folder."})
+    output_dir: str = field(default="", metadata={"help": "Model folder (base) or adapter folder (LoRA)."})
+    checkpoint_dir: str = field(default="", metadata={"help": "Resumable checkpoints (not a pipeline output)."})
+    seed: int = 0
+    backend: str = field(default="unet", metadata={"help": "unet or flux_fill."})
+    flux: FluxFillConfig = field(default_factory=FluxFillConfig, metadata={"help": "Backend flux_fill settings."})
+    brick: str | None = field(default=None, metadata={"help": "Train this brick's LoRA on the base; None: the base."})
+    base_dir: str = field(default="", metadata={"help": "The trained base (needed for a LoRA)."})
+    bricks: list[str] = field(default_factory=lambda: list(EDIT_BRICKS), metadata={"help": "Bricks the base learns."})
+    lora_rank: int = field(default=16, metadata={"help": "LoRA rank (alpha = rank)."})
+    model: EditModelConfig = field(default_factory=EditModelConfig)
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=2000, batch_size=32, lr=1e-3))
+    eval_split: str = field(default="test", metadata={"help": "Held-out split for the PSNR figures."})
+    eval_per_brick: int = field(default=60, metadata={"help": "Held-out samples per brick for the figures."})
+
+    def __post_init__(self):
+        if not self.shards or not self.output_dir:
+            raise ValueError("shards and output_dir are required")
+        if self.brick is not None and (self.brick not in EDIT_BRICKS or not self.base_dir):
+            raise ValueError(f"a LoRA needs brick in {EDIT_BRICKS} and base_dir; got {self.brick!r}, {self.base_dir!r}")
+
+
+def evaluate(model: UNetInpainter, samples: list[dict], bricks, per_brick: int, seed: int) -> dict:
+    """PSNR inside / outside the mask vs the target, for the model and two baselines (copy, FASTINPAINT)."""
+    out = {}
+    for brick in bricks:
+        rows = [s for s in samples if s["brick"] == brick][:per_brick]
+        if not rows:
+            continue
+        edited = model.edit(brick, [s["source"] for s in rows], [s["mask"] for s in rows],
+                            [s.get("prompt", "") for s in rows],
+                            preimages=[s.get("preimage") if brick == "INPAINT" else None for s in rows],
+                            strengths=[inpaint_strength(s["score"]) if brick == "INPAINT" and "score" in s else None
+                                       for s in rows],
+                            styles=[s.get("style") for s in rows], seed=seed)
+        figures = {"model": [], "copy": [], "fastinpaint": []}
+        outside = []
+        for s, e in zip(rows, edited):
+            m = s["mask"] > 0
+            figures["model"].append(psnr(e, s["target"], m))
+            figures["copy"].append(psnr(s["source"], s["target"], m))
+            figures["fastinpaint"].append(psnr(fastinpaint(None, s["source"], s["mask"])["image"], s["target"], m))
+            outside.append(psnr(e, s["target"], ~m))
+        for name, vals in figures.items():
+            vals = [v for v in vals if v is not None]
+            out[f"{brick}/psnr_in_{name}"] = round(float(np.mean(vals)), 3) if vals else None
+        vals = [v for v in outside if v is not None]
+        out[f"{brick}/psnr_out_model"] = round(float(np.mean(vals)), 3) if vals else None
+        out[f"{brick}/n"] = len(rows)
+    return out
+
+
+def main(cfg: EditTrainConfig) -> dict:
+    torch.manual_seed(cfg.seed)
+    bricks = [cfg.brick] if cfg.brick else cfg.bricks
+    train_samples = load_samples(cfg.shards, "train", kinds=bricks)
+    if not train_samples:
+        raise ValueError(f"{cfg.shards} has no training samples for {bricks}")
+    if cfg.brick:
+        model = load_edit_model(cfg.base_dir).train()  # straight onto the GPU when there is one
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.add_lora(cfg.brick, cfg.lora_rank)
+    else:
+        texts = [edit_text(s["brick"], s.get("prompt", ""), s.get("style")) for s in train_samples]
+        if cfg.backend == "flux_fill":
+            from ..models.flux_fill import FluxFillEditor
+
+            model = FluxFillEditor.build(cfg.flux, texts)
+        else:
+            model = UNetInpainter.build(cfg.model, texts)
+    data = model.training_data(train_samples)
+    n = data["size"]
+    log.info("edit %s: %d samples, %d training items, %d trainable parameters", cfg.brick or "base",
+             len(train_samples), n, sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+    def loss_fn(step, gen, rank, world):
+        idx = torch.randint(n, (max(1, cfg.loop.batch_size // world),), generator=gen)
+        return {"loss": model.training_loss(data, idx, gen)}
+
+    out = Path(cfg.output_dir)
+    name = cfg.brick or "base"
+    if any(p.requires_grad for p in model.parameters()):
+        history = train(model, loss_fn, cfg.loop, cfg.seed, cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt",
+                        out / "metrics.jsonl", desc=f"edit {name}")
+    else:  # a pretrained base (FLUX.1-Fill-dev) is used as it is; only its LoRAs are trained
+        history = []
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.jsonl").write_text("")
+    if cfg.brick:
+        model.save_lora(cfg.brick, out)
+    else:
+        model.save_pretrained(out)
+    held_out = load_samples(cfg.shards, cfg.eval_split, kinds=bricks)
+    metrics = {"brick": name, "samples": len(train_samples), "training_items": n, "steps": cfg.loop.steps,
+               "final_loss": history[-1]["loss"] if history else None,
+               "train_seconds": history[-1]["seconds"] if history else None, "eval_split": cfg.eval_split,
+               **evaluate(model, held_out, bricks, cfg.eval_per_brick, cfg.seed)}
+    write_metrics(out, metrics)
+    atomic_write_json(out / "train_config.json", asdict(cfg))
+    plot_curves(out / "metrics.jsonl", out / "curve.png", f"edit {name}")
+    log.info("edit %s metrics: %s", name, metrics)
+    return metrics
+
+
+if __name__ == "__main__":
+    from .common import cli
+
+    cli(EditTrainConfig, main)

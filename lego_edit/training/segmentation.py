@@ -1,0 +1,128 @@
+"""Train the segmentation bricks (RES, SOS, MASK-SEG) on the segmentation shards.
+
+    python -m lego_edit.training.segmentation --config cfg.json
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.shards import load_samples
+from ..imageio import atomic_write_json
+from ..models.segmentation import TASKS, SegmentationConfig, SegmentationModel, task_text
+from .common import plot_curves, write_metrics
+from .loop import LoopConfig, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SegmentationTrainConfig:
+    shards: str = field(default="", metadata={"help": "Segmentation shard folder."})
+    output_dir: str = field(default="", metadata={"help": "Where the trained model goes."})
+    checkpoint_dir: str = field(default="", metadata={"help": "Resumable checkpoints (not a pipeline output)."})
+    seed: int = 0
+    model: SegmentationConfig = field(default_factory=SegmentationConfig)
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=600, batch_size=32, lr=2e-3))
+    eval_split: str = field(default="test", metadata={"help": "Held-out split for the IoU figures."})
+
+    def __post_init__(self):
+        if not self.shards or not self.output_dir:
+            raise ValueError("shards and output_dir are required")
+
+
+def load_arrays(samples: list[dict], size: int) -> dict:
+    """Stack decoded shard samples into uint8 tensors at the working size."""
+    def to_t(a, channels):
+        t = torch.from_numpy(np.ascontiguousarray(a)).reshape(a.shape[0], a.shape[1], -1).permute(2, 0, 1)[None]
+        t = t[:, :channels].float()
+        return F.interpolate(t, size=(size, size), mode="nearest").to(torch.uint8)[0]
+
+    images = torch.stack([to_t(s["image"], 3) for s in samples])
+    masks = torch.stack([to_t((s["mask"] > 127).astype(np.uint8), 1) for s in samples])
+    hints = torch.stack([to_t((s["hint"] > 127).astype(np.uint8), 1) if "hint" in s
+                         else torch.zeros(1, size, size, dtype=torch.uint8) for s in samples])
+    has_aux = all("attributes" in s for s in samples)
+    attributes = torch.stack([to_t(s["attributes"], 4) for s in samples]) if has_aux else None
+    return {"images": images, "masks": masks, "hints": hints, "attributes": attributes,
+            "texts": [task_text(s["task"], s.get("text", "")) for s in samples], "tasks": [s["task"] for s in samples]}
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    p = torch.sigmoid(logits)
+    inter = (p * target).sum((1, 2, 3))
+    dice = 1 - (2 * inter + 1) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
+    return bce + dice.mean()
+
+
+def iou(pred: np.ndarray, target: np.ndarray) -> float:
+    p, t = pred > 0, target > 0
+    union = (p | t).sum()
+    return 1.0 if union == 0 else float((p & t).sum() / union)
+
+
+def evaluate(model: SegmentationModel, samples: list[dict]) -> dict:
+    preds = model.predict([s["image"] for s in samples], [s["task"] for s in samples],
+                          [s.get("text", "") for s in samples], [s.get("hint") for s in samples])
+    out = {}
+    for task in TASKS:
+        scores = [iou(p, s["mask"]) for p, s in zip(preds, samples) if s["task"] == task]
+        if scores:
+            out[f"iou_{task}"] = round(float(np.mean(scores)), 4)
+            out[f"n_{task}"] = len(scores)
+    return out
+
+
+def main(cfg: SegmentationTrainConfig) -> dict:
+    torch.manual_seed(cfg.seed)
+    train_samples = load_samples(cfg.shards, "train")
+    if not train_samples:
+        raise ValueError(f"{cfg.shards} has no training samples")
+    data = load_arrays(train_samples, cfg.model.image_size)
+    model = SegmentationModel.build(cfg.model, data["texts"])
+    ids = model.prompt_encoder.tokenize(data["texts"])
+    n = len(train_samples)
+    log.info("segmentation: %d training samples, %d parameters", n, sum(p.numel() for p in model.parameters()))
+
+    use_aux = data["attributes"] is not None and model.aux_head is not None
+
+    def loss_fn(step, gen, rank, world):
+        idx = torch.randint(n, (max(1, cfg.loop.batch_size // world),), generator=gen)
+        dev = next(model.parameters()).device
+        x = data["images"][idx].float().to(dev) / 127.5 - 1
+        logits, aux = model(x, data["hints"][idx].float().to(dev), ids[idx].to(dev), with_aux=True)
+        mask_loss = segmentation_loss(logits, data["masks"][idx].float().to(dev))
+        if not use_aux:
+            return {"loss": mask_loss}
+        targets = data["attributes"][idx].long().to(dev)
+        # Object pixels only: over all pixels the background dominates and the heads learn nothing else for long.
+        targets = targets.masked_fill(targets[:, :1] == 0, -100)
+        aux_loss = sum(F.cross_entropy(a, targets[:, k], ignore_index=-100) for k, a in enumerate(aux)) / len(aux)
+        return {"loss": mask_loss + cfg.model.aux_weight * aux_loss, "mask_loss": mask_loss, "aux_loss": aux_loss}
+
+    out = Path(cfg.output_dir)
+    history = train(model, loss_fn, cfg.loop, cfg.seed, cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt",
+                    out / "metrics.jsonl", desc="segmentation")
+    model.save_pretrained(out)
+    held_out = load_samples(cfg.shards, cfg.eval_split)
+    metrics = {"samples": n, "steps": cfg.loop.steps, "final_loss": history[-1]["loss"] if history else None,
+               "train_seconds": history[-1]["seconds"] if history else None, "eval_split": cfg.eval_split,
+               **evaluate(model.eval(), held_out)}
+    write_metrics(out, metrics)
+    atomic_write_json(out / "train_config.json", asdict(cfg))
+    plot_curves(out / "metrics.jsonl", out / "curve.png", "segmentation (RES, SOS, MASK-SEG)")
+    log.info("segmentation metrics: %s", metrics)
+    return metrics
+
+
+if __name__ == "__main__":
+    from .common import cli
+
+    cli(SegmentationTrainConfig, main)

@@ -1,0 +1,78 @@
+"""Checkpoints without pickle: model and optimizer tensors in safetensors, the rest in JSON.
+
+``checkpoint-<step>/`` holds model.safetensors (trainable tensors), optimizer.safetensors +
+optimizer.json (AdamW moments and param groups) and state.json (step, metrics). A checkpoint is written
+to a temporary folder and renamed, and old ones are rotated away only after the new one exists, so a job
+killed at any moment leaves a usable latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    sd = optimizer.state_dict()
+    tensors, structure = {}, {"param_groups": sd["param_groups"], "state": {}}
+    for pid, st in sd["state"].items():
+        entry = {}
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                name = f"{pid}.{k}"
+                tensors[name] = v.detach().cpu().contiguous()
+                entry[k] = {"tensor": name}
+            else:
+                entry[k] = v
+        structure["state"][str(pid)] = entry
+    return tensors, structure
+
+
+def _optimizer_from_files(optimizer: torch.optim.Optimizer, tensors: dict, structure: dict) -> None:
+    state = {}
+    for pid, entry in structure["state"].items():
+        state[int(pid)] = {k: tensors[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v
+                           for k, v in entry.items()}
+    optimizer.load_state_dict({"state": state, "param_groups": structure["param_groups"]})
+
+
+def save_checkpoint(directory: str | Path, step: int, params: dict[str, torch.Tensor],
+                    optimizer: torch.optim.Optimizer, extra: dict, keep: int = 2) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"checkpoint-{step:07d}"
+    tmp = directory / f".tmp-checkpoint-{step:07d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file({k: v.detach().cpu().contiguous() for k, v in params.items()}, tmp / "model.safetensors")
+    tensors, structure = _optimizer_to_files(optimizer)
+    save_file(tensors, tmp / "optimizer.safetensors")
+    (tmp / "optimizer.json").write_text(json.dumps(structure))
+    (tmp / "state.json").write_text(json.dumps({"step": step, **extra}))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for old in sorted(directory.glob("checkpoint-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(directory: str | Path) -> Path | None:
+    found = sorted(p for p in Path(directory).glob("checkpoint-*") if (p / "state.json").is_file())
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: str | Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore trainable tensors and optimizer state; returns state.json (with 'step')."""
+    path = Path(path)
+    tensors = load_file(path / "model.safetensors")
+    found = [k for k, _ in module.named_parameters() if k in tensors]
+    module.load_state_dict(tensors, strict=False)
+    if not found:
+        raise RuntimeError(f"checkpoint {path} holds no tensor of this model")
+    _optimizer_from_files(optimizer, load_file(path / "optimizer.safetensors"),
+                          json.loads((path / "optimizer.json").read_text()))
+    return json.loads((path / "state.json").read_text())

@@ -1,0 +1,177 @@
+# Brick models: train every model-backed brick and report its held-out figures.
+
+
+rule prepare_base_vlm:
+    input:
+        instructions=expand("results/data/instructions/{domain}.parquet", domain=DOMAINS),
+        placement="results/data/shards/placement",
+        captioning="results/data/shards/captioning",
+    output:
+        base=directory("results/builder/base"),
+    params:
+        seed=config["seed"],
+        vocab_size=config["builder"]["vocab_size"],
+        vlm=config["builder"]["vlm"],
+    log:
+        "logs/prepare_base_vlm.log",
+    benchmark:
+        "benchmarks/prepare_base_vlm/prepare_base_vlm.tsv"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb(4000),
+        runtime=get_runtime(20),
+    conda:
+        "../envs/lego-edit.yaml"
+    script:
+        "../workflow_scripts/prepare_base_vlm.py"
+
+
+rule train_segmentation:
+    input:
+        shards="results/data/shards/segmentation",
+    output:
+        model=directory("results/bricks/segmentation"),
+    params:
+        seed=config["seed"],
+        section=brick_section("segmentation"),
+        checkpoints="results/checkpoints/segmentation",
+    log:
+        "logs/train_segmentation.log",
+    benchmark:
+        "benchmarks/train_segmentation/train_segmentation.tsv"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb(4000),
+        runtime=get_runtime(60),
+        gpu=get_gpus("segmentation"),
+    conda:
+        "../envs/lego-edit.yaml"
+    script:
+        "../workflow_scripts/train_segmentation.py"
+
+
+rule train_vlm_brick:
+    input:
+        base="results/builder/base",
+        shards="results/data/shards/{vlm_family}",
+    output:
+        adapter=directory("results/bricks/{vlm_family}"),
+    params:
+        seed=config["seed"],
+        section=get_vlm_brick_section,
+        checkpoints="results/checkpoints/{vlm_family}",
+    log:
+        "logs/train_vlm_brick/{vlm_family}.log",
+    benchmark:
+        "benchmarks/train_vlm_brick/{vlm_family}.tsv"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb(4000),
+        runtime=get_runtime(60),
+        gpu=get_vlm_brick_gpus,
+    conda:
+        "../envs/lego-edit.yaml"
+    script:
+        "../workflow_scripts/train_vlm_brick.py"
+
+
+rule train_edit_base:
+    input:
+        shards="results/data/shards/edit",
+    output:
+        model=directory("results/bricks/edit_base"),
+    params:
+        seed=config["seed"],
+        section=brick_section("edit"),
+        checkpoints="results/checkpoints/edit_base",
+    log:
+        "logs/train_edit_base.log",
+    benchmark:
+        "benchmarks/train_edit_base/train_edit_base.tsv"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb(6000),
+        runtime=get_runtime(120),
+        gpu=get_gpus("edit"),
+    conda:
+        "../envs/lego-edit.yaml"
+    script:
+        "../workflow_scripts/train_edit_base.py"
+
+
+rule train_edit_lora:
+    input:
+        shards="results/data/shards/edit",
+        base="results/bricks/edit_base",
+    output:
+        adapter=directory("results/bricks/edit_lora/{brick}"),
+    params:
+        seed=config["seed"],
+        section=brick_section("edit"),
+        checkpoints="results/checkpoints/edit_lora/{brick}",
+    log:
+        "logs/train_edit_lora/{brick}.log",
+    benchmark:
+        "benchmarks/train_edit_lora/{brick}.tsv"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb(4000),
+        runtime=get_runtime(60),
+        gpu=get_gpus("edit"),
+    conda:
+        "../envs/lego-edit.yaml"
+    script:
+        "../workflow_scripts/train_edit_lora.py"
+
+
+rule train_critic:
+    input:
+        base="results/builder/base",
+        shards="results/data/shards/critic",
+    output:
+        model=directory("results/bricks/critic"),
+    params:
+        seed=config["seed"],
+        section=brick_section("critic"),
+        checkpoints="results/checkpoints/critic",
+    log:
+        "logs/train_critic.log",
+    benchmark:
+        "benchmarks/train_critic/train_critic.tsv"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb(6000),
+        runtime=get_runtime(120),
+        gpu=get_gpus("critic"),
+    conda:
+        "../envs/lego-edit.yaml"
+    script:
+        "../workflow_scripts/train_critic.py"
+
+
+rule summarize_bricks:
+    input:
+        segmentation="results/bricks/segmentation",
+        placement="results/bricks/placement",
+        captioning="results/bricks/captioning",
+        edit_base="results/bricks/edit_base",
+        edit_lora=expand("results/bricks/edit_lora/{brick}", brick=EDIT_BRICKS),
+        critic="results/bricks/critic",
+    output:
+        table=report(
+            "results/bricks/summary.md",
+            caption="../report/bricks.rst",
+            category="2. Bricks",
+            subcategory="held-out figures",
+        ),
+        json="results/bricks/summary.json",
+    log:
+        "logs/summarize_bricks.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/lego-edit.yaml"
+    script:
+        "../workflow_scripts/summarize_bricks.py"

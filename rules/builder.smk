@@ -1,0 +1,78 @@
+# The Builder: stage 1 SFT, stage 2 GRPO with GT-based rewards, stage 3 GRPO scored by the critic.
+
+
+rule train_builder_sft:
+    input:
+        base="results/builder/base",
+        instructions="results/data/instructions/gt.parquet",
+    output:
+        model=directory("results/builder/sft"),
+    params:
+        seed=config["seed"],
+        section=builder_stage_section("sft"),
+        prompt_style=config["builder"]["prompt_style"],
+        checkpoints="results/checkpoints/builder_sft",
+    log:
+        "logs/train_builder_sft.log",
+    benchmark:
+        "benchmarks/train_builder_sft/train_builder_sft.tsv"
+    threads: 2
+    resources:
+        mem_mb=get_mem_mb(6000),
+        runtime=get_runtime(120),
+        gpu=get_builder_gpus,
+    conda:
+        "../envs/lego-edit.yaml"
+    script:
+        "../workflow_scripts/train_builder.py"
+
+
+rule train_builder_grpo_gt:
+    input:
+        base="results/builder/sft",
+        instructions="results/data/instructions/gt.parquet",
+    output:
+        model=directory("results/builder/grpo_gt"),
+    params:
+        seed=config["seed"],
+        section=builder_stage_section("grpo_gt"),
+        prompt_style=config["builder"]["prompt_style"],
+        checkpoints="results/checkpoints/builder_grpo_gt",
+    log:
+        "logs/train_builder_grpo_gt.log",
+    benchmark:
+        "benchmarks/train_builder_grpo_gt/train_builder_grpo_gt.tsv"
+    threads: 2
+    resources:
+        mem_mb=get_mem_mb(6000),
+        runtime=get_runtime(120),
+        gpu=get_builder_gpus,
+    conda:
+        "../envs/lego-edit.yaml"
+    script:
+        "../workflow_scripts/train_builder.py"
+
+
+rule train_builder_grpo_critic:
+    input:
+        unpack(get_stage3_inputs),
+    output:
+        model=directory("results/builder/grpo_critic"),
+    params:
+        seed=config["seed"],
+        section=builder_stage_section("grpo_critic"),
+        prompt_style=config["builder"]["prompt_style"],
+        checkpoints="results/checkpoints/builder_grpo_critic",
+    log:
+        "logs/train_builder_grpo_critic.log",
+    benchmark:
+        "benchmarks/train_builder_grpo_critic/train_builder_grpo_critic.tsv"
+    threads: 2
+    resources:
+        mem_mb=get_mem_mb(8000),
+        runtime=get_runtime(180),
+        gpu=get_builder_gpus,
+    conda:
+        "../envs/lego-edit.yaml"
+    script:
+        "../workflow_scripts/train_builder.py"

@@ -1,0 +1,71 @@
+# Evaluation: every Builder (and the GT-workflow oracle) batch-edits every evaluation set, in chunks.
+
+
+rule edit_eval_chunk:
+    input:
+        unpack(get_eval_chunk_inputs),
+    output:
+        rows="results/eval/{builder}/{evalset}/chunk_{scatteritem}.parquet",
+        images=directory("results/eval/{builder}/{evalset}/images_{scatteritem}"),
+    params:
+        seed=config["seed"],
+        builder=get_eval_builder_spec,
+        evalset=get_eval_set_spec,
+        style=get_eval_prompt_style,
+        seconds=config["evaluation"]["execution_seconds"],
+    log:
+        "logs/edit_eval_chunk/{builder}/{evalset}/{scatteritem}.log",
+    benchmark:
+        "benchmarks/edit_eval_chunk/{builder}/{evalset}/{scatteritem}.tsv"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb(4000),
+        runtime=get_runtime(60),
+        gpu=config["evaluation"]["gpus"],
+    conda:
+        "../envs/lego-edit.yaml"
+    script:
+        "../workflow_scripts/edit_eval_chunk.py"
+
+
+rule summarize_eval:
+    input:
+        rows=get_all_eval_chunks(),
+        gt="results/data/instructions/gt.parquet",
+    output:
+        markdown="results/eval/tables.md",
+        builders=report(
+            "results/eval/builders.csv",
+            caption="../report/eval_builders.rst",
+            category="4. Evaluation",
+            subcategory="Builders",
+        ),
+        categories=report(
+            "results/eval/categories.csv",
+            caption="../report/eval_categories.rst",
+            category="4. Evaluation",
+            subcategory="per category",
+        ),
+        per_item="results/eval/items.parquet",
+        grids=report(
+            directory("results/eval/grids"),
+            patterns=["{category}.png"],
+            caption="../report/eval_grids.rst",
+            category="4. Evaluation",
+            subcategory="before / after",
+            labels={"category": "{category}"},
+        ),
+    params:
+        grid_samples=config["evaluation"]["grid_samples"],
+    log:
+        "logs/summarize_eval.log",
+    benchmark:
+        "benchmarks/summarize_eval/summarize_eval.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/lego-edit.yaml"
+    script:
+        "../workflow_scripts/summarize_eval.py"

@@ -1,0 +1,50 @@
+# Report: data statistics and every training curve (the tables and grids come from the stage rules).
+
+
+rule plot_data_stats:
+    input:
+        scenes="results/data/scenes.parquet",
+        instructions=expand("results/data/instructions/{domain}.parquet", domain=DOMAINS),
+    output:
+        stats=report(
+            "results/report/data_stats.png",
+            caption="../report/data_stats.rst",
+            category="1. Data",
+        ),
+        samples=report(
+            "results/report/data_samples.png",
+            caption="../report/data_samples.rst",
+            category="1. Data",
+        ),
+    log:
+        "logs/plot_data_stats.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/lego-edit.yaml"
+    script:
+        "../workflow_scripts/plot_data_stats.py"
+
+
+rule plot_training_curve:
+    input:
+        model=get_model_dir,
+    output:
+        curve=report(
+            "results/report/curves/{model}.png",
+            caption="../report/curve.rst",
+            category="3. Training curves",
+            labels={"model": "{model}"},
+        ),
+    log:
+        "logs/plot_training_curve/{model}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/lego-edit.yaml"
+    script:
+        "../workflow_scripts/plot_training_curve.py"

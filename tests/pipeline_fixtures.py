@@ -1,0 +1,39 @@
+"""One end-to-end run of the pipeline on the small test config, shared by the pipeline tests (local and Slurm).
+
+The run happens once per test session in a temporary directory (the checkout's results/ is never touched).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIG = REPO / ".test" / "config" / "config.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    """``snakemake --snakefile <repo>/Snakefile --directory workdir ...``, output captured."""
+    cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    return subprocess.run(cmd, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
+
+
+def digests(root: Path, pattern: str = "**/*") -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.glob(pattern)) if p.is_file() and p.name != ".snakemake_timestamp"}
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory) -> Path:
+    """The whole DAG of the test config, run locally with 2 cores; returns the working directory."""
+    workdir = tmp_path_factory.mktemp("pipeline")
+    result = snakemake(workdir, "--cores", "2", "--configfile", str(TEST_CONFIG))
+    (workdir / "snakemake.log").write_text(result.stdout)
+    assert result.returncode == 0, result.stdout[-8000:]
+    return workdir

@@ -1,0 +1,163 @@
+"""The pipeline end to end on the small test config: every stage's products exist, the report builds, the
+paper-scale config builds its DAG, and a model written by training reloads to give the same outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline_fixtures import REPO, pipeline_run, snakemake  # noqa: F401 - pipeline_run is a fixture
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_stage_writes_its_products(pipeline_run):
+    r = pipeline_run / "results"
+    for family in ("segmentation", "placement", "captioning", "edit", "critic"):
+        assert (r / "data" / "shards" / family / "manifest.parquet").is_file()
+    for model in ("bricks/segmentation", "bricks/edit_base", "bricks/critic", "builder/sft", "builder/grpo_gt",
+                  "builder/grpo_critic"):
+        files = {p.name for p in (r / model).iterdir()}
+        assert {"metrics.json", "curve.png"} <= files, (model, files)
+        assert any(f.endswith(".safetensors") for f in files) or (r / model / "unet").is_dir(), (model, files)
+    for adapter in ("bricks/placement", "bricks/captioning"):
+        assert (r / adapter / "adapter_model.safetensors").is_file()
+    for brick in ("FILL", "RCM", "INPAINT", "CBG", "STYLE", "ENV", "POSE"):
+        assert (r / "bricks" / "edit_lora" / brick / "pytorch_lora_weights.safetensors").is_file()
+    summary = json.loads((r / "bricks" / "summary.json").read_text())
+    assert {row["brick"] for row in summary["rows"]} == {"RES", "SOS", "MASK-SEG", "ADD-PRED", "CMI-PRED", "critic"}
+    assert not list(r.rglob("*.pt")) and not list(r.rglob("*.pkl")), "no pickle files may be written"
+
+
+def test_evaluation_tables_have_every_builder_row(pipeline_run):
+    builders = pd.read_csv(pipeline_run / "results" / "eval" / "builders.csv")
+    assert list(builders["builder"]) == ["base", "sft", "grpo_gt", "grpo_critic", "oracle"]
+    oracle = builders.set_index("builder").loc["oracle"]
+    assert oracle["parse_rate"] == 1.0 and oracle["valid_rate"] == 1.0 and oracle["brick_f1"] == 1.0
+    base = builders.set_index("builder").loc["base"]
+    assert base["parse_rate"] == 0.0  # an untrained Builder writes no workflow
+    items = pd.read_parquet(pipeline_run / "results" / "eval" / "items.parquet")
+    assert set(items["set"]) == {"shapes_gt", "shapes_open"}
+    assert items.groupby(["builder", "set"]).size().loc[("sft", "shapes_gt")] == 12
+    grids = list((pipeline_run / "results" / "eval" / "grids").glob("*.png"))
+    assert grids, "no before/after grids"
+
+
+def test_report_builds(pipeline_run):
+    result = snakemake(pipeline_run, "--configfile", str(REPO / ".test/config/config.yaml"), "--report",
+                       str(pipeline_run / "report.zip"))
+    assert result.returncode == 0, result.stdout[-4000:]
+    import zipfile
+
+    names = zipfile.ZipFile(pipeline_run / "report.zip").namelist()
+    assert any(n.endswith("report.html") for n in names)
+    assert any("curves" in n for n in names) and any("grids" in n for n in names)
+
+
+def test_trained_models_reload_in_a_fresh_process_with_the_same_outputs(pipeline_run):
+    code = """
+import sys, numpy as np, json
+from lego_edit.models.segmentation import SegmentationModel
+from lego_edit.bricks.models import load_edit_model
+from lego_edit.imageio import load_image
+run = sys.argv[1]
+img = load_image(run + '/results/data/scene_images/scene_000000.png')
+seg = SegmentationModel.from_pretrained(run + '/results/bricks/segmentation', device='cpu')
+m = seg.predict([img], ['SOS'], [''])[0]
+edit = load_edit_model(run + '/results/bricks/edit_base', device='cpu')
+out = edit.edit('RCM', [img], [m if m.any() else None], ['blue'], seed=3)[0]
+print(json.dumps([int(m.sum()), int(out.astype(np.int64).sum())]))
+"""
+    runs = [subprocess.run([sys.executable, "-c", code, str(pipeline_run)], capture_output=True, text=True,
+                           timeout=300, check=True).stdout.strip().splitlines()[-1] for _ in range(2)]
+    assert runs[0] == runs[1]
+
+
+def test_paper_config_dry_run_builds_the_full_dag_with_gpu_resources(tmp_path):
+    """config/paper.yaml with its SET_ME paths pointed at a temporary fixture: the DAG builds in < 10 s."""
+    from lego_edit.evaluation.benchmarks import write_gedit_fixture, write_imgedit_fixture
+
+    listing = tmp_path / "listing.parquet"
+    pd.DataFrame({"image": ["a.png"], "caption": ["x"]}).to_parquet(listing)
+    gedit = write_gedit_fixture(tmp_path / "gedit")
+    imgedit_json, imgedit_root = write_imgedit_fixture(tmp_path / "imgedit")
+    overlay = {
+        "data": {"shards": {"sources": {f: {"listing": str(listing), "root": str(tmp_path)}
+                                        for f in ("segmentation", "captioning", "edit")}}},
+        "bricks": {"critic": {"openai": {"base_url": "http://127.0.0.1:9/v1"}}},
+        "evaluation": {"gedit": {"path": str(gedit)}, "imgedit": {"json": str(imgedit_json),
+                                                                   "images": str(imgedit_root)}},
+    }
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+
+    def merge(a, b):
+        for k, v in b.items():
+            a[k] = merge(a.get(k, {}), v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+        return a
+
+    (tmp_path / "paper.yaml").write_text(yaml.safe_dump(merge(paper, overlay)))
+    start = time.perf_counter()
+    result = snakemake(tmp_path, "-n", "--configfile", str(tmp_path / "paper.yaml"), timeout=120)
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert elapsed < 10, f"dry run took {elapsed:.1f} s"
+    out = result.stdout
+    for rule in ("train_segmentation", "train_vlm_brick", "train_edit_lora", "train_builder_sft",
+                 "train_builder_grpo_gt", "train_builder_grpo_critic", "edit_eval_chunk"):
+        blocks = [b for b in out.split("\n\n") if f"rule {rule}:" in b]
+        assert blocks, f"{rule} missing from the DAG"
+        assert all("gpu=" in b and "gpu=0" not in b for b in blocks), f"{rule} has no GPU request"
+    assert "edit_eval_chunk" in out and "gedit" in out and "imgedit" in out
+
+
+def _segmentation_only(tmp_path, steps: int):
+    config = yaml.safe_load((REPO / ".test/config/config.yaml").read_text())
+    config["bricks"]["segmentation"]["train"].update(steps=steps, checkpoint_every=5, log_every=5)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+            "--cores", "2", "--configfile", str(cfg), "results/bricks/segmentation"]
+
+
+def test_a_killed_training_resumes_from_its_last_checkpoint_with_equal_results(tmp_path):
+    """Kill train_segmentation after a checkpoint; the rerun resumes from it (not from step 0) and ends with
+    exactly the loss history of an uninterrupted run (batches and noise are seeded per step)."""
+    import os
+    import signal
+
+    steps = 40
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    killed.mkdir()
+    clean.mkdir()
+    cmd = _segmentation_only(killed, steps)
+    proc = subprocess.Popen(cmd, cwd=killed, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpt = killed / "results" / "checkpoints" / "segmentation"
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(ckpt.glob("checkpoint-*")) and proc.poll() is None:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = sorted(int(p.name.split("-")[1]) for p in ckpt.glob("checkpoint-*"))
+    assert saved and saved[-1] < steps, f"no checkpoint before the kill: {saved}"
+    result = subprocess.run(cmd + ["--rerun-incomplete"], cwd=killed, stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    log = (killed / "logs" / "train_segmentation.log").read_text()
+    assert "resumed from" in log and f"at step {saved[-1]}" in log
+    result = subprocess.run(_segmentation_only(clean, steps), cwd=clean, stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert _losses(killed) == _losses(clean)
+
+
+def _losses(workdir):
+    rows = [json.loads(line) for line in (workdir / "results/bricks/segmentation/metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows]

@@ -1,0 +1,20 @@
+"""Rule train_edit_lora: one edit brick's LoRA on the shared base."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - the lego_edit package
+
+from lego_edit.launch import run_stage  # noqa: E402
+from lego_edit.pipeline import logging_to  # noqa: E402
+
+sm = snakemake  # noqa: F821
+
+with logging_to(sm.log[0]):
+    s = sm.params.section
+    run_stage("lego_edit.training.edit_bricks", "EditTrainConfig", {
+        "shards": sm.input.shards, "output_dir": sm.output.adapter, "checkpoint_dir": sm.params.checkpoints,
+        "seed": sm.params.seed, "backend": s["backend"], "brick": sm.wildcards.brick, "base_dir": sm.input.base,
+        "model": s["model"], "flux": s["flux"], "lora_rank": s["lora"]["rank"],
+        "loop": {**s["lora"]["train"], "threads": sm.threads}, "eval_per_brick": s["eval_per_brick"]},
+        gpus=s["gpus"])

@@ -1,0 +1,17 @@
+"""Rule train_segmentation: the RES / SOS / MASK-SEG model."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - the lego_edit package
+
+from lego_edit.launch import run_stage  # noqa: E402
+from lego_edit.pipeline import logging_to  # noqa: E402
+
+sm = snakemake  # noqa: F821
+
+with logging_to(sm.log[0]):
+    s = sm.params.section
+    run_stage("lego_edit.training.segmentation", "SegmentationTrainConfig", {
+        "shards": sm.input.shards, "output_dir": sm.output.model, "checkpoint_dir": sm.params.checkpoints,
+        "seed": sm.params.seed, "model": s["model"], "loop": {**s["train"], "threads": sm.threads}}, gpus=s["gpus"])

@@ -1,0 +1,18 @@
+"""Rule train_vlm_brick: the ADD-PRED (placement) or CMI-PRED (captioning) LoRA adapter on the base VLM."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - the lego_edit package
+
+from lego_edit.launch import run_stage  # noqa: E402
+from lego_edit.pipeline import logging_to  # noqa: E402
+
+sm = snakemake  # noqa: F821
+
+with logging_to(sm.log[0]):
+    s = sm.params.section
+    run_stage("lego_edit.training.vlm_bricks", "VLMBrickConfig", {
+        "family": sm.wildcards.vlm_family, "base": sm.input.base, "shards": sm.input.shards,
+        "output_dir": sm.output.adapter, "checkpoint_dir": sm.params.checkpoints, "seed": sm.params.seed,
+        "train": {**s["train"], "threads": sm.threads}, "eval_samples": s["eval_samples"]}, gpus=s["gpus"])
