@@ -11,7 +11,7 @@ rule make_scenes:
     log:
         "logs/make_scenes.log",
     benchmark:
-        "benchmarks/make_scenes.tsv"
+        "benchmarks/make_scenes/make_scenes.tsv"
     threads: 1
     resources:
         mem_mb=2000,
