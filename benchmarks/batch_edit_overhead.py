@@ -67,9 +67,30 @@ def make_folder(root: Path, n: int, size: int, seed: int = 0) -> tuple[Path, Pat
     return folder, mapping, workflow
 
 
-def run_once(folder: Path, mapping: Path, workflow: Path, out: Path, batch_size: int, profile: bool = False) -> dict:
-    cfg = EditConfig(str(folder), str(out), mapping=str(mapping), workflow=str(workflow), batch_size=batch_size,
-                     progress=False)
+def make_instruction_folder(root: Path, n: int, run: Path) -> Path:
+    """A folder of the run's GT test scenes (repeated to n images) and a mapping to their GT instructions."""
+    from lego_edit.data.dataset import load_instructions
+
+    rows = load_instructions(run / "data" / "instructions" / "gt.parquet", "test")
+    folder, out_rows = root / "images", []
+    for i in range(n):
+        r = rows[i % len(rows)]
+        rel = f"set{i % 10}/scene{i:05d}.png"
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(Path(r["image_path"]).read_bytes())
+        out_rows.append({"file": rel, "instruction": r["instruction"]})
+    mapping = root / "mapping.csv"
+    with open(mapping, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["file", "instruction"])
+        w.writeheader()
+        w.writerows(out_rows)
+    return mapping
+
+
+def run_once(folder: Path, mapping: Path, workflow: Path | None, out: Path, batch_size: int, profile: bool = False,
+             run: str | None = None, builder: str = "grpo_critic") -> dict:
+    cfg = EditConfig(str(folder), str(out), mapping=str(mapping), workflow=str(workflow) if workflow else None,
+                     batch_size=batch_size, progress=False, run=run, builder=builder)
     prof = cProfile.Profile() if profile else None
     t0 = time.perf_counter()
     if prof:
@@ -81,11 +102,13 @@ def run_once(folder: Path, mapping: Path, workflow: Path, out: Path, batch_size:
     total = time.perf_counter() - t0
     stats = editor.stats
     rows = read_manifest(summary.manifest)
-    assert summary.edited == len(rows) and {r["status"] for r in rows} == {"ok"}, summary
-    part = {k: sum(r[f"{k}_seconds"] for r in rows) for k in ("load", "brick", "execute", "save")}
-    fig = {"n": len(rows), "total": total, "decode": part["load"], "bricks": part["brick"], "encode": part["save"],
+    if run is None:
+        assert summary.edited == len(rows) and {r["status"] for r in rows} == {"ok"}, summary
+    part = {k: sum(r[f"{k}_seconds"] or 0.0 for r in rows) for k in ("load", "brick", "execute", "save", "builder")}
+    fig = {"n": len(rows), "ok": sum(r["status"] == "ok" for r in rows), "total": total, "decode": part["load"],
+           "bricks": part["brick"], "encode": part["save"], "builder": part["builder"],
            "executor": part["execute"] - part["brick"]}
-    fig["overhead"] = total - fig["decode"] - fig["bricks"] - fig["encode"]
+    fig["overhead"] = total - fig["decode"] - fig["bricks"] - fig["encode"] - fig["builder"]
     fig.update(workflow_json=stats["workflow_json"], manifest=stats["manifest"], setup=stats["setup"] + stats["plan"])
     fig["rest"] = fig["overhead"] - fig["executor"] - fig["workflow_json"] - fig["manifest"] - fig["setup"]
     if prof:
@@ -100,22 +123,35 @@ def main(argv=None) -> float:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="profile one more run and print the top functions")
+    ap.add_argument("--run", help="a pipeline run's results/ folder: edit its GT test scenes with their instructions "
+                                  "through the trained Builder and model bricks instead of a fixed workflow")
+    ap.add_argument("--builder", default="grpo_critic", help="Builder stage with --run")
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        folder, mapping, workflow = make_folder(root, args.images, args.size)
-        run_once(folder, mapping, workflow, root / "warmup", args.batch_size)  # imports, caches
-        runs = [run_once(folder, mapping, workflow, root / f"out{r}", args.batch_size) for r in range(args.repeats)]
+        if args.run:
+            mapping, workflow = make_instruction_folder(root, args.images, Path(args.run)), None
+            folder = root / "images"
+        else:
+            folder, mapping, workflow = make_folder(root, args.images, args.size)
+        kw = {"run": args.run, "builder": args.builder}
+        run_once(folder, mapping, workflow, root / "warmup", args.batch_size, **kw)  # imports, caches
+        runs = [run_once(folder, mapping, workflow, root / f"out{r}", args.batch_size, **kw)
+                for r in range(args.repeats)]
         best = min(runs, key=lambda f: f["overhead"] / f["total"])
-        prof = run_once(folder, mapping, workflow, root / "profiled", args.batch_size, True) if args.profile else None
+        prof = (run_once(folder, mapping, workflow, root / "profiled", args.batch_size, True, **kw)
+                if args.profile else None)
 
     t = best["total"]
-    print(f"images={best['n']} size={args.size}x{args.size} batch_size={args.batch_size} workflow=BBOX>FASTINPAINT>"
-          f"BRIGHTNESS (fixed, function bricks); best of {args.repeats}")
+    what = (f"Builder {args.builder} + trained bricks of {args.run}" if args.run
+            else "BBOX>FASTINPAINT>BRIGHTNESS (fixed, function bricks)")
+    print(f"images={best['n']} (edited {best['ok']}) batch_size={args.batch_size} workflow={what}; "
+          f"best of {args.repeats}")
     print(f"throughput: {best['n'] / t:.1f} images/s ({t:.3f} s total)")
     print(f"{'part':<28} {'seconds':>8} {'share':>7} {'ms/image':>9}")
-    for key, label in [("decode", "decode (image + mask)"), ("bricks", "bricks (per-step timings)"),
+    for key, label in [("decode", "decode (image + mask)"), ("builder", "Builder (generation)"),
+                       ("bricks", "bricks (per-step timings)"),
                        ("encode", "encode + write PNG"), ("overhead", "overhead (the rest)"),
                        ("executor", "  executor"), ("workflow_json", "  workflow JSON files"),
                        ("manifest", "  manifest"), ("setup", "  setup + plan"), ("rest", "  the rest")]:

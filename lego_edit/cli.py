@@ -135,6 +135,7 @@ def cmd_edit(args) -> int:
             builder_model=args.builder_model, prompt_style=args.prompt_style, batch_size=args.batch_size,
             retry_failed=args.retry_failed, chunk=args.chunk, chunks=args.chunks, manifest=args.manifest,
             seed=args.seed, device=args.device, threads=args.threads, max_new_tokens=args.max_new_tokens,
+            max_side=args.max_side,
             concurrency=args.concurrency, progress=not args.no_progress)
         summary = edit_folder(cfg)
     except (EditError, MappingError, ManifestError, FileNotFoundError) as e:
@@ -157,7 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("validate", help="check a workflow JSON against the brick registry (exit 1 if invalid)")
     v.add_argument("workflow", help="workflow file (a Builder answer or JSON), or - for stdin")
-    v.add_argument("--mask", action="store_true", default=None, help="a user mask comes with the image")
+    mask = v.add_mutually_exclusive_group()
+    mask.add_argument("--mask", dest="mask", action="store_true", default=None,
+                      help="a user mask comes with the image (init[mask] is allowed)")
+    mask.add_argument("--no-mask", dest="mask", action="store_false",
+                      help="no user mask comes with the image (init[mask] is an error)")
     v.add_argument("--json", action="store_true", help="print the verdict as JSON")
     v.set_defaults(func=cmd_validate)
 
@@ -215,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "manifest.chunk-K-of-N.parquet for a chunk)")
     how.add_argument("--device", help="torch device for the models (default: cuda if available)")
     how.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    how.add_argument("--max-side", type=int, default=1024,
+                     help="scale larger images down to this long side before editing (0: never)")
     how.add_argument("--seed", type=int, default=0)
     how.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_edit)

@@ -16,6 +16,7 @@ rule prepare_base_vlm:
         "logs/prepare_base_vlm.log",
     benchmark:
         "benchmarks/prepare_base_vlm/prepare_base_vlm.tsv"
+    priority: 90
     threads: 1
     resources:
         mem_mb=get_mem_mb(4000),
@@ -39,6 +40,7 @@ rule train_segmentation:
         "logs/train_segmentation.log",
     benchmark:
         "benchmarks/train_segmentation/train_segmentation.tsv"
+    priority: 50
     threads: 1
     resources:
         mem_mb=get_mem_mb(4000),
@@ -64,6 +66,7 @@ rule train_vlm_brick:
         "logs/train_vlm_brick/{vlm_family}.log",
     benchmark:
         "benchmarks/train_vlm_brick/{vlm_family}.tsv"
+    priority: 40
     threads: 1
     resources:
         mem_mb=get_mem_mb(4000),
@@ -88,6 +91,7 @@ rule train_edit_base:
         "logs/train_edit_base.log",
     benchmark:
         "benchmarks/train_edit_base/train_edit_base.tsv"
+    priority: 50
     threads: 1
     resources:
         mem_mb=get_mem_mb(6000),
@@ -113,6 +117,7 @@ rule train_edit_lora:
         "logs/train_edit_lora/{brick}.log",
     benchmark:
         "benchmarks/train_edit_lora/{brick}.tsv"
+    priority: 30
     threads: 1
     resources:
         mem_mb=get_mem_mb(4000),
@@ -138,6 +143,7 @@ rule train_critic:
         "logs/train_critic.log",
     benchmark:
         "benchmarks/train_critic/train_critic.tsv"
+    priority: 70
     threads: 1
     resources:
         mem_mb=get_mem_mb(6000),

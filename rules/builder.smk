@@ -16,7 +16,8 @@ rule train_builder_sft:
         "logs/train_builder_sft.log",
     benchmark:
         "benchmarks/train_builder_sft/train_builder_sft.tsv"
-    threads: 2
+    priority: 80
+    threads: 1
     resources:
         mem_mb=get_mem_mb(6000),
         runtime=get_runtime(120),
@@ -42,6 +43,7 @@ rule train_builder_grpo_gt:
         "logs/train_builder_grpo_gt.log",
     benchmark:
         "benchmarks/train_builder_grpo_gt/train_builder_grpo_gt.tsv"
+    priority: 75
     threads: 2
     resources:
         mem_mb=get_mem_mb(6000),
@@ -67,6 +69,7 @@ rule train_builder_grpo_critic:
         "logs/train_builder_grpo_critic.log",
     benchmark:
         "benchmarks/train_builder_grpo_critic/train_builder_grpo_critic.tsv"
+    priority: 75
     threads: 2
     resources:
         mem_mb=get_mem_mb(8000),

@@ -279,6 +279,7 @@ def get_edit_params(wildcards):
         "run": "results" if (not e.get("workflow") or edit_model_inputs()) else None,
         "chunks": edit_chunks(),
         "batch_size": int(e.get("batch_size") or 16),
+        "max_side": int(e.get("max_side", 1024)),
         "seed": config["seed"],
     }
 

@@ -12,6 +12,7 @@ rule make_scenes:
         "logs/make_scenes.log",
     benchmark:
         "benchmarks/make_scenes/make_scenes.tsv"
+    priority: 100
     threads: 1
     resources:
         mem_mb=2000,
@@ -35,6 +36,7 @@ rule make_instructions:
         "logs/make_instructions/{domain}.log",
     benchmark:
         "benchmarks/make_instructions/{domain}.tsv"
+    priority: 100
     threads: 1
     resources:
         mem_mb=2000,
@@ -58,6 +60,7 @@ rule make_shards:
         "logs/make_shards/{family}.log",
     benchmark:
         "benchmarks/make_shards/{family}.tsv"
+    priority: 100
     threads: 1
     resources:
         mem_mb=4000,

@@ -29,7 +29,7 @@ def test_every_stage_writes_its_products(pipeline_run):
         assert any(f.endswith(".safetensors") for f in files) or (r / model / "unet").is_dir(), (model, files)
     for adapter in ("bricks/placement", "bricks/captioning"):
         assert (r / adapter / "adapter_model.safetensors").is_file()
-    for brick in ("FILL", "RCM", "INPAINT", "CBG", "STYLE", "ENV", "POSE"):
+    for brick in ("RCM", "INPAINT"):  # the edit bricks the test config trains LoRAs for
         assert (r / "bricks" / "edit_lora" / brick / "pytorch_lora_weights.safetensors").is_file()
     summary = json.loads((r / "bricks" / "summary.json").read_text())
     assert {row["brick"] for row in summary["rows"]} == {"RES", "SOS", "MASK-SEG", "ADD-PRED", "CMI-PRED", "critic"}

@@ -213,7 +213,7 @@ def test_type_mismatch_mask_where_image_needed(registry):
     report = validate_workflow(wf, registry)
     assert errors(report) == [(2, "input.image", "type_mismatch"), (2, "input.mask", "type_mismatch")]
     assert report.errors[0].message.endswith("but step1[mask] is a Mask")
-    assert report.errors[1].message.endswith("but step1[image] is a Image")
+    assert report.errors[1].message.endswith("but step1[image] is an Image")
 
 
 def test_literal_types(registry):

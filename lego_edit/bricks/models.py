@@ -27,8 +27,11 @@ EDIT_BRICK_NAMES = ("FILL", "RCM", "INPAINT", "CBG", "STYLE", "ENV", "POSE")
 
 def inpaint_strength(score: float) -> float:
     """FASTINPAINT's difficulty score (0 easy .. 1 hard) as INPAINT's denoising strength: an easy hole keeps
-    most of the classical fill, a hard one is regenerated (the published brick maps it to 0.7-1.0)."""
-    return 0.6 + 0.4 * float(np.clip(score, 0.0, 1.0))
+    most of the classical fill, a hard one is regenerated. The published brick maps it to 0.7-1.0 over a LaMa
+    fill; here the classical fill of a flat background is already close, and measured on the shapes world the
+    small UNet loses detail at high strength (held-out PSNR 29.0 dB at 0.2, 25.7 dB at 0.6), so the floor is
+    lower."""
+    return 0.2 + 0.8 * float(np.clip(score, 0.0, 1.0))
 
 
 def load_edit_model(path: str | Path, device: str | None = None):

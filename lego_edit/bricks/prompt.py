@@ -103,10 +103,24 @@ def render_library(registry: BrickRegistry, naming: Naming = "canonical") -> str
             lines.append(f"Input: {_ports(spec.inputs)}")
             lines.append(f"Output: {_ports(spec.outputs)}")
             ranges = [f"{p.name} in [{p.range[0]:g}, {p.range[1]:g}]" for p in spec.inputs if p.range]
-            constraint = spec.constraint + (" Ranges: " + "; ".join(ranges) + "." if ranges else "")
+            constraint = _renamed(spec.constraint, registry, naming) + (
+                " Ranges: " + "; ".join(ranges) + "." if ranges else "")
             lines.append(f"Constraint: {constraint}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _renamed(text: str, registry: BrickRegistry, naming: Naming) -> str:
+    """Brick names inside free text (constraints) in the chosen naming, so the prompt is consistent."""
+    if naming == "canonical":
+        return text
+    import re
+
+    names = {s.name: display_name(s, naming) for s in registry if display_name(s, naming) != s.name}
+    if not names:
+        return text
+    pattern = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, sorted(names, key=len, reverse=True))) + r")(?![\w-])")
+    return pattern.sub(lambda m: names[m.group(1)], text)
 
 
 def _rename(example: dict, registry: BrickRegistry, naming: Naming) -> dict:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 from ..workflow import Limits, WorkflowError, parse_workflow, validate_workflow
 from ..workflow.structure import Ref, Workflow
+from ..workflow.values import Kind
 
 INVALID_PENALTY = -1.0  # stage 3: the answer is not a valid workflow
 FAILED_PENALTY = -0.2  # stage 3: a valid workflow whose execution failed (a brick error, a time-out)
@@ -86,12 +87,27 @@ def dependency_edges(wf: Workflow) -> Counter:
     return edges
 
 
+def _literal_value(brick: str, name: str, v: str | float) -> object:
+    """A literal as compared: strings stripped and lower-cased, numbers rounded; a numeric string given to a Float
+    input is a number (the validator and executor read it as one)."""
+    if isinstance(v, str):
+        spec = _registry().resolve(brick)
+        port = spec.input(name) if spec is not None else None
+        if port is not None and port.kind == Kind.FLOAT:
+            try:
+                return round(float(v), 4)
+            except ValueError:
+                pass
+        return v.strip().lower()
+    return round(float(v), 4)
+
+
 def _literals(wf: Workflow) -> list[tuple[str, str, object]]:
     out = []
     for s in wf.steps:
         for name, v in s.inputs.items():
             if v is not None and not isinstance(v, Ref):
-                out.append((_canonical(s.brick), name, v.strip().lower() if isinstance(v, str) else round(float(v), 4)))
+                out.append((_canonical(s.brick), name, _literal_value(s.brick, name, v)))
     return out
 
 
@@ -113,51 +129,39 @@ def validity_reward(prompts=None, completions=(), **kwargs) -> list[float]:
     return out
 
 
-def brick_f1_reward(prompts=None, completions=(), workflow=None, **kwargs) -> list[float | None]:
-    """F1 between the multisets of bricks used by the answer and by the GT workflow (None without a GT)."""
+def _against_gt(completions, workflow, score) -> list[float | None]:
+    """``score(answer or None, gold)`` per completion; None where the row has no GT workflow."""
     golds = workflow if isinstance(workflow, list) else [workflow] * len(completions)
-    out = []
+    out: list[float | None] = []
     for c, g in zip(completions, golds):
         gold = _gold(g)
-        if gold is None:
-            out.append(None)
-            continue
-        wf = try_parse(completion_text(c))
-        out.append(0.0 if wf is None else _f1(brick_multiset(wf), brick_multiset(gold)))
+        out.append(None if gold is None else score(try_parse(completion_text(c)), gold))
     return out
+
+
+def brick_f1_reward(prompts=None, completions=(), workflow=None, **kwargs) -> list[float | None]:
+    """F1 between the multisets of bricks used by the answer and by the GT workflow (None without a GT)."""
+    return _against_gt(completions, workflow,
+                       lambda wf, gold: 0.0 if wf is None else _f1(brick_multiset(wf), brick_multiset(gold)))
 
 
 def edge_f1_reward(prompts=None, completions=(), workflow=None, **kwargs) -> list[float | None]:
     """F1 between the dependency edges of the answer and of the GT workflow (None without a GT)."""
-    golds = workflow if isinstance(workflow, list) else [workflow] * len(completions)
-    out = []
-    for c, g in zip(completions, golds):
-        gold = _gold(g)
-        if gold is None:
-            out.append(None)
-            continue
-        wf = try_parse(completion_text(c))
-        out.append(0.0 if wf is None else _f1(dependency_edges(wf), dependency_edges(gold)))
-    return out
+    return _against_gt(completions, workflow,
+                       lambda wf, gold: 0.0 if wf is None else _f1(dependency_edges(wf), dependency_edges(gold)))
+
+
+def _argument_share(wf: Workflow | None, gold: Workflow) -> float:
+    want = Counter(_literals(gold))
+    if not want:
+        return 1.0 if wf is not None else 0.0
+    got = Counter(_literals(wf)) if wf is not None else Counter()
+    return sum((want & got).values()) / sum(want.values())
 
 
 def argument_reward(prompts=None, completions=(), workflow=None, **kwargs) -> list[float | None]:
     """Share of the GT workflow's literal arguments (brick, input, value) that the answer reproduces."""
-    golds = workflow if isinstance(workflow, list) else [workflow] * len(completions)
-    out = []
-    for c, g in zip(completions, golds):
-        gold = _gold(g)
-        if gold is None:
-            out.append(None)
-            continue
-        wf = try_parse(completion_text(c))
-        want = Counter(_literals(gold))
-        if not want:
-            out.append(1.0 if wf is not None else 0.0)
-            continue
-        got = Counter(_literals(wf)) if wf is not None else Counter()
-        out.append(sum((want & got).values()) / sum(want.values()))
-    return out
+    return _against_gt(completions, workflow, _argument_share)
 
 
 def exact_match(answer: Workflow | None, gold: Workflow | None) -> bool:

@@ -6,7 +6,7 @@ Families and their fields (images are numpy arrays, the rest goes into the sampl
   placement     image                             | prompt ("add a red circle on the left"), box [x1, y1, x2, y2]
   captioning    image                             | caption
   edit          source, mask, target, preimage?   | brick, prompt, style?, score?
-  critic        source, candidate                 | instruction, label (1 right edit, 0 wrong), kind
+  critic        source, candidate                 | instruction, label (1 right edit, 0 wrong), kind, shows
 The inputs are exactly what the bricks receive at run time (the same prompt wording, masks from the same
 geometry), so a brick trained here serves the Builder's GT workflows.
 """
@@ -41,6 +41,7 @@ from .shapes import (
 )
 
 EDIT_BRICKS = ("FILL", "RCM", "INPAINT", "CBG", "STYLE", "ENV", "POSE")
+NO_CHANGE = "nothing changed"
 FAMILIES = ("segmentation", "placement", "captioning", "edit", "critic")
 
 
@@ -226,14 +227,16 @@ def edit_samples(scene: Scene, rng, n: int, bricks=EDIT_BRICKS) -> Iterator[tupl
 def critic_samples(scene: Scene, rng, n: int, instruction: dict, source: np.ndarray,
                    target: np.ndarray) -> Iterator[tuple[dict, dict]]:
     """One right edit and ``n`` wrong ones for an instruction: no edit, the same kind of edit with other
-    parameters, or another kind of edit."""
+    parameters, or another kind of edit. ``shows`` says in words what each candidate's edit really is (the
+    instruction it fulfils): training the critic to say it gives it far more signal than yes/no alone."""
     from ..workflow.values import rgb
 
     text = instruction["instruction"]
-    yield {"source": source, "candidate": rgb(target)}, {"instruction": text, "label": 1, "kind": "target"}
+    yield ({"source": source, "candidate": rgb(target)},
+           {"instruction": text, "label": 1, "kind": "target", "shows": text})
     for _ in range(n):
         r = rng.random()
-        wrong = None
+        wrong, shows = None, NO_CHANGE
         if r < 0.25:
             wrong, kind = source, "no_edit"
         else:
@@ -243,11 +246,12 @@ def critic_samples(scene: Scene, rng, n: int, instruction: dict, source: np.ndar
             for _attempt in range(4):
                 other = make_instruction(scene, category, rng, "gt")
                 if other is not None and not np.array_equal(other.target, target):
-                    wrong = rgb(other.target)
+                    wrong, shows = rgb(other.target), other.text
                     break
             if wrong is None:
                 wrong, kind = source, "no_edit"
-        yield {"source": source, "candidate": wrong}, {"instruction": text, "label": 0, "kind": kind}
+        yield ({"source": source, "candidate": wrong},
+               {"instruction": text, "label": 0, "kind": kind, "shows": shows})
 
 
 def box_of(mask: np.ndarray) -> list[int] | None:

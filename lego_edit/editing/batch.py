@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from ..builder.generation import BuilderAnswer, build_workflows
 from ..imageio import ImageReadError, atomic_write_bytes, encode_png, load_image, load_mask
 from ..workflow import BrickContext, ExecutionError, Executor, WorkflowError
@@ -58,6 +60,7 @@ class EditConfig:
     device: str | None = None
     threads: int = 0                 # torch threads for model bricks and a local Builder (0: torch's default)
     max_new_tokens: int = 512
+    max_side: int = 1024             # larger images are scaled down to this long side before editing (0: never)
     concurrency: int = 1             # requests in flight to an endpoint
     progress: bool = True
 
@@ -108,6 +111,19 @@ def _request_matches(rec: dict, item: EditItem, builder: str) -> bool:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def fit_long_side(image, max_side: int):
+    """Scale an image down (area resampling) so its long side is at most ``max_side``; the models work at a
+    fixed resolution and a 24-megapixel photo would only cost time and memory."""
+    h, w = image.shape[:2]
+    if max_side <= 0 or max(h, w) <= max_side:
+        return image
+    from PIL import Image
+
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
 
 
 class BatchEditor:
@@ -240,6 +256,7 @@ class BatchEditor:
         what = "image"
         try:
             image = load_image(path, self.executor.limits)
+            image = fit_long_side(image, self.cfg.max_side)
             mask = None
             if item.mask:
                 what, path = "mask", self.folder / item.mask

@@ -95,8 +95,14 @@ def _critic_scores(critic, set_name, items, sources, outputs) -> list[dict]:
         return out
     scores = critic.score([items[i].instruction for i in idx], [sources[i] for i in idx], [outputs[i] for i in idx])
     for i, s in zip(idx, scores):
+        # A judge answers SC and PQ itself; the local critic's one score stands for SC (PQ stays unscored).
         out[i] = {"critic": s.score, "sc": s.sc if s.sc is not None else (None if s.score is None else 10 * s.score),
                   "pq": s.pq, "critic_error": s.error}
+    if set_name == "imgedit" and hasattr(critic, "imgedit_scores"):
+        rubric = critic.imgedit_scores([items[i].instruction for i in idx], [items[i].category for i in idx],
+                                       [sources[i] for i in idx], [outputs[i] for i in idx])
+        for i, v in zip(idx, rubric):
+            out[i]["imgedit_score"] = v
     return out
 
 
@@ -177,8 +183,11 @@ def run_chunk(items: list[EvalItem], builder: dict, run_dir: str | Path, out_dir
         for row, extra in zip(rows[-len(batch):], _critic_scores(critic, batch[0].set, batch, sources, outputs)):
             row.update(extra)
         log.info("%s/%s: %d/%d items", builder["name"], batch[0].set, start + len(batch), len(items))
-    table = pa.Table.from_pylist([{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()}
-                                  for r in rows])
+    # Every row gets every column: pyarrow takes the columns from the first row, and a first item that failed
+    # has no score columns.
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    table = pa.Table.from_pylist([{k: (json.dumps(r[k]) if isinstance(r.get(k), (dict, list)) else r.get(k))
+                                   for k in keys} for r in rows])
     write_table(table, table_path)
     return table
 

@@ -82,8 +82,11 @@ def benchmark_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
             p = d[d["builder"] == b].copy()
             failed = ~p["executed"].astype(bool)
             if name == "gedit":
-                p["sc"] = np.where(failed, 0.0, pd.to_numeric(p.get("sc"), errors="coerce"))
-                p["pq"] = np.where(failed, 0.0, pd.to_numeric(p.get("pq"), errors="coerce"))
+                sc = pd.to_numeric(p["sc"] if "sc" in p else pd.Series(np.nan, index=p.index), errors="coerce")
+                pq = pd.to_numeric(p["pq"] if "pq" in p else pd.Series(np.nan, index=p.index), errors="coerce")
+                p["sc"] = np.where(failed, 0.0, sc)
+                # A critic that gives no PQ (the local one) leaves PQ unscored for every item, failed ones too.
+                p["pq"] = np.where(failed & pq.notna().any(), 0.0, pq)
                 p["task_type"] = p["category"]
                 p["intersection_exist"] = p.get("x_intersection_exist", False)
                 agg = aggregate_gedit(p[["task_type", "language", "sc", "pq", "intersection_exist"]])

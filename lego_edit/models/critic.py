@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..bricks.vlm_prompts import CRITIC_CHOICES, CRITIC_PROMPT
+from ..bricks.vlm_prompts import CRITIC_PROMPT, critic_answer, critic_images
 from ..workflow.values import rgb
 
 
@@ -36,7 +36,7 @@ class Critic(Protocol):
 def critic_messages(instruction: str) -> list[dict]:
     from .vlm import chat
 
-    return chat(CRITIC_PROMPT.format(instruction=instruction), 2)
+    return chat(CRITIC_PROMPT.format(instruction=instruction), 3)
 
 
 class LocalCritic:
@@ -47,12 +47,12 @@ class LocalCritic:
         self.batch_size = batch_size
 
     def score(self, instructions, sources, edited) -> list[CriticScore]:
-        from .vlm import score_choices
+        from .vlm import answer_logprobs
 
-        probs = score_choices(self.model, self.processor, [critic_messages(t) for t in instructions],
-                              [[rgb(s)[:, :, :3], rgb(e)[:, :, :3]] for s, e in zip(sources, edited)],
-                              CRITIC_CHOICES, normalize=True, batch_size=self.batch_size)
-        return [CriticScore(p["yes"]) for p in probs]
+        lps = answer_logprobs(self.model, self.processor, [critic_messages(t) for t in instructions],
+                              [critic_images(s, e) for s, e in zip(sources, edited)],
+                              [critic_answer(True, t) for t in instructions], batch_size=self.batch_size)
+        return [CriticScore(float(math.exp(lp))) for lp in lps]
 
 
 @dataclass
@@ -84,6 +84,14 @@ class OpenAICritic:
             r = self.judge.score(t, rgb(s)[:, :, :3], rgb(e)[:, :, :3])
             out.append(CriticScore(r.overall / 10 if r.ok else None, r.sc, r.pq, r.error))
         return out
+
+    def imgedit_scores(self, instructions, edit_types, sources, edited) -> list[float | None]:
+        """ImgEdit-Bench's per-type rubric (three 1-5 scores, their mean); None where the answer stayed unreadable."""
+        from ..evaluation.judge import ImgEditJudge
+
+        judge = ImgEditJudge(self.backend.chat, max_retries=self.judge.max_retries)
+        return [r.score if r.ok else None for r in (judge.score(t, k, rgb(s)[:, :, :3], rgb(e)[:, :, :3])
+                                                    for t, k, s, e in zip(instructions, edit_types, sources, edited))]
 
 
 def load_critic(spec: dict, device: str | None = None) -> Critic:

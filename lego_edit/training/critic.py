@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bricks.vlm_prompts import CRITIC_CHOICES, CRITIC_PROMPT
+from ..bricks.vlm_prompts import CRITIC_PROMPT, critic_answer, critic_images
 from ..data.shards import load_samples
 from ..imageio import atomic_write_json
 from ..models.critic import CRITIC_SPEC, LocalCritic, OpenAICriticConfig, load_critic_dir
@@ -40,9 +40,9 @@ class CriticTrainConfig:
 
 
 def rows(samples: list[dict]) -> list[dict]:
-    return [{"images": [to_pil(s["source"][:, :, :3]), to_pil(s["candidate"][:, :, :3])],
+    return [{"images": [to_pil(im) for im in critic_images(s["source"], s["candidate"])],
              "prompt": [{"role": "user", "content": CRITIC_PROMPT.format(instruction=s["instruction"])}],
-             "completion": [{"role": "assistant", "content": CRITIC_CHOICES[0] if s["label"] else CRITIC_CHOICES[1]}]}
+             "completion": [{"role": "assistant", "content": critic_answer(bool(s["label"]), s.get("shows"))}]}
             for s in samples]
 
 
@@ -70,10 +70,7 @@ def ranking_accuracy(critic, samples: list[dict], limit: int) -> dict:
             wins += ok
             pairs += 1
             by_kind[neg["kind"]].append(ok)
-    acc = [s["p_yes"] > 0.5 for s in flat]
-    truth = [bool(s["label"]) for s in flat]
     return {"ranking_accuracy": round(wins / max(1, pairs), 4), "pairs": pairs, "coverage": len(flat),
-            "classification_accuracy": round(float(np.mean([a == t for a, t in zip(acc, truth)])), 4),
             **{f"ranking_accuracy/{k}": round(float(np.mean(v)), 4) for k, v in sorted(by_kind.items())}}
 
 

@@ -45,6 +45,9 @@ class LoopConfig:
             raise ValueError("steps and batch_size must be at least 1")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("min_lr_ratio must be in [0, 1]")
+        if min(self.checkpoint_every, self.checkpoints_kept, self.log_every) < 1:
+            raise ValueError("checkpoint_every, checkpoints_kept and log_every must be at least 1 (a resumed run "
+                             "starts from the latest kept checkpoint)")
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:

@@ -39,6 +39,11 @@ class ValidationReport:
         return not self.errors
 
 
+def _a(kind) -> str:
+    """'an Image', 'a Mask'."""
+    return ("an " if str(kind)[0] in "AEIOU" else "a ") + str(kind)
+
+
 def _suggest(name: str, candidates: list[str]) -> str:
     close = difflib.get_close_matches(name.upper(), candidates, n=2, cutoff=0.6)
     return f" (did you mean {' or '.join(close)}?)" if close else ""
@@ -149,7 +154,7 @@ class _Checker:
                 if ok and value.step is not None:
                     self.edges[n].add(value.step)
                 if ok and kind is not None and kind != port.kind:
-                    self.error(f"needs a {port.kind}, but {value} is a {kind}", n, fld, "type_mismatch")
+                    self.error(f"needs {_a(port.kind)}, but {value} is {_a(kind)}", n, fld, "type_mismatch")
                 continue
             self.check_literal(spec, port, value, n, fld, s)
         mode = spec.select_mode(given)
@@ -203,7 +208,7 @@ class _Checker:
                 self.error(f"the string is {len(value)} characters long, above the {self.limits.max_string_chars} "
                            "bound", n, fld, "too_long")
         else:
-            self.error(f"needs a reference to an {port.kind} (such as init[image] or stepN[{port.name}]), got the "
+            self.error(f"needs a reference to {_a(port.kind)} (such as init[image] or stepN[{port.name}]), got the "
                        f"literal {value!r}", n, fld, "type_mismatch")
 
     def run(self) -> ValidationReport:

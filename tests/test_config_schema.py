@@ -1,0 +1,130 @@
+"""The config schema (generated from the stage dataclasses) and the checks a schema cannot express."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from lego_edit.config_checks import ConfigError, check_config
+from lego_edit.config_schema import build_schema, schema_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "config" / "schema.yaml"
+PAPER_SET_ME_KEYS = [
+    "data.shards.sources.segmentation.listing", "data.shards.sources.segmentation.root",
+    "data.shards.sources.captioning.listing", "data.shards.sources.captioning.root",
+    "data.shards.sources.edit.listing", "data.shards.sources.edit.root",
+    "bricks.critic.openai.base_url",
+    "evaluation.gedit.path", "evaluation.imgedit.json", "evaluation.imgedit.images",
+]
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def validated(config: dict) -> dict:
+    """The config as the Snakefile sees it: validated, with the schema's defaults filled in."""
+    config = copy.deepcopy(config)
+    validate(config, str(SCHEMA))
+    return config
+
+
+def test_schema_file_is_current():
+    assert SCHEMA.read_text() == schema_yaml(), \
+        "config/schema.yaml is stale: run `python -m lego_edit.config_schema > config/schema.yaml`"
+    assert yaml.safe_load(SCHEMA.read_text()) == build_schema()
+
+
+@pytest.mark.parametrize("path", ["config/config.yaml", ".test/config/config.yaml", "config/paper.yaml"])
+def test_configs_validate(path):
+    config = validated(load(ROOT / path))
+    assert config["seed"] == 0
+    assert set(config) <= set(build_schema()["properties"])
+
+
+def walk(node: dict, where: str = "schema"):
+    """Every sub-schema with its location."""
+    yield where, node
+    for key in ("properties", "$defs"):
+        for name, child in node.get(key, {}).items():
+            yield from walk(child, f"{where}.{name}")
+    for key in ("anyOf", "oneOf", "allOf"):
+        for i, child in enumerate(node.get(key, [])):
+            yield from walk(child, f"{where}/{key}[{i}]")
+    if isinstance(node.get("items"), dict):
+        yield from walk(node["items"], f"{where}[]")
+
+
+def test_every_object_is_closed_and_every_property_described():
+    schema = build_schema()
+    objects = [(w, n) for w, n in walk(schema) if n.get("type") == "object" or "properties" in n]
+    assert len(objects) > 20
+    open_objects = [w for w, n in objects if n.get("additionalProperties") is not False and "properties" in n]
+    assert open_objects == []
+    # a free-form mapping (e.g. reward weights) has no properties to close, but says what it holds
+    for w, n in objects:
+        if "properties" not in n:
+            assert n.get("description"), w
+    undescribed = [f"{w}.{name}" for w, n in walk(schema) for name, prop in n.get("properties", {}).items()
+                   if not (isinstance(prop.get("description"), str) and prop["description"].strip())]
+    assert undescribed == []
+
+
+def test_unknown_keys_are_rejected():
+    config = load(ROOT / "config" / "config.yaml")
+    config["data"]["shards"]["mergeReads"] = True
+    with pytest.raises(Exception, match="mergeReads"):
+        validated(config)
+
+
+def test_default_configs_pass_check_config():
+    check_config(validated(load(ROOT / "config" / "config.yaml")))
+    check_config(validated(load(ROOT / ".test" / "config" / "config.yaml")))
+
+
+def test_set_me_placeholder_is_named():
+    config = validated(load(ROOT / "config" / "config.yaml"))
+    config["evaluation"]["gedit"] = {"path": "SET_ME_gedit_bench_copy"}
+    with pytest.raises(ConfigError, match=r"SET_ME placeholder.*: evaluation\.gedit\.path$"):
+        check_config(config)
+
+
+def test_missing_listing_is_named(tmp_path):
+    config = validated(load(ROOT / "config" / "config.yaml"))
+    missing = tmp_path / "nope.parquet"
+    config["data"]["shards"]["sources"] = {"segmentation": {"listing": str(missing), "root": str(tmp_path)}}
+    with pytest.raises(ConfigError) as err:
+        check_config(config)
+    assert str(err.value) == \
+        f"config key data.shards.sources.segmentation.listing: file {str(missing)!r} does not exist"
+    # with the listing present, a missing root folder is named instead
+    missing.write_text("")
+    config["data"]["shards"]["sources"]["segmentation"]["root"] = str(tmp_path / "no_dir")
+    with pytest.raises(ConfigError, match=r"^config key data\.shards\.sources\.segmentation\.root: dir "):
+        check_config(config)
+    config["data"]["shards"]["sources"]["segmentation"]["root"] = str(tmp_path)
+    check_config(config)
+
+
+def test_source_for_an_unknown_family_is_named(tmp_path):
+    config = validated(load(ROOT / "config" / "config.yaml"))
+    del config["data"]["shards"]["families"]["captioning"]
+    listing = tmp_path / "l.csv"
+    listing.write_text("")
+    config["data"]["shards"]["sources"] = {"captioning": {"listing": str(listing), "root": str(tmp_path)}}
+    with pytest.raises(ConfigError, match=r"^config key data\.shards\.sources\.captioning: no such family"):
+        check_config(config)
+
+
+def test_paper_config_validates_but_lists_every_set_me_key():
+    config = validated(load(ROOT / "config" / "paper.yaml"))
+    with pytest.raises(ConfigError) as err:
+        check_config(config)
+    message = str(err.value)
+    assert message.startswith("these config keys still hold a SET_ME placeholder")
+    assert message.split(": ", 1)[1].split(", ") == PAPER_SET_ME_KEYS
