@@ -196,16 +196,18 @@ def get_eval_set_spec(wildcards):
 
 
 def model_dirs():
+    """Every trained model, by the name of its training curve (a judge behind an endpoint has none)."""
     dirs = {
         "segmentation": "results/bricks/segmentation",
         "placement": "results/bricks/placement",
         "captioning": "results/bricks/captioning",
         "edit_base": "results/bricks/edit_base",
-        "critic": "results/bricks/critic",
         "builder_sft": "results/builder/sft",
         "builder_grpo_gt": "results/builder/grpo_gt",
         "builder_grpo_critic": "results/builder/grpo_critic",
     }
+    if config["bricks"]["critic"]["backend"] == "local":
+        dirs["critic"] = "results/bricks/critic"
     dirs.update({f"edit_lora_{b}": f"results/bricks/edit_lora/{b}" for b in EDIT_BRICKS})
     return dirs
 

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from pipeline_fixtures import pipeline_run  # noqa: F401 - the whole-DAG run, shared by the pipeline tests
 
 from lego_edit.bricks.registry import default_registry
 from lego_edit.workflow.values import Kind

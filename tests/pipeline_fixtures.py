@@ -6,6 +6,7 @@ The run happens once per test session in a temporary directory (the checkout's r
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,23 @@ def snakemake(workdir: Path, *args: str, timeout: float = 1800) -> subprocess.Co
 def digests(root: Path, pattern: str = "**/*") -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.glob(pattern)) if p.is_file() and p.name != ".snakemake_timestamp"}
+
+
+def dry_run_jobs(output: str) -> list[dict]:
+    """The jobs a ``snakemake -n`` printed: [{"rule", "wildcards": {..}, "resources": {..}}] in order."""
+    jobs, current = [], None
+    for line in output.splitlines():
+        m = re.fullmatch(r"(?:local)?rule (\w+):", line)
+        if m:
+            current = {"rule": m.group(1), "wildcards": {}, "resources": {}}
+            jobs.append(current)
+        elif current is not None and line.startswith("    ") and ": " in line:
+            key, value = line.strip().split(": ", 1)
+            if key in ("wildcards", "resources"):
+                current[key] = dict(item.split("=", 1) for item in value.split(", ") if "=" in item)
+        else:
+            current = None
+    return jobs
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,14 @@ import time
 import pandas as pd
 import pytest
 import yaml
-
-from pipeline_fixtures import REPO, digests, pipeline_run  # noqa: F401 - pipeline_run is a fixture
-from slurm_helpers import (run_snakemake_on_slurm, running_slurm_cluster, scontrol_job, start_snakemake_on_slurm,
-                           submitted_job_ids)
+from pipeline_fixtures import REPO, digests
+from slurm_helpers import (
+    run_snakemake_on_slurm,
+    running_slurm_cluster,
+    scontrol_job,
+    start_snakemake_on_slurm,
+    submitted_job_ids,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 LOCAL_RULES = {"all", "summarize_bricks", "summarize_eval", "plot_data_stats", "plot_training_curve",
@@ -89,6 +93,7 @@ def test_a_cancelled_training_job_resumes_from_its_checkpoint(slurm_cluster, tmp
     """scancel train_segmentation midway; the rerun resubmits it and it resumes from its last checkpoint."""
     config = yaml.safe_load((REPO / ".test/config/config.yaml").read_text())
     config["bricks"]["segmentation"]["train"].update(steps=60, checkpoint_every=5, log_every=5)
+    config["bricks"]["segmentation"]["gpus"] = 1  # a GPU job, as on a real cluster (the node's fake GPU)
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
     args = ["--configfile", str(cfg), "--retries", "0", "results/bricks/segmentation"]

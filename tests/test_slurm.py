@@ -30,10 +30,10 @@ from slurm_helpers import (
     wait_for,
 )
 
-GPU_RULES = {
+# The rules the profiles give cluster settings (set-resources): the GPU rules, and train_critic.
+PROFILED_RULES = {
     "train_segmentation",
-    "train_placement",
-    "train_captioning",
+    "train_vlm_brick",
     "train_edit_base",
     "train_edit_lora",
     "train_critic",
@@ -78,7 +78,7 @@ def load_profile(profile_dir: Path) -> dict:
 def test_profiles_differ_only_where_needed():
     user, test = load_profile(USER_PROFILE), load_profile(TEST_PROFILE)
     assert user["executor"] == test["executor"] == "slurm"
-    assert set(user["set-resources"]) == set(test["set-resources"]) == GPU_RULES
+    assert set(user["set-resources"]) == set(test["set-resources"]) == PROFILED_RULES
     assert user["default-resources"]["slurm_account"] == "'$SLURM_ACCOUNT'"
     for key in sorted((set(user) | set(test)) - TEST_ONLY_TOP_KEYS - {"default-resources", "set-resources"}):
         assert user.get(key) == test.get(key), f"profiles differ in {key}"

@@ -119,7 +119,8 @@ def _renamed(text: str, registry: BrickRegistry, naming: Naming) -> str:
     names = {s.name: display_name(s, naming) for s in registry if display_name(s, naming) != s.name}
     if not names:
         return text
-    pattern = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, sorted(names, key=len, reverse=True))) + r")(?![\w-])")
+    alternatives = "|".join(map(re.escape, sorted(names, key=len, reverse=True)))
+    pattern = re.compile(r"(?<![\w-])(" + alternatives + r")(?![\w-])")
     return pattern.sub(lambda m: names[m.group(1)], text)
 
 

@@ -20,6 +20,7 @@ from ..builder.prompting import builder_completion, builder_system_text, builder
 from ..data.dataset import load_instructions
 from ..imageio import atomic_write_json
 from .common import plot_curves, write_metrics
+from .hf_checkpoints import pickle_free
 from .vlm_sft import (
     LoraSettings,
     SFTSettings,
@@ -187,7 +188,7 @@ def run_grpo(cfg: BuilderConfig) -> dict:
     model, processor = load_vlm(resolve_base(cfg.base), device="cuda" if torch.cuda.is_available() else "cpu",
                                 dtype="float32" if not torch.cuda.is_available() else None)
     model.generation_config.do_sample = True  # GRPO samples; the saved model keeps greedy decoding
-    trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=data,
+    trainer = pickle_free(GRPOTrainer)(model=model, reward_funcs=rewards, args=args, train_dataset=data,
                           processing_class=processor, peft_config=peft_config(g.lora))
     trainer.train(resume_from_checkpoint=latest_hf_checkpoint(args.output_dir))
     out = Path(cfg.output_dir)

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
-def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+def optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     sd = optimizer.state_dict()
     tensors, structure = {}, {"param_groups": sd["param_groups"], "state": {}}
     for pid, st in sd["state"].items():
@@ -32,7 +32,7 @@ def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     return tensors, structure
 
 
-def _optimizer_from_files(optimizer: torch.optim.Optimizer, tensors: dict, structure: dict) -> None:
+def optimizer_from_files(optimizer: torch.optim.Optimizer, tensors: dict, structure: dict) -> None:
     state = {}
     for pid, entry in structure["state"].items():
         state[int(pid)] = {k: tensors[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v
@@ -49,7 +49,7 @@ def save_checkpoint(directory: str | Path, step: int, params: dict[str, torch.Te
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file({k: v.detach().cpu().contiguous() for k, v in params.items()}, tmp / "model.safetensors")
-    tensors, structure = _optimizer_to_files(optimizer)
+    tensors, structure = optimizer_to_files(optimizer)
     save_file(tensors, tmp / "optimizer.safetensors")
     (tmp / "optimizer.json").write_text(json.dumps(structure))
     (tmp / "state.json").write_text(json.dumps({"step": step, **extra}))
@@ -73,6 +73,6 @@ def load_checkpoint(path: str | Path, module: torch.nn.Module, optimizer: torch.
     module.load_state_dict(tensors, strict=False)
     if not found:
         raise RuntimeError(f"checkpoint {path} holds no tensor of this model")
-    _optimizer_from_files(optimizer, load_file(path / "optimizer.safetensors"),
+    optimizer_from_files(optimizer, load_file(path / "optimizer.safetensors"),
                           json.loads((path / "optimizer.json").read_text()))
     return json.loads((path / "state.json").read_text())

@@ -19,6 +19,7 @@ import torch
 from ..imageio import atomic_write_json
 from ..models.vlm import load_vlm, save_vlm
 from .common import plot_curves
+from .hf_checkpoints import pickle_free
 
 log = logging.getLogger(__name__)
 VLM_REF = "vlm_ref.json"  # a base that points at a checkpoint (hub id / path) instead of holding weights
@@ -123,7 +124,7 @@ def sft(base: str | Path, rows: list[dict], out_dir: str | Path, checkpoint_dir:
     dataset = Dataset.from_list(rows)
     args = training_args(SFTConfig, settings, checkpoint_dir, seed, max_length=settings.max_length,
                          completion_only_loss=True, packing=False)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+    trainer = pickle_free(SFTTrainer)(model=model, args=args, train_dataset=dataset, processing_class=processor,
                          peft_config=peft_config(settings.lora))
     trainer.train(resume_from_checkpoint=latest_hf_checkpoint(checkpoint_dir))
     out = Path(out_dir)
