@@ -404,7 +404,9 @@ def test_sigkill_midway_then_rerun_finishes_the_rest(tmp_path, capsys):
     finally:
         assert proc.wait(10) == -signal.SIGKILL, proc.stderr.read().decode()
     done = rows(out / "manifest.parquet")  # the last manifest the killed process wrote
-    assert 4 <= len(done) <= 10 and len(done) % 2 == 0 and {r["status"] for r in done.values()} == {"ok"}
+    assert 4 <= len(done) <= 11 and {r["status"] for r in done.values()} == {"ok"}
+    # each image goes on record as soon as it is written: at most the one in flight is on disk unrecorded
+    assert len(list(out.glob("*.png"))) - len(done) <= 1
     mtimes = {f: (out / f).stat().st_mtime_ns for f in done}
     code, stdout, _ = run_cli(capsys, folder, "--out", out, "--workflow", wf)
     assert code == 0

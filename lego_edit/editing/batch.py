@@ -297,6 +297,7 @@ class BatchEditor:
         if ready:
             for (item, rec, image, mask), answer in zip(ready, self._answers(ready)):
                 self.edit_one(item, rec, image, mask, answer)
+                self._flush()  # each finished image is on record at once: a kill redoes none of them
         return records
 
     @staticmethod

@@ -125,6 +125,7 @@ class Manifest:
         self.pending: list[dict] = []
         self.journal_rows = 0
         self.needs_snapshot = False
+        self._journal_file = None  # kept open between flushes: one write per flush, no reopening
         if self.path.is_file() or self.journal.is_file():
             self.records = {r["file"]: r for r in read_manifest(self.path)}
         if self.journal.is_file():
@@ -153,13 +154,18 @@ class Manifest:
             self.close()
         elif self.pending:
             text = "".join(json.dumps({c: r.get(c) for c in COLUMNS}) + "\n" for r in self.pending)
-            with open(self.journal, "a", encoding="utf-8") as f:
-                f.write(text)  # one write: a kill leaves whole lines, or at worst one cut last line
+            if self._journal_file is None:
+                self._journal_file = open(self.journal, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self._journal_file.write(text)
+            self._journal_file.flush()  # one write: a kill leaves whole lines, or at worst one cut last line
             self.journal_rows += len(self.pending)
             self.pending = []
 
     def close(self) -> None:
         """Write the snapshot (atomically), then drop the journal it now contains."""
+        if self._journal_file is not None:
+            self._journal_file.close()
+            self._journal_file = None
         if not (self.pending or self.journal_rows or self.needs_snapshot or not self.path.exists()):
             return
         write_manifest(self.path, self.records.values())
