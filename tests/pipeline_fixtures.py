@@ -5,16 +5,14 @@ The run happens once per test session in a temporary directory (the checkout's r
 
 from __future__ import annotations
 
-import hashlib
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from data_fixtures import REPO, TEST_CONFIG, file_digests
 
-REPO = Path(__file__).resolve().parents[1]
-TEST_CONFIG = REPO / ".test" / "config" / "config.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
@@ -25,9 +23,9 @@ def snakemake(workdir: Path, *args: str, timeout: float = 1800) -> subprocess.Co
                           stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
 
 
-def digests(root: Path, pattern: str = "**/*") -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.glob(pattern)) if p.is_file() and p.name != ".snakemake_timestamp"}
+def digests(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` but Snakemake's directory timestamps (they record when a job ran)."""
+    return {k: v for k, v in file_digests(root).items() if Path(k).name != ".snakemake_timestamp"}
 
 
 def dry_run_jobs(output: str) -> list[dict]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from data_fixtures import REPO, TEST_CONFIG, file_digests
+from pipeline_fixtures import dry_run_jobs
 
 from lego_edit.pipeline import sort_keys_in_place
 
@@ -44,19 +45,10 @@ def scheduled(workdir: Path, configfile: Path) -> set[tuple[str, str]]:
     out = _ok(snakemake(workdir, configfile, "--dry-run", *DATA_TARGETS))
     if "Nothing to be done" in out:
         return set()
-    jobs, current = [], None
-    for line in out.splitlines():
-        m = re.fullmatch(r"(?:local)?rule (\w+):", line)
-        if m:
-            current = [m.group(1), ""]
-            jobs.append(current)
-        elif current and line.startswith("    wildcards: "):
-            current[1] = line.split(": ", 1)[1]
-        elif not line.startswith("    "):
-            current = None
+    jobs = dry_run_jobs(out)
     stats = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal\s+(\d+)", out, re.S)
     assert stats and int(stats.group(2)) == len(jobs), out[-3000:]  # the table agrees with the job list
-    return {tuple(j) for j in jobs}
+    return {(j["rule"], ", ".join(f"{k}={v}" for k, v in j["wildcards"].items())) for j in jobs}
 
 
 def _config(tmp_path: Path, name: str, change=None, sort=False) -> Path:
