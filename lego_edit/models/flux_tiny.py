@@ -42,7 +42,6 @@ class TinyFluxConfig:
             raise ValueError(f"text_dim {self.text_dim} must be divisible by text_heads {self.text_heads}")
 
 
-
 def tiny_pipeline(tiny: TinyFluxConfig, corpus: list[str]) -> FluxFillPipeline:
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 

@@ -24,9 +24,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .state import optimizer_from_files, optimizer_to_files
+from .state import OPTIMIZER_FILES, load_optimizer, save_optimizer
 
-OPTIMIZER = "optimizer"
 SCHEDULER = "scheduler.json"
 TRAINING_ARGS_BIN = "training_args.bin"  # transformers' pickled arguments, replaced by training_args.json
 
@@ -87,9 +86,7 @@ class SafetensorsCheckpointsMixin:
             return None
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        tensors, structure = optimizer_to_files(self.optimizer)
-        save_file(tensors, out / f"{OPTIMIZER}.safetensors")
-        (out / f"{OPTIMIZER}.json").write_text(json.dumps(structure))
+        save_optimizer(out, self.optimizer)
         (out / SCHEDULER).write_text(json.dumps(self.lr_scheduler.state_dict()))
         return None
 
@@ -97,10 +94,9 @@ class SafetensorsCheckpointsMixin:
         if checkpoint is None:
             return None
         path = Path(checkpoint)
-        if self._sharded_state() or not (path / f"{OPTIMIZER}.safetensors").is_file():
+        if self._sharded_state() or not (path / OPTIMIZER_FILES[0]).is_file():
             return super()._load_optimizer_and_scheduler(checkpoint)
-        optimizer_from_files(self.optimizer, load_file(path / f"{OPTIMIZER}.safetensors", device="cpu"),
-                             json.loads((path / f"{OPTIMIZER}.json").read_text()))
+        load_optimizer(path, self.optimizer)
         self.lr_scheduler.load_state_dict(json.loads((path / SCHEDULER).read_text()))
         return None
 

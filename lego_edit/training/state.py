@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
-def optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     sd = optimizer.state_dict()
     tensors, structure = {}, {"param_groups": sd["param_groups"], "state": {}}
     for pid, st in sd["state"].items():
@@ -32,12 +32,27 @@ def optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     return tensors, structure
 
 
-def optimizer_from_files(optimizer: torch.optim.Optimizer, tensors: dict, structure: dict) -> None:
+def _optimizer_from_files(optimizer: torch.optim.Optimizer, tensors: dict, structure: dict) -> None:
     state = {}
     for pid, entry in structure["state"].items():
         state[int(pid)] = {k: tensors[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v
                            for k, v in entry.items()}
     optimizer.load_state_dict({"state": state, "param_groups": structure["param_groups"]})
+
+
+OPTIMIZER_FILES = ("optimizer.safetensors", "optimizer.json")
+
+
+def save_optimizer(directory: str | Path, optimizer: torch.optim.Optimizer) -> None:
+    """optimizer.safetensors (its tensors) + optimizer.json (the rest) in ``directory``."""
+    tensors, structure = _optimizer_to_files(optimizer)
+    save_file(tensors, Path(directory) / OPTIMIZER_FILES[0])
+    (Path(directory) / OPTIMIZER_FILES[1]).write_text(json.dumps(structure))
+
+
+def load_optimizer(directory: str | Path, optimizer: torch.optim.Optimizer) -> None:
+    _optimizer_from_files(optimizer, load_file(Path(directory) / OPTIMIZER_FILES[0], device="cpu"),
+                          json.loads((Path(directory) / OPTIMIZER_FILES[1]).read_text()))
 
 
 def save_checkpoint(directory: str | Path, step: int, params: dict[str, torch.Tensor],
@@ -49,9 +64,7 @@ def save_checkpoint(directory: str | Path, step: int, params: dict[str, torch.Te
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file({k: v.detach().cpu().contiguous() for k, v in params.items()}, tmp / "model.safetensors")
-    tensors, structure = optimizer_to_files(optimizer)
-    save_file(tensors, tmp / "optimizer.safetensors")
-    (tmp / "optimizer.json").write_text(json.dumps(structure))
+    save_optimizer(tmp, optimizer)
     (tmp / "state.json").write_text(json.dumps({"step": step, **extra}))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -73,6 +86,5 @@ def load_checkpoint(path: str | Path, module: torch.nn.Module, optimizer: torch.
     module.load_state_dict(tensors, strict=False)
     if not found:
         raise RuntimeError(f"checkpoint {path} holds no tensor of this model")
-    optimizer_from_files(optimizer, load_file(path / "optimizer.safetensors"),
-                          json.loads((path / "optimizer.json").read_text()))
+    load_optimizer(path, optimizer)
     return json.loads((path / "state.json").read_text())
