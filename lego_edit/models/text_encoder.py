@@ -69,9 +69,13 @@ class PromptEncoder(nn.Module):
             rows.append(ids + [end] * (self.max_length - len(ids)))
         return torch.tensor(rows, dtype=torch.long)
 
-    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def token_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) bool: the prompt's tokens and its end token (the rest is padding)."""
         first_end = (ids == self.end_id).int().argmax(dim=-1, keepdim=True)
-        mask = (torch.arange(ids.shape[1], device=ids.device)[None] <= first_end).long()
+        return torch.arange(ids.shape[1], device=ids.device)[None] <= first_end
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = self.token_mask(ids).long()
         out = self.text_model(input_ids=ids, attention_mask=mask)
         # CLIP pools at the end token only; adding the mean of the prompt's token states gives every word a
         # direct path to the pooled vector, which a text encoder trained from scratch needs to learn fast.

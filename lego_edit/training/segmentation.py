@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..data.shards import load_samples
 from ..imageio import atomic_write_json
-from ..models.segmentation import TASKS, SegmentationConfig, SegmentationModel, task_text
+from ..models.segmentation import TASKS, SegmentationConfig, SegmentationModel, candidate_regions, task_text
 from .common import plot_curves, write_metrics
 from .loop import LoopConfig, train
 
@@ -52,6 +52,29 @@ def load_arrays(samples: list[dict], size: int) -> dict:
     attributes = torch.stack([to_t(s["attributes"], 4) for s in samples]) if has_aux else None
     return {"images": images, "masks": masks, "hints": hints, "attributes": attributes,
             "texts": [task_text(s["task"], s.get("text", "")) for s in samples], "tasks": [s["task"] for s in samples]}
+
+
+def res_candidates(data: dict, limit: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The RES selector's training candidates: per sample a label map (0: no object, k: candidate k) of the
+    scene's objects (connected regions of the attribute maps' object pixels, as SOS would segment them) and
+    the index of the candidate the expression names (-1: not a RES sample, or its object is no candidate).
+    None when the shards carry no attribute maps (then there is nothing to compare objects with)."""
+    if data["attributes"] is None:
+        return None
+    labels = torch.zeros(data["masks"][:, 0].shape, dtype=torch.uint8)
+    target = torch.full((len(labels),), -1, dtype=torch.long)
+    for i, task in enumerate(data["tasks"]):
+        if task != "RES":
+            continue
+        regions = candidate_regions(data["attributes"][i, 0].numpy() > 0, limit)
+        if not len(regions):
+            continue
+        for k, r in enumerate(regions):
+            labels[i][torch.from_numpy(r)] = k + 1
+        overlap = (torch.from_numpy(regions) & (data["masks"][i, 0] > 0)).sum((1, 2))
+        if overlap.max() > 0:
+            target[i] = int(overlap.argmax())
+    return labels, target
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -92,20 +115,37 @@ def main(cfg: SegmentationTrainConfig) -> dict:
     log.info("segmentation: %d training samples, %d parameters", n, sum(p.numel() for p in model.parameters()))
 
     use_aux = data["attributes"] is not None and model.aux_head is not None
+    k_max = cfg.model.max_candidates
+    candidates = res_candidates(data, k_max) if model.selector is not None else None
+    res_rows = None if candidates is None else (candidates[1] >= 0).nonzero().flatten()
+    if res_rows is not None and not len(res_rows):
+        candidates = None
 
     def loss_fn(step, gen, rank, world):
         idx = torch.randint(n, (max(1, cfg.loop.batch_size // world),), generator=gen)
         dev = next(model.parameters()).device
         x = data["images"][idx].float().to(dev) / 127.5 - 1
-        logits, aux = model(x, data["hints"][idx].float().to(dev), ids[idx].to(dev), with_aux=True)
-        mask_loss = segmentation_loss(logits, data["masks"][idx].float().to(dev))
-        if not use_aux:
-            return {"loss": mask_loss}
-        targets = data["attributes"][idx].long().to(dev)
-        # Object pixels only: over all pixels the background dominates and the heads learn nothing else for long.
-        targets = targets.masked_fill(targets[:, :1] == 0, -100)
-        aux_loss = sum(F.cross_entropy(a, targets[:, k], ignore_index=-100) for k, a in enumerate(aux)) / len(aux)
-        return {"loss": mask_loss + cfg.model.aux_weight * aux_loss, "mask_loss": mask_loss, "aux_loss": aux_loss}
+        enc = model.encode(x, data["hints"][idx].float().to(dev), ids[idx].to(dev))
+        mask_loss = segmentation_loss(enc["logits"][:, None], data["masks"][idx].float().to(dev))
+        parts = {"mask_loss": mask_loss}
+        loss = mask_loss
+        if use_aux:
+            targets = data["attributes"][idx].long().to(dev)
+            # Object pixels only: over all pixels the background dominates and the heads learn nothing else.
+            targets = targets.masked_fill(targets[:, :1] == 0, -100)
+            aux = torch.split(model.aux_head(enc["pixels"]), list(cfg.model.aux_classes), dim=1)
+            parts["aux_loss"] = sum(F.cross_entropy(a, targets[:, k], ignore_index=-100)
+                                    for k, a in enumerate(aux)) / len(aux)
+            loss = loss + cfg.model.aux_weight * parts["aux_loss"]
+        if candidates is not None:
+            labels, target = candidates
+            pick = res_rows[torch.randint(len(res_rows), (max(1, cfg.model.selector_batch_size // world),),
+                                          generator=gen)]
+            cand = (labels[pick].long()[:, None] == torch.arange(1, k_max + 1)[None, :, None, None]).float()
+            logits = model.select(data["images"][pick].float().to(dev) / 127.5 - 1, ids[pick].to(dev), cand.to(dev))
+            parts["selector_loss"] = F.cross_entropy(logits, target[pick].to(dev))
+            loss = loss + cfg.model.selector_weight * parts["selector_loss"]
+        return {"loss": loss, **parts}
 
     out = Path(cfg.output_dir)
     history = train(model, loss_fn, cfg.loop, cfg.seed, cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt",
