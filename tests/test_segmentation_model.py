@@ -121,3 +121,22 @@ def test_selector_weights_round_trip(learned, tmp_path):
     again = SegmentationModel.from_pretrained(tmp_path / "seg", device="cpu")
     after = again.predict([image, image], ["RES", "RES"], ["red square", "blue square"])
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_a_model_saved_without_a_selector_loads_and_thresholds_its_own_map(tmp_path):
+    """A model directory from before the selector (its config has no selector keys) loads without one."""
+    import json
+
+    torch.manual_seed(0)
+    m = SegmentationModel.build(SegmentationConfig(**{**TINY, "selector_layers": 0}), TEXTS)
+    m.save_pretrained(tmp_path / "old")
+    cfg_file = tmp_path / "old" / "segmentation.json"
+    cfg = json.loads(cfg_file.read_text())
+    for key in ("selector_layers", "max_candidates", "roi_size", "selector_weight", "selector_batch_size"):
+        cfg.pop(key)
+    cfg_file.write_text(json.dumps(cfg))
+    loaded = SegmentationModel.from_pretrained(tmp_path / "old", device="cpu")
+    assert loaded.selector is None
+    image, _ = scene()
+    assert np.array_equal(loaded.predict([image], ["RES"], ["red square"])[0],
+                          m.eval().predict([image], ["RES"], ["red square"])[0])

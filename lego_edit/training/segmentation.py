@@ -118,8 +118,12 @@ def main(cfg: SegmentationTrainConfig) -> dict:
     k_max = cfg.model.max_candidates
     candidates = res_candidates(data, k_max) if model.selector is not None else None
     res_rows = None if candidates is None else (candidates[1] >= 0).nonzero().flatten()
-    if res_rows is not None and not len(res_rows):
-        candidates = None
+    if model.selector is not None and (candidates is None or not len(res_rows)):
+        # An untrained selector would pick objects at random: RES thresholds its own map instead.
+        log.warning("segmentation: no RES samples with object maps in %s; RES is trained without the selector",
+                    cfg.shards)
+        candidates, model.selector = None, None
+        model.cfg.selector_layers = 0
 
     def loss_fn(step, gen, rank, world):
         idx = torch.randint(n, (max(1, cfg.loop.batch_size // world),), generator=gen)
