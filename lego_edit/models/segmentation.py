@@ -185,16 +185,9 @@ class SegmentationModel(nn.Module):
         logits = torch.einsum("bchw,bc->bhw", pixels, weight) / self.cfg.embed_dim ** 0.5 + bias[:, None, None]
         return {"pixels": pixels, "logits": logits}
 
-    def forward(self, images: torch.Tensor, hints: torch.Tensor, ids: torch.Tensor, with_aux: bool = False):
-        """images (B,3,S,S) in [-1,1], hints (B,1,S,S) in {0,1}, ids (B,L) -> logits (B,1,S,S)
-        (and the auxiliary attribute logits, one tensor per head, when ``with_aux``)."""
-        enc = self.encode(images, hints, ids)
-        logits = enc["logits"][:, None]
-        if not with_aux:
-            return logits
-        pixels = enc["pixels"]
-        aux = torch.split(self.aux_head(pixels), list(self.cfg.aux_classes), dim=1) if self.aux_head is not None else ()
-        return logits, aux
+    def forward(self, images: torch.Tensor, hints: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """images (B,3,S,S) in [-1,1], hints (B,1,S,S) in {0,1}, ids (B,L) -> mask logits (B,1,S,S)."""
+        return self.encode(images, hints, ids)["logits"][:, None]
 
     def select(self, images: torch.Tensor, ids: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Selector logits (B,K): images (B,3,S,S) in [-1,1], the RES prompts' ids (B,L), candidate regions
@@ -234,16 +227,18 @@ class SegmentationModel(nn.Module):
             sl = slice(i, i + batch_size)
             x, h = self.prepare(images[sl], None if hints is None else hints[sl])
             ids = self.prompt_encoder.tokenize([task_text(t, p) for t, p in zip(tasks[sl], prompts[sl])]).to(x.device)
-            enc = self.encode(x, h, ids)
-            prob = torch.sigmoid(enc["logits"][:, None])
             picked = self._referred_objects(x, ids, tasks[sl])
-            for j, (im, task, p) in enumerate(zip(images[sl], tasks[sl], prob)):
-                p = F.interpolate(p[None], size=im.shape[:2], mode="bilinear", align_corners=False)[0, 0].cpu().numpy()
-                mask = p > self.cfg.threshold
+            own = [j for j, pk in enumerate(picked) if pk is None]  # the rows that need their own mask map
+            prob = dict(zip(own, torch.sigmoid(self(x[own], h[own], ids[own])))) if own else {}
+            for j, (im, task) in enumerate(zip(images[sl], tasks[sl])):
                 if picked[j] is not None:
                     mask = self._at_input_size(picked[j], im.shape[:2])
-                elif task in SINGLE_OBJECT_TASKS:
-                    mask = most_likely_component(mask, p)
+                else:
+                    p = F.interpolate(prob[j][None], size=im.shape[:2], mode="bilinear",
+                                      align_corners=False)[0, 0].cpu().numpy()
+                    mask = p > self.cfg.threshold
+                    if task in SINGLE_OBJECT_TASKS:
+                        mask = most_likely_component(mask, p)
                 out.append(np.where(mask, 255, 0).astype(np.uint8))
         return out
 
