@@ -33,6 +33,66 @@ def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
 
 
+def object_region(mask: np.ndarray, margin: float = 0.125, min_margin: int = 2) -> np.ndarray | None:
+    """The box around a mask's pixels, grown by ``margin`` of its larger side (at least ``min_margin`` px) and
+    clipped to the image, as a uint8 mask; None for an empty mask. POSE edits inside it: an object turned in
+    place stays within its own box (a shapes-world triangle fills the same box pointing any way)."""
+    box = mask_bbox(np.asarray(mask) > 0)
+    if box is None:
+        return None
+    x, y, w, h = box
+    grow = max(min_margin, int(round(margin * max(w, h))))
+    out = np.zeros(np.asarray(mask).shape[:2], dtype=np.uint8)
+    out[max(0, y - grow):y + h + grow, max(0, x - grow):x + w + grow] = 255
+    return out
+
+
+TURNS = ("up", "left", "down", "right")  # each a quarter-turn counter-clockwise from the one before
+
+
+def pointing(mask: np.ndarray, tolerance: float = 0.05) -> str | None:
+    """The way an object points: away from its mass centre (a triangle's apex lies opposite the side its
+    centroid leans to within its box). None for an empty mask or one that leans neither way."""
+    m = np.asarray(mask) > 0
+    box = mask_bbox(m)
+    if box is None:
+        return None
+    x, y, w, h = box
+    ys, xs = np.nonzero(m)
+    dx = (xs.mean() + 0.5 - (x + w / 2)) / w
+    dy = (ys.mean() + 0.5 - (y + h / 2)) / h
+    if max(abs(dx), abs(dy)) < tolerance:
+        return None
+    if abs(dy) >= abs(dx):
+        return "up" if dy > 0 else "down"
+    return "left" if dx > 0 else "right"
+
+
+def turn_object(image: np.ndarray, mask: np.ndarray, direction: str) -> np.ndarray | None:
+    """The image with the masked object turned in quarter-turns about its box to point ``direction`` (stretched
+    back to the box, as a shape drawn in that box pointing that way is) over the background FASTINPAINT fills in
+    where the object was: the geometric start that POSE's diffusion model refines. None when the object points
+    no particular way or ``direction`` is not up, down, left or right."""
+    current = pointing(mask)
+    if current is None or direction not in TURNS:
+        return None
+    m = as_mask(mask) > 0
+    rgb = np.ascontiguousarray(image[:, :, :3])
+    k = (TURNS.index(direction) - TURNS.index(current)) % 4
+    if k == 0:
+        return rgb.copy()
+    x, y, w, h = mask_bbox(m)
+    obj = np.rot90(rgb[y:y + h, x:x + w], k)
+    keep = np.rot90(m[y:y + h, x:x + w], k).astype(np.uint8)
+    if k % 2:
+        obj = cv2.resize(np.ascontiguousarray(obj), (w, h), interpolation=cv2.INTER_NEAREST)
+        keep = cv2.resize(np.ascontiguousarray(keep), (w, h), interpolation=cv2.INTER_NEAREST)
+    out = fastinpaint(None, rgb, np.where(m, 255, 0).astype(np.uint8))["image"].copy()
+    region = out[y:y + h, x:x + w]
+    region[keep > 0] = obj[keep > 0]
+    return out
+
+
 def inverse(ctx, mask1=None, mask2=None, image1=None, image2=None) -> dict:
     if mask2 is not None:
         m2 = as_mask(mask2) > 0

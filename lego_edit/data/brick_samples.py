@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bricks.functions import expand_canvas, fastinpaint, mask_bbox
+from ..bricks.functions import expand_canvas, fastinpaint, mask_bbox, object_region, turn_object
 from . import edits, phrases
 from .instructions import ENV_PROMPT, make_instruction
 from .referring import candidates
@@ -206,7 +206,9 @@ def _edit_sample(brick: str, scene: Scene, rng) -> tuple[dict, dict] | None:
             d = _pick(rng, [o for o in ORIENTATIONS if o != objs[index].orientation])
             after = edits.set_pose(scene, index, d)
             expr = _pick(rng, candidates(scene, index))
-            return ({"source": image, "mask": full, "target": render_layers(after)[0]},
+            obj_mask = _mask(labels, index)
+            return ({"source": image, "mask": object_region(obj_mask), "target": render_layers(after)[0],
+                     "preimage": turn_object(image, obj_mask, d)},
                     {"brick": brick, "prompt": f"make the {expr} point {d}"})
     except edits.EditImpossible:
         return None

@@ -23,6 +23,9 @@ from ..bricks.functions import mask_bbox
 from .conditional_unet import UNetConfig, build_unet, coord_channels
 from .text_encoder import PromptEncoder, TextEncoderConfig
 
+# Bricks whose preimage the model starts from: INPAINT's classical fill, POSE's geometrically turned object. (FILL's
+# preimage, the image before outpainting, is already the canvas here.)
+PREIMAGE_BRICKS = ("INPAINT", "POSE")
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
                 "conv1", "conv2"]
 
@@ -101,7 +104,7 @@ class UNetInpainter(nn.Module):
         c, ref = self.cfg.crop_size, self.cfg.reference_size
         src, tgt, msk, crd, texts = [], [], [], [], []
         for s in samples:
-            source = s["preimage"] if s["brick"] == "INPAINT" and s.get("preimage") is not None else s["source"]
+            source = s["preimage"] if s["brick"] in PREIMAGE_BRICKS and s.get("preimage") is not None else s["source"]
             mask = s["mask"]
             if mask.shape[0] < c or mask.shape[1] < c:
                 continue
@@ -148,8 +151,8 @@ class UNetInpainter(nn.Module):
              styles: list[str | None] | None = None, seed: int = 0, batch_size: int = 64) -> list[np.ndarray]:
         """Edit each image inside its mask (None: the whole image); returns RGB uint8 images.
 
-        ``preimages`` replace the source inside the model (INPAINT's pre-inpainted image); ``strengths``
-        in (0, 1] start the sampler part-way from the preimage instead of from pure noise.
+        ``preimages`` replace the source inside the model (INPAINT's pre-inpainted image, POSE's turned object);
+        ``strengths`` in (0, 1] start the sampler part-way from the preimage instead of from pure noise.
         """
         self.eval()
         self.set_brick(brick)
