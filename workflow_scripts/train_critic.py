@@ -13,6 +13,6 @@ sm = snakemake  # noqa: F821
 with logging_to(sm.log[0]):
     s = sm.params.section
     run_stage("lego_edit.training.critic", "CriticTrainConfig", {
-        "backend": s["backend"], "openai": s["openai"], "base": sm.input.base, "shards": sm.input.shards,
+        "backend": s["backend"], "objective": s["objective"], "openai": s["openai"], "base": sm.input.base, "shards": sm.input.shards,
         "output_dir": sm.output.model, "checkpoint_dir": sm.params.checkpoints, "seed": sm.params.seed,
         "train": {**s["train"], "threads": sm.threads}, "eval_instructions": s["eval_instructions"]}, gpus=s["gpus"])

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..bricks.vlm_prompts import CRITIC_PROMPT, critic_answer, critic_images
+from ..bricks.vlm_prompts import CRITIC_CHOICES, CRITIC_PROMPT, critic_images
 from ..workflow.values import rgb
 
 
@@ -47,12 +47,12 @@ class LocalCritic:
         self.batch_size = batch_size
 
     def score(self, instructions, sources, edited) -> list[CriticScore]:
-        from .vlm import answer_logprobs
+        from .vlm import score_choices
 
-        lps = answer_logprobs(self.model, self.processor, [critic_messages(t) for t in instructions],
-                              [critic_images(s, e) for s, e in zip(sources, edited)],
-                              [critic_answer(True, t) for t in instructions], batch_size=self.batch_size)
-        return [CriticScore(float(math.exp(lp))) for lp in lps]
+        probs = score_choices(self.model, self.processor, [critic_messages(t) for t in instructions],
+                              [critic_images(s, e) for s, e in zip(sources, edited)], CRITIC_CHOICES,
+                              normalize=True, batch_size=self.batch_size)
+        return [CriticScore(p[CRITIC_CHOICES[0]]) for p in probs]
 
 
 @dataclass

@@ -334,34 +334,3 @@ def config_dict(cfg: VLMConfig) -> dict:
     """The config as plain data, for ``metrics.json`` / reproducibility records."""
     return asdict(cfg)
 
-
-@torch.inference_mode()
-def answer_logprobs(model, processor, messages: Sequence[Messages], images: Sequence[Sequence] | None,
-                    answers: Sequence[str], *, batch_size: int = 16) -> list[float]:
-    """Mean per-token log-probability of ``answers[i]`` as the reply to ``messages[i]`` (likelihood scoring)."""
-    tok = _tokenizer(processor)
-    out: list[float] = []
-    for idx in _chunks(len(messages), batch_size):
-        batch = _encode(processor, [messages[i] for i in idx], None if images is None else [images[i] for i in idx],
-                        model.device)
-        targets = [tok(answers[i], add_special_tokens=False)["input_ids"] for i in idx]
-        width = max(len(t) for t in targets)
-        # Prompts are left-padded; answers are appended and right-padded, so every answer starts at one column.
-        ans = torch.full((len(idx), width), tok.pad_token_id, dtype=torch.long, device=model.device)
-        ans_mask = torch.zeros((len(idx), width), dtype=torch.long, device=model.device)
-        for r, t in enumerate(targets):
-            ans[r, :len(t)] = torch.tensor(t, device=model.device)
-            ans_mask[r, :len(t)] = 1
-        inputs = dict(batch)
-        n = batch["input_ids"].shape[1]
-        for key, value in batch.items():  # every per-token tensor (ids, mask, token types) grows by the answer
-            if torch.is_tensor(value) and value.dim() == 2 and value.shape == batch["input_ids"].shape and key not in (
-                    "input_ids", "attention_mask"):
-                inputs[key] = torch.cat([value, torch.zeros((len(idx), width), dtype=value.dtype,
-                                                            device=value.device)], dim=1)
-        inputs["input_ids"] = torch.cat([batch["input_ids"], ans], dim=1)
-        inputs["attention_mask"] = torch.cat([batch["attention_mask"], ans_mask], dim=1)
-        logits = model(**inputs).logits[:, n - 1:n - 1 + width].float()
-        lp = torch.log_softmax(logits, dim=-1).gather(-1, ans.unsqueeze(-1)).squeeze(-1)
-        out.extend(((lp * ans_mask).sum(1) / ans_mask.sum(1).clamp_min(1)).tolist())
-    return out

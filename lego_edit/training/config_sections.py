@@ -70,6 +70,10 @@ class CriticSection:
 
     backend: Literal["local", "openai"] = field(default="local", metadata={"help": "local or openai."})
     gpus: int = field(default=0, metadata={"help": "GPUs for training the local critic (0: CPU)."})
+    objective: Literal["pairwise", "sft"] = field(default="pairwise", metadata={
+        "help": "pairwise: a Bradley-Terry loss on the yes/no verdict over each instruction's GT target and wrong "
+                "edits (train.batch_size counts candidates; full fine-tuning only); sft: TRL SFT on the answer "
+                "'yes|no. The edit: <what it does>' (LoRA allowed)."})
     train: SFTSettings = field(default_factory=lambda: SFTSettings(steps=300, batch_size=16, lr=2e-3))
     eval_instructions: int = field(default=300, metadata={"help": "Held-out instructions for the ranking figure."})
     openai: OpenAICriticConfig = field(default_factory=OpenAICriticConfig)

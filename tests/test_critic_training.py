@@ -1,0 +1,85 @@
+"""The local critic's pairwise objective (lego_edit.training.critic): groups, loss, and a tiny VLM that learns
+to rank the edit an instruction asks for above wrong ones by looking at them (CPU, seconds).
+
+Only one instruction is used: a Builder-sized VLM learns an image-only decision in tens of steps, but tying a
+word of the instruction to what the image shows takes it hundreds (measured: 0.83 of the pairs after 300 steps
+with three colour words), which is why the shapes-world critic stays far from its ranking target."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from openai_server import TINY, solid
+
+from lego_edit.bricks.vlm_prompts import CRITIC_PROMPT
+from lego_edit.models import vlm
+from lego_edit.models.critic import LocalCritic
+from lego_edit.models.tokenizer import train_tokenizer
+from lego_edit.training.critic import (
+    CriticTrainConfig,
+    instruction_groups,
+    pairwise_loss,
+    ranking_accuracy,
+    train_pairwise,
+)
+from lego_edit.training.vlm_sft import SFTSettings
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+
+
+def colour_samples(n_sources: int = 4, colours=tuple(COLOURS)) -> list[dict]:
+    """Per grey source and colour: 'make it <colour>' with the right fill (label 1), the two other fills and the
+    untouched source (label 0). Only the pixels tell the right candidate from the wrong ones."""
+    out = []
+    for i in range(n_sources):
+        source = solid((100 + 10 * i,) * 3)
+        for name in colours:
+            rgb = COLOURS[name]
+            key = f"s{i}_{name}"
+            cands = [(solid(rgb), 1, "target")] + [(solid(o), 0, "same_category") for k, o in COLOURS.items()
+                                                   if k != name] + [(source, 0, "no_edit")]
+            out += [{"__key__": f"{key}_{j}", "instruction": f"make it {name}", "source": source, "candidate": c,
+                     "label": lab, "kind": kind} for j, (c, lab, kind) in enumerate(cands)]
+    return out
+
+
+def test_instruction_groups_keep_groups_with_both_labels():
+    s = colour_samples(1)
+    s.append({"__key__": "lonely_0", "label": 1})  # a target without a wrong edit teaches no ranking
+    groups = instruction_groups(s)
+    assert len(groups) == 3 and all(len(g) == 4 for g in groups)
+    assert all(sum(s[i]["label"] for i in g) == 1 for g in groups)
+
+
+def test_pairwise_loss_falls_as_the_target_pulls_ahead():
+    labels = torch.tensor([True, False, False, True, False])
+    groups = [[0, 1, 2], [3, 4]]
+    tied = pairwise_loss(torch.zeros(5), labels, groups)
+    ahead = pairwise_loss(torch.tensor([3.0, -3.0, -3.0, 3.0, -3.0]), labels, groups)
+    behind = pairwise_loss(torch.tensor([-3.0, 3.0, 3.0, -3.0, 3.0]), labels, groups)
+    assert ahead["loss"] < tied["loss"] < behind["loss"]
+    assert tied["pair_loss"] == pytest.approx(np.log(2))
+    assert ahead["pair_accuracy"] == 1.0 and behind["pair_accuracy"] == 0.0
+
+
+def test_pairwise_critic_learns_to_rank_by_the_pixels(tmp_path):
+    texts = [CRITIC_PROMPT.format(instruction=f"make it {c}") for c in COLOURS] + ["yes", "no"]
+    tok = train_tokenizer(texts, vocab_size=400, min_frequency=1)
+    model, processor = vlm.build_tiny_vlm(TINY, tok)
+    vlm.save_vlm(model, processor, tmp_path / "base")
+    samples = colour_samples(colours=("blue",))
+    cfg = CriticTrainConfig(base=str(tmp_path / "base"), output_dir=str(tmp_path / "critic"),
+                            checkpoint_dir=str(tmp_path / "ckpt"), seed=0,
+                            train=SFTSettings(steps=40, batch_size=8, lr=3e-3, warmup_steps=2, log_every=10,
+                                              checkpoint_every=20))
+    before = ranking_accuracy(LocalCritic(model=(model, processor)), [dict(s) for s in samples], 100)
+    trained, proc, history = train_pairwise(cfg, samples, tmp_path / "critic")
+    after = ranking_accuracy(LocalCritic(model=(trained, proc)), [dict(s) for s in samples], 100)
+    assert before["ranking_accuracy/same_category"] < 1.0 and after["ranking_accuracy/same_category"] == 1.0, (
+        before, after, history[-1])
+    reloaded = LocalCritic(str(tmp_path / "critic"), device="cpu")
+    s = samples[:4]
+    args = ([x["instruction"] for x in s], [x["source"] for x in s], [x["candidate"] for x in s])
+    assert [c.score for c in reloaded.score(*args)] == pytest.approx(
+        [c.score for c in LocalCritic(model=(trained, proc)).score(*args)], rel=1e-5)
