@@ -65,6 +65,11 @@ def pose_subject(prompt: str) -> str | None:
 POSE_STRENGTH = 0.05
 
 
+# Bricks whose sampler starts from a preimage: INPAINT's classical fill, POSE's turned object. (FILL's preimage,
+# the image before outpainting, only means something to flux_fill; the unet canvas already carries it.)
+PREIMAGE_BRICKS = ("INPAINT", "POSE")
+
+
 def start_strength(brick: str, preimage, score: float | None = None) -> float | None:
     """Where an edit brick's sampler starts (None: from pure noise): INPAINT from FASTINPAINT's fill at the
     strength its score asks, POSE from the turned object at POSE_STRENGTH."""
@@ -211,10 +216,7 @@ def make_implementations(store: ModelStore) -> dict:
             model = store.edit_model()
             if brick == "POSE":
                 mask, preimage = pose_start(image, mask, prompt or "")
-            # FILL's preimage (an outpaint start or an RGBA reference) only means something to flux_fill; the
-            # unet backend's canvas already carries the original.
-            pre = preimage if brick in ("INPAINT", "POSE") or (brick == "FILL" and model.backend == "flux_fill") \
-                else None
+            pre = preimage if brick in PREIMAGE_BRICKS or (brick == "FILL" and model.backend == "flux_fill") else None
             strength = start_strength(brick, pre, score)
             with store.edit_lock:  # edit() switches adapters and scheduler state: one call at a time
                 out = model.edit(brick, [image[:, :, :3]], [None if mask is None else as_mask(mask)],

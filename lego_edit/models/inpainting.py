@@ -20,12 +20,10 @@ from peft import LoraConfig
 from torch import nn
 
 from ..bricks.functions import mask_bbox
+from ..bricks.models import PREIMAGE_BRICKS
 from .conditional_unet import UNetConfig, build_unet, coord_channels
 from .text_encoder import PromptEncoder, TextEncoderConfig
 
-# Bricks whose preimage the model starts from: INPAINT's classical fill, POSE's geometrically turned object. (FILL's
-# preimage, the image before outpainting, is already the canvas here.)
-PREIMAGE_BRICKS = ("INPAINT", "POSE")
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
                 "conv1", "conv2"]
 

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 
 from ..bricks.functions import fastinpaint
-from ..bricks.models import load_edit_model, start_strength
+from ..bricks.models import PREIMAGE_BRICKS, load_edit_model, start_strength
 from ..data.brick_samples import EDIT_BRICKS
 from ..data.shards import load_samples
 from ..evaluation.metrics import psnr
 from ..imageio import atomic_write_json
 from ..models.flux_fill import FluxFillConfig
-from ..models.inpainting import PREIMAGE_BRICKS, EditModelConfig, UNetInpainter, edit_text
+from ..models.inpainting import EditModelConfig, UNetInpainter, edit_text
 from .common import plot_curves, write_metrics
 from .loop import LoopConfig, train
 
@@ -57,11 +57,10 @@ def evaluate(model: UNetInpainter, samples: list[dict], bricks, per_brick: int, 
         rows = [s for s in samples if s["brick"] == brick][:per_brick]
         if not rows:
             continue
+        pre = [s.get("preimage") if brick in PREIMAGE_BRICKS else None for s in rows]
         edited = model.edit(brick, [s["source"] for s in rows], [s["mask"] for s in rows],
-                            [s.get("prompt", "") for s in rows],
-                            preimages=[s.get("preimage") if brick in PREIMAGE_BRICKS else None for s in rows],
-                            strengths=[start_strength(brick, s.get("preimage") if brick in PREIMAGE_BRICKS else None,
-                                                      s.get("score")) for s in rows],
+                            [s.get("prompt", "") for s in rows], preimages=pre,
+                            strengths=[start_strength(brick, p, s.get("score")) for s, p in zip(rows, pre)],
                             styles=[s.get("style") for s in rows], seed=seed)
         figures = {"model": [], "copy": [], "fastinpaint": []}
         outside = []
