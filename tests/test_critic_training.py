@@ -74,7 +74,7 @@ def test_pairwise_critic_learns_to_rank_by_the_pixels(tmp_path):
                             train=SFTSettings(steps=40, batch_size=8, lr=3e-3, warmup_steps=2, log_every=10,
                                               checkpoint_every=20))
     before = ranking_accuracy(LocalCritic(model=(model, processor)), [dict(s) for s in samples], 100)
-    trained, proc, history = train_pairwise(cfg, samples, tmp_path / "critic")
+    trained, proc, history = train_pairwise(cfg, samples, tmp_path / "critic", tmp_path / "ckpt")
     after = ranking_accuracy(LocalCritic(model=(trained, proc)), [dict(s) for s in samples], 100)
     assert before["ranking_accuracy/same_category"] < 1.0 and after["ranking_accuracy/same_category"] == 1.0, (
         before, after, history[-1])

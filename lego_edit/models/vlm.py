@@ -304,6 +304,14 @@ def choice_token_ids(tokenizer, choices: Sequence[str]) -> list[int]:
     return ids
 
 
+def next_token_logits(model, processor, messages: Sequence[Messages], images: Sequence[Sequence] | None = None
+                      ) -> torch.Tensor:
+    """Logits (B, vocab) of the first generated token of each conversation, with gradients when enabled."""
+    batch = _encode(processor, messages, images, model.device)
+    # Left padding puts every row's last prompt token in the last column.
+    return model(**batch, logits_to_keep=1).logits[:, -1, :].float()
+
+
 @torch.inference_mode()
 def score_choices(model, processor, messages: Sequence[Messages], images: Sequence[Sequence] | None = None,
                   choices: Sequence[str] = ("yes", "no"), *, normalize: bool = False,
@@ -315,10 +323,8 @@ def score_choices(model, processor, messages: Sequence[Messages], images: Sequen
     ids = choice_token_ids(_tokenizer(processor), choices)
     out: list[dict[str, float]] = []
     for idx in _chunks(len(messages), batch_size):
-        batch = _encode(processor, [messages[i] for i in idx], None if images is None else [images[i] for i in idx],
-                        model.device)
-        # Left padding puts every row's last prompt token in the last column.
-        logits = model(**batch, logits_to_keep=1).logits[:, -1, :].float()
+        logits = next_token_logits(model, processor, [messages[i] for i in idx],
+                                   None if images is None else [images[i] for i in idx])
         probs = torch.softmax(logits, dim=-1)[:, ids]
         if normalize:
             probs = probs / probs.sum(dim=-1, keepdim=True).clamp_min(1e-30)

@@ -71,12 +71,11 @@ def verdict_margins(model, processor, samples: list[dict]):
     """The yes-minus-no logit at the first answer position, per sample (with gradients)."""
     from ..bricks.vlm_prompts import CRITIC_CHOICES
     from ..models.critic import critic_messages
-    from ..models.vlm import _encode, _tokenizer, choice_token_ids
+    from ..models.vlm import _tokenizer, choice_token_ids, next_token_logits
 
     yes, no = choice_token_ids(_tokenizer(processor), CRITIC_CHOICES)
-    batch = _encode(processor, [critic_messages(s["instruction"]) for s in samples],
-                    [critic_images(s["source"], s["candidate"]) for s in samples], model.device)
-    logits = model(**batch, logits_to_keep=1).logits[:, -1, :].float()
+    logits = next_token_logits(model, processor, [critic_messages(s["instruction"]) for s in samples],
+                               [critic_images(s["source"], s["candidate"]) for s in samples])
     return logits[:, yes] - logits[:, no]
 
 
@@ -94,7 +93,7 @@ def pairwise_loss(margins, labels, groups: list[list[int]]) -> dict:
     return {"loss": pair + bce, "pair_loss": pair.detach(), "bce": bce.detach(), "pair_accuracy": wins}
 
 
-def train_pairwise(cfg: CriticTrainConfig, samples: list[dict], out: Path):
+def train_pairwise(cfg: CriticTrainConfig, samples: list[dict], out: Path, checkpoint_dir: Path | str):
     """Fine-tune the whole VLM on the verdict token (see the module docstring); resumable like the UNet bricks."""
     import torch
 
@@ -126,8 +125,7 @@ def train_pairwise(cfg: CriticTrainConfig, samples: list[dict], out: Path):
         labels = torch.tensor([bool(r["label"]) for r in rows], device=margins.device)
         return pairwise_loss(margins, labels, local)
 
-    history = train(model, loss_fn, loop, cfg.seed, cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt",
-                    out / "metrics.jsonl", desc="critic")
+    history = train(model, loss_fn, loop, cfg.seed, checkpoint_dir, out / "metrics.jsonl", desc="critic")
     save_vlm(model, processor, out)
     plot_curves(out / "metrics.jsonl", out / "curve.png", "critic", keys=("loss", "pair_accuracy"))
     return model.eval(), processor, history
@@ -171,12 +169,11 @@ def main(cfg: CriticTrainConfig) -> dict:
     train_samples = load_samples(cfg.shards, "train")
     if not train_samples:
         raise ValueError(f"{cfg.shards} has no training samples")
+    checkpoints = cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt"
     if cfg.objective == "pairwise":
-        model, processor, history = train_pairwise(cfg, train_samples, out)
+        model, processor, history = train_pairwise(cfg, train_samples, out, checkpoints)
     elif cfg.objective == "sft":
-        model, processor, history = sft(cfg.base, rows(train_samples), out,
-                                        cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt", cfg.seed, cfg.train,
-                                        "critic")
+        model, processor, history = sft(cfg.base, rows(train_samples), out, checkpoints, cfg.seed, cfg.train, "critic")
     else:
         raise ValueError(f"unknown critic objective {cfg.objective!r} (use pairwise or sft)")
     held_out = load_samples(cfg.shards, cfg.eval_split)
