@@ -46,6 +46,18 @@ rule summarize_eval:
             category="4. Evaluation",
             subcategory="per category",
         ),
+        stages=report(
+            "results/eval/stages.csv",
+            caption="../report/eval_stages.rst",
+            category="4. Evaluation",
+            subcategory="stage against stage",
+        ),
+        reward_model=report(
+            "results/eval/reward_model.csv",
+            caption="../report/eval_reward_model.rst",
+            category="4. Evaluation",
+            subcategory="reward model",
+        ),
         per_item="results/eval/items.parquet",
         grids=report(
             directory("results/eval/grids"),

@@ -81,21 +81,25 @@ def test_benchmark_sets_in_published_layouts_run_through_a_chunk(tmp_path):
 def test_shapes_tables_rows_and_categories():
     df = pd.DataFrame([
         {"id": "a", "set": "shapes_gt", "category": "remove", "builder": "sft", "parsed": True, "valid": True,
-         "executed": True, "brick_f1": 1.0, "exact_match": True, "psnr": 30.0, "ssim": 0.9, "region_iou": 0.5,
+         "executed": True, "brick_f1": 1.0, "exact_match": True, "success": True, "psnr": 30.0, "region_iou": 0.5,
          "critic": 0.8},
         {"id": "b", "set": "shapes_gt", "category": "add", "builder": "sft", "parsed": False, "valid": False,
-         "executed": False, "brick_f1": 0.0, "exact_match": False, "psnr": None, "ssim": None, "region_iou": None,
-         "critic": None},
+         "executed": False, "brick_f1": 0.0, "exact_match": False, "success": False, "psnr": 20.0,
+         "region_iou": 0.0, "critic": None},
         {"id": "c", "set": "shapes_open", "category": "add", "builder": "sft", "parsed": True, "valid": True,
-         "executed": True, "critic": 0.6},
+         "executed": True, "success": True, "psnr": 25.0, "region_iou": 0.75, "critic": 0.6},
     ])
     bt = builder_table(df).set_index("builder").loc["sft"]
-    assert (bt["parse_rate"], bt["valid_rate"], bt["executable_rate"], bt["brick_f1"], bt["exact_match"]) == (
-        0.5, 0.5, 0.5, 0.5, 0.5)
-    assert bt["psnr"] == 30.0 and bt["open_valid_rate"] == 1.0 and bt["open_critic"] == pytest.approx(0.6)
+    assert (bt["gt_parse_rate"], bt["gt_valid_rate"], bt["gt_executable_rate"], bt["gt_brick_f1"],
+            bt["gt_exact_match"], bt["gt_success"]) == (0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
+    # a failed item is scored as the unedited input (its PSNR is the input's), never dropped
+    assert bt["gt_psnr"] == 25.0 and bt["gt_region_iou"] == 0.25
+    assert bt["open_valid_rate"] == 1.0 and bt["open_success"] == 1.0 and bt["open_psnr"] == 25.0
+    assert bt["open_reward_model_score"] == pytest.approx(0.6)
+    assert bt["gt_reward_model_score"] == pytest.approx(0.4)  # a failed item's reward model score counts as 0
     ct = category_table(df).set_index("category")
-    assert ct.loc["add", "valid"] == 0.0 and ct.loc["add", "critic"] == 0.0  # a failed item scores 0
-    assert ct.loc["remove", "psnr"] == 30.0
+    assert ct.loc["add", "valid"] == 0.0 and ct.loc["add", "reward_model_score"] == 0.0
+    assert ct.loc["remove", "psnr"] == 30.0 and ct.loc["remove", "success"] == 1.0
 
 
 def test_a_judge_that_never_answers_in_the_format_leaves_items_unscored(served_vlm):

@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from lego_edit.evaluation.metrics import MAX_PSNR, box_iou, changed_region, mask_iou, psnr, ssim, token_f1
+from lego_edit.evaluation.metrics import MAX_PSNR, box_iou, mask_iou, psnr, token_f1
 
 
 def gradient(h=10, w=10):
@@ -82,28 +82,6 @@ def test_psnr_composites_rgba_on_white():
     assert psnr(half, np.full((6, 6, 3), 137, np.uint8)) == pytest.approx(10 * math.log10(650.25), abs=1e-12)
 
 
-# ---------------------------------------------------------------------------------------------------- ssim
-
-def test_ssim_identical_is_one():
-    img = gradient(16, 16)
-    assert ssim(img, img) == 1.0
-    rgba = np.dstack([img, np.full((16, 16), 255, np.uint8)])
-    assert ssim(rgba, img) == 1.0
-
-
-def test_ssim_of_different_images_is_below_one():
-    img = gradient(16, 16)
-    noisy = img.copy()
-    noisy[::2, ::2] = 255 - noisy[::2, ::2]
-    s = ssim(img, noisy)
-    assert -1.0 <= s < 0.9
-    assert ssim(noisy, img) == pytest.approx(s, abs=1e-12)  # symmetric
-
-
-def test_ssim_size_mismatch_is_none():
-    assert ssim(gradient(16, 16), gradient(16, 17)) is None
-
-
 # ------------------------------------------------------------------------------------------------- mask_iou
 
 def test_mask_iou():
@@ -133,31 +111,6 @@ def test_mask_iou():
 def test_box_iou_inclusive(a, b, expected):
     assert box_iou(a, b) == pytest.approx(float(expected), abs=1e-15)
     assert box_iou(b, a) == pytest.approx(float(expected), abs=1e-15)
-
-
-# -------------------------------------------------------------------------------------------- changed_region
-
-def test_changed_region_tolerance_and_channels():
-    before = np.full((3, 4, 3), 100, np.uint8)
-    after = before.copy()
-    after[0, 0, 0] = 108  # exactly the tolerance: unchanged
-    after[1, 2, 2] = 109  # one channel just above it
-    after[2, 3] = 0
-    got = changed_region(before, after)
-    expected = np.zeros((3, 4), bool)
-    expected[1, 2] = expected[2, 3] = True
-    assert got.dtype == bool
-    assert np.array_equal(got, expected)
-    assert np.array_equal(changed_region(before, after, tolerance=0),
-                          np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], bool))
-
-
-def test_changed_region_rgba_and_size_mismatch():
-    white = np.full((2, 2, 3), 255, np.uint8)
-    cutout = np.zeros((2, 2, 4), np.uint8)
-    cutout[0, 0] = (0, 0, 0, 255)  # opaque black at one pixel, transparent (white) elsewhere
-    assert np.array_equal(changed_region(white, cutout), np.array([[1, 0], [0, 0]], bool))
-    assert changed_region(white, np.zeros((2, 3, 3), np.uint8)) is None
 
 
 # ------------------------------------------------------------------------------------------------- token_f1

@@ -1,4 +1,5 @@
-"""Image metrics: PSNR inside/outside a mask, SSIM, mask and box IoU, caption token F1.
+"""Image metrics: PSNR inside/outside a mask, mask and box IoU, caption token F1 (edit success against a GT
+target, with its PSNR and changed-region IoU, is in ``edit_success``).
 
 All operate on uint8 arrays; RGBA cut-outs are first composited on white (as the published release shows
 them), so an extraction can be compared with its target.
@@ -36,25 +37,6 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float 
     return MAX_PSNR if mse == 0 else min(MAX_PSNR, 10 * math.log10(255.0**2 / mse))
 
 
-def ssim(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Mean SSIM over 7x7 windows of the luminance (Wang et al. 2004 constants)."""
-    if a.shape[:2] != b.shape[:2]:
-        return None
-    import cv2
-
-    def lum(x):
-        x = _rgb_float(x)
-        return 0.299 * x[:, :, 0] + 0.587 * x[:, :, 1] + 0.114 * x[:, :, 2]
-
-    x, y = lum(a), lum(b)
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    blur = lambda z: cv2.blur(z, (7, 7), borderType=cv2.BORDER_REFLECT)  # noqa: E731
-    mx, my = blur(x), blur(y)
-    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return float(s.mean())
-
-
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     p, t = a > 0, b > 0
     union = (p | t).sum()
@@ -69,13 +51,6 @@ def box_iou(a, b) -> float:
     area = lambda r: max(0, r[2] - r[0] + 1) * max(0, r[3] - r[1] + 1)  # noqa: E731
     union = area(a) + area(b) - inter
     return 0.0 if union <= 0 else inter / union
-
-
-def changed_region(before: np.ndarray, after: np.ndarray, tolerance: int = 8) -> np.ndarray | None:
-    """Pixels an edit changed (any channel by more than ``tolerance``); None if the sizes differ."""
-    if before.shape[:2] != after.shape[:2]:
-        return None
-    return (np.abs(_rgb_float(before) - _rgb_float(after)).max(axis=2) > tolerance)
 
 
 def token_f1(prediction: str, reference: str) -> float:

@@ -2,8 +2,9 @@
 
 A chunk job: load the items of chunk i of n, generate workflows in batches, execute them with the trained
 bricks (bounded in time and size), save each output image, and record per item: parse / valid / executable,
-and where a GT exists PSNR, SSIM, edited-region IoU, brick F1 and exact match; plus the critic's (or the
-judge's) score of the executed edit. Failures are recorded per item; the chunk always completes.
+and where a GT exists the edit success, PSNR and edited-region IoU against the exact target (``edit_success``: a
+failed item counts as the unedited input, never dropped), brick F1 and exact match; plus the reward model's (or
+the judge's) score of the executed edit. Failures are recorded per item; the chunk always completes.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import pyarrow as pa
 from ..data.dataset import load_instructions, write_table
 from ..imageio import load_image, save_image
 from ..workflow import BrickContext, Executor, Limits, WorkflowError, parse_workflow
+from ..workflow.execute import run_bounded
 from ..workflow.values import rgb
-from .metrics import changed_region, mask_iou, psnr, ssim
+from .edit_success import load_target, score_edit
 
 log = logging.getLogger(__name__)
 SHAPES_SETS = {"shapes_gt": "gt", "shapes_open": "open"}
@@ -108,11 +110,11 @@ def _critic_scores(critic, set_name, items, sources, outputs) -> list[dict]:
 
 def run_chunk(items: list[EvalItem], builder: dict, run_dir: str | Path, out_dir: str | Path, table_path: str | Path,
               registry=None, critic=None, style: str = "instruction", seed: int = 0, seconds: float = 60.0,
-              batch_size: int = 16) -> pa.Table:
+              batch_size: int = 64) -> pa.Table:
     from ..bricks.models import bind_model_bricks
     from ..bricks.registry import default_registry
     from ..builder.generation import build_workflows
-    from ..builder.rewards import _f1, brick_multiset, exact_match, time_limit
+    from ..builder.rewards import _f1, brick_multiset, exact_match
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,41 +145,46 @@ def run_chunk(items: list[EvalItem], builder: dict, run_dir: str | Path, out_dir
             for i, a in zip(ok, built):
                 answers[i] = (a.text, None if a.text is not None else a.error)
         gen_seconds = (time.perf_counter() - t0) / max(1, len(batch))
+        workflows: list = []
+        for src, (text, _) in zip(sources, answers):
+            try:
+                workflows.append(None if src is None or text is None else parse_workflow(text))
+            except WorkflowError as e:
+                workflows.append(e)
+        runnable = [i for i, wf in enumerate(workflows) if wf is not None and not isinstance(wf, WorkflowError)]
+        executed = dict(zip(runnable, run_bounded(executor, [workflows[i] for i in runnable],
+                                                  [sources[i] for i in runnable], seconds)))
         outputs: list[np.ndarray | None] = []
-        for it, src, load_err, (text, gen_err) in zip(batch, sources, load_errors, answers):
+        for j, (it, src, load_err, (text, gen_err)) in enumerate(zip(batch, sources, load_errors, answers)):
             row = {"id": it.id, "set": it.set, "category": it.category, "language": it.language,
                    "instruction": it.instruction, "builder": builder["name"], "answer": text, "parsed": False,
                    "valid": False, "executed": False, "error": load_err or gen_err, "builder_seconds": gen_seconds,
                    "execute_seconds": None, "output": None, **{f"x_{k}": v for k, v in it.extra.items()}}
-            output = None
-            wf = None
-            if src is not None and text is not None:
-                try:
-                    wf = parse_workflow(text)
-                    row["parsed"] = True
-                    t1 = time.perf_counter()
-                    with time_limit(seconds):
-                        result = executor.run(wf, src)
-                    row.update(valid=True, executed=True, execute_seconds=time.perf_counter() - t1)
-                    output = rgb(result.images[0])[:, :, :3]
-                    path = out_dir / f"{it.id}.png"
-                    save_image(path, output)
-                    row["output"] = str(path)
-                except WorkflowError as e:
-                    row["error"] = f"invalid: {e}"
-                except Exception as e:  # brick failures and time-outs are recorded, the chunk goes on
+            output = raw = None
+            wf = workflows[j] if j in executed else None
+            result = executed.get(j)
+            if isinstance(workflows[j], WorkflowError):
+                row["error"] = f"invalid: {workflows[j]}"
+            elif result is not None:
+                row["parsed"] = True
+                if isinstance(result, WorkflowError):
+                    row["error"] = f"invalid: {result}"
+                elif isinstance(result, Exception):  # brick failures and time-outs are recorded, the chunk goes on
                     row["valid"] = True
-                    row["error"] = f"execution: {type(e).__name__}: {e}"
+                    row["error"] = f"execution: {type(result).__name__}: {result}"
+                else:
+                    row.update(valid=True, executed=True, execute_seconds=result.brick_seconds)
+                    raw = result.images[0]  # a cut-out keeps its alpha: extract is scored as RGBA
+                    output = rgb(raw)[:, :, :3]
+                    path = out_dir / f"{it.id}.png"
+                    save_image(path, raw)
+                    row["output"] = str(path)
             if it.workflow is not None:
                 gold = parse_workflow(it.workflow)
                 row["brick_f1"] = 0.0 if wf is None else _f1(brick_multiset(wf), brick_multiset(gold))
                 row["exact_match"] = exact_match(wf, gold)
-            if it.target is not None and output is not None:
-                target = rgb(load_image(it.target, min_side=1))[:, :, :3]
-                row["psnr"] = psnr(output, target)
-                row["ssim"] = ssim(output, target)
-                want, got = changed_region(src, target), changed_region(src, output)
-                row["region_iou"] = None if want is None or got is None else mask_iou(got, want)
+            if it.target is not None and src is not None:
+                row.update(score_edit(src, raw, load_target(it.target)).as_row())
             outputs.append(output)
             rows.append(row)
         for row, extra in zip(rows[-len(batch):], _critic_scores(critic, batch[0].set, batch, sources, outputs)):

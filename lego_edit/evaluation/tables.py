@@ -32,41 +32,116 @@ def _order(builders) -> list[str]:
     return sorted(set(builders), key=lambda b: (BUILDER_ORDER.index(b) if b in BUILDER_ORDER else 99, b))
 
 
+SHAPES_SPLITS = {"shapes_gt": "gt", "shapes_open": "open"}
+STAGES = ["base", "sft", "grpo_gt", "grpo_critic"]  # each stage is compared with the one before it
+REWARD_MODEL = "reward_model_score"  # the critic's score: what stage 3 optimised, never a measure of quality
+
+
+def _rate(p: pd.DataFrame, col: str) -> float:
+    return _mean(p[col].astype(float)) if col in p and len(p) else math.nan
+
+
+def _scored(p: pd.DataFrame, col: str) -> float:
+    return _mean(p[col]) if col in p else math.nan
+
+
 def builder_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per Builder: GT test split (parse, valid, executable, brick F1, exact match, PSNR, SSIM) and the
-    open-domain test split (valid rate, mean critic score of the executed result)."""
+    """One row per Builder. Both shapes-world splits against their exact GT targets: edit success, PSNR and region
+    IoU (failed items count as the unedited input); the GT split also parse / valid / executable rates, brick F1
+    and exact match against the GT workflow; each split the reward model's mean score (a failed item scores 0)."""
     rows = []
     for b in _order(df["builder"]):
-        gt = df[(df["builder"] == b) & (df["set"] == "shapes_gt")]
-        op = df[(df["builder"] == b) & (df["set"] == "shapes_open")]
-        rows.append({
-            "builder": b, "n_gt": len(gt), "parse_rate": _mean(gt["parsed"].astype(float)) if len(gt) else math.nan,
-            "valid_rate": _mean(gt["valid"].astype(float)) if len(gt) else math.nan,
-            "executable_rate": _mean(gt["executed"].astype(float)) if len(gt) else math.nan,
-            "brick_f1": _mean(gt["brick_f1"]) if "brick_f1" in gt else math.nan,
-            "exact_match": _mean(gt["exact_match"].astype(float)) if "exact_match" in gt and len(gt) else math.nan,
-            "psnr": _mean(gt["psnr"]) if "psnr" in gt else math.nan,
-            "ssim": _mean(gt["ssim"]) if "ssim" in gt else math.nan,
-            "n_open": len(op), "open_valid_rate": _mean(op["valid"].astype(float)) if len(op) else math.nan,
-            "open_critic": _mean(op["critic"].fillna(0.0)) if "critic" in op and len(op) else math.nan,
-        })
+        row = {"builder": b}
+        for set_name, tag in SHAPES_SPLITS.items():
+            p = df[(df["builder"] == b) & (df["set"] == set_name)]
+            figures = {"n": len(p), "valid_rate": _rate(p, "valid"), "success": _rate(p, "success"),
+                       "psnr": _scored(p, "psnr"), "region_iou": _scored(p, "region_iou")}
+            if tag == "gt":
+                figures.update(parse_rate=_rate(p, "parsed"), executable_rate=_rate(p, "executed"),
+                               brick_f1=_scored(p, "brick_f1"), exact_match=_rate(p, "exact_match"))
+            figures[REWARD_MODEL] = _mean(p["critic"].fillna(0.0)) if "critic" in p and len(p) else math.nan
+            row.update({f"{tag}_{k}": v for k, v in figures.items()})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
 def category_table(df: pd.DataFrame, set_name: str = "shapes_gt") -> pd.DataFrame:
-    """Per Builder and category: valid and executable rate, PSNR, SSIM, edited-region IoU, critic score."""
+    """Per Builder and category of one split: valid and executable rate, edit success, PSNR and region IoU against
+    the GT target, and the reward model's score."""
     d = df[df["set"] == set_name]
     rows = []
     for b in _order(d["builder"]):
         for cat in sorted(set(d["category"])):
             p = d[(d["builder"] == b) & (d["category"] == cat)]
-            rows.append({"builder": b, "category": cat, "n": len(p), "valid": _mean(p["valid"].astype(float)),
-                         "executable": _mean(p["executed"].astype(float)),
-                         "psnr": _mean(p["psnr"]) if "psnr" in p else math.nan,
-                         "ssim": _mean(p["ssim"]) if "ssim" in p else math.nan,
-                         "region_iou": _mean(p["region_iou"]) if "region_iou" in p else math.nan,
-                         "critic": _mean(p["critic"].fillna(0.0)) if "critic" in p else math.nan})
+            rows.append({"builder": b, "category": cat, "n": len(p), "valid": _rate(p, "valid"),
+                         "executable": _rate(p, "executed"), "success": _rate(p, "success"),
+                         "psnr": _scored(p, "psnr"), "region_iou": _scored(p, "region_iou"),
+                         REWARD_MODEL: _mean(p["critic"].fillna(0.0)) if "critic" in p else math.nan})
     return pd.DataFrame(rows)
+
+
+def paired_bootstrap(diff: np.ndarray, resamples: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of per-item differences and its 95% percentile-bootstrap interval (items resampled with replacement)."""
+    diff = np.asarray(diff, dtype=np.float64)
+    if len(diff) == 0:
+        return math.nan, math.nan, math.nan
+    idx = np.random.default_rng(seed).integers(0, len(diff), size=(resamples, len(diff)))
+    means = diff[idx].mean(axis=1)
+    return float(diff.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+STAGE_FIGURES = ("success", "psnr", "region_iou", "exact_match")
+
+
+def stage_table(df: pd.DataFrame, resamples: int = 10_000) -> pd.DataFrame:
+    """Each Builder stage against the one before it, on each shapes split: the mean per-item difference in edit
+    success, PSNR, region IoU (and exact match on the GT split), with a paired bootstrap 95% CI over the items
+    both rows edited. Region IoU pairs only items whose target changes something."""
+    rows = []
+    for set_name in SHAPES_SPLITS:
+        d = df[df["set"] == set_name]
+        present = [b for b in STAGES if b in set(d["builder"])]
+        for before, after in zip(present, present[1:]):
+            a = d[d["builder"] == before].set_index("id")
+            b = d[d["builder"] == after].set_index("id")
+            ids = a.index.intersection(b.index)
+            for figure in STAGE_FIGURES:
+                if figure not in a or figure not in b:
+                    continue
+                x = pd.to_numeric(a.loc[ids, figure].astype(float), errors="coerce")
+                y = pd.to_numeric(b.loc[ids, figure].astype(float), errors="coerce")
+                ok = x.notna() & y.notna()
+                if not ok.any():
+                    continue
+                mean, lo, hi = paired_bootstrap((y[ok] - x[ok]).to_numpy(), resamples)
+                rows.append({"set": set_name, "stage": after, "vs": before, "figure": figure, "n": int(ok.sum()),
+                             "before": float(x[ok].mean()), "after": float(y[ok].mean()), "difference": mean,
+                             "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows, columns=["set", "stage", "vs", "figure", "n", "before", "after", "difference",
+                                       "ci_low", "ci_high"])
+
+
+def reward_model_agreement(df: pd.DataFrame, min_db: float = 1.0) -> pd.DataFrame:
+    """How often the reward model orders two executed outputs for the same instruction (from different rows) the
+    way their PSNR to the GT target does, over the pairs whose PSNR differs by more than ``min_db`` (a tie in the
+    reward model's score counts as a disagreement)."""
+    rows = []
+    for set_name in SHAPES_SPLITS:
+        d = df[(df["set"] == set_name) & df["executed"].astype(bool)]
+        if "critic" not in d or "psnr" not in d:
+            continue
+        d = d[pd.to_numeric(d["critic"], errors="coerce").notna()]
+        agree = pairs = 0
+        for _, g in d.groupby("id"):
+            ps = pd.to_numeric(g["psnr"], errors="coerce").to_numpy()
+            sc = pd.to_numeric(g["critic"], errors="coerce").to_numpy()
+            for i in range(len(g)):
+                for j in range(i + 1, len(g)):
+                    if abs(ps[i] - ps[j]) > min_db:
+                        pairs += 1
+                        agree += (ps[i] - ps[j]) * (sc[i] - sc[j]) > 0
+        rows.append({"set": set_name, "pairs": pairs, "agreement": agree / pairs if pairs else math.nan})
+    return pd.DataFrame(rows, columns=["set", "pairs", "agreement"])
 
 
 def benchmark_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -103,18 +178,28 @@ def benchmark_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def write_tables(df: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
+    from .edit_success import DEFINITION
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    bt, ct = builder_table(df), category_table(df)
-    text = ["# Builders on the shapes-world test split", "", to_markdown(bt, ".3f"), "",
-            "# Per category (GT test split)", "", to_markdown(ct, ".3f")]
+    tables = {"builders": builder_table(df), "categories": pd.concat(
+        [category_table(df, s).assign(set=s) for s in SHAPES_SPLITS], ignore_index=True),
+        "stages": stage_table(df), "reward_model": reward_model_agreement(df)}
+    text = ["# Builders on the shapes-world test splits", "", f"Measured against the exact GT targets; {DEFINITION}. "
+            f"`{REWARD_MODEL}` is the critic that stage 3 optimised: it is not a measure of quality.", "",
+            to_markdown(tables["builders"], ".3f"), "",
+            "# Each stage against the one before (paired bootstrap 95% CI over the same items)", "",
+            to_markdown(tables["stages"], ".3f"), "",
+            "# Per category", "", to_markdown(tables["categories"], ".3f"), "",
+            "# Does the reward model order outputs as the GT does? (pairs of outputs for one instruction whose "
+            "PSNR differs by more than 1 dB)", "", to_markdown(tables["reward_model"], ".3f")]
     for name, table in benchmark_tables(df).items():
         text += ["", f"# {name}", "", to_markdown(table, ".3f"), "", f"Published ({name}):", "",
                  to_markdown(published_table(name if name == "imgedit" else "gedit_en"), ".2f")]
     paths["markdown"] = out_dir / "tables.md"
     atomic_write_text(paths["markdown"], "\n".join(text) + "\n")
-    for name, table in (("builders", bt), ("categories", ct)):
+    for name, table in tables.items():
         paths[name] = out_dir / f"{name}.csv"
         table.to_csv(paths[name], index=False)
     return paths
