@@ -262,3 +262,81 @@ def test_limits_and_error_types():
     assert str(ExecutionError("boom", step=3, brick="RES")) == "step 3 (RES): boom"
     assert issubclass(BrickUnavailableError, ExecutionError) and issubclass(LimitExceededError, ExecutionError)
     assert issubclass(WorkflowValidationError, WorkflowError) and issubclass(WorkflowError, ValueError)
+
+
+# ------------------------------------------------------------------------------------------ run_batch / run_bounded
+
+def _counting_registry():
+    """A registry whose BRIGHTNESS brick records each call, with a ``batch`` implementation recording each batch."""
+    from lego_edit.bricks.registry import default_registry
+
+    reg = default_registry(plugins=False)
+    single = reg.implementation("BRIGHTNESS")
+    calls = {"single": 0, "batches": []}
+
+    def one(ctx, **inputs):
+        calls["single"] += 1
+        return single(ctx, **inputs)
+
+    def batch(ctx, many):
+        calls["batches"].append(len(many))
+        return [ValueError("no such ratio") if c["ratio"] == 0.99 else single(ctx, **c) for c in many]
+
+    one.batch = batch
+    reg.bind("BRIGHTNESS", one, source="test")
+    return reg, calls
+
+
+def _brighten(ratio, steps=1):
+    chain = [S(k, "BRIGHTNESS", {"image": "init[image]" if k == 1 else f"step{k - 1}[image]", "ratio": ratio},
+               {"image": f"step{k}[image]"}) for k in range(1, steps + 1)]
+    return W(*chain, result=f"[step{steps}[image]]")
+
+
+def test_run_batch_gives_each_workflow_what_run_gives_and_batches_each_round():
+    reg, calls = _counting_registry()
+    ex = Executor(reg)
+    wfs = [_brighten(0.5), _brighten(0.7, steps=2), _brighten(0.99), W(BBOX1, INPAINT2, result="[step2[image]]"),
+           _brighten(0.8)]
+    images = [IMAGE] * 5
+    masks = [None, None, None, MASK, None]
+    out = ex.run_batch(wfs, images, masks)
+    # round 1: four BRIGHTNESS calls in one batch (the BBOX workflow's step runs alone); round 2: one call alone
+    assert calls["batches"] == [4] and calls["single"] == 1
+    for k in (0, 1, 4):
+        np.testing.assert_array_equal(out[k].images[0], ex.run(wfs[k], IMAGE).images[0])
+    assert isinstance(out[2], ExecutionError) and "no such ratio" in str(out[2]) and out[2].step == 1
+    np.testing.assert_array_equal(out[3].images[0], ex.run(wfs[3], IMAGE, MASK).images[0])
+    assert [r.step for r in out[1].steps] == [1, 2]
+
+
+def test_run_batch_records_invalid_workflows_and_bad_images_without_stopping():
+    reg, _ = _counting_registry()
+    ex = Executor(reg)
+    needs_mask = W(BBOX1, INPAINT2, result="[step2[image]]")
+    out = ex.run_batch([needs_mask, _brighten(0.5), _brighten(0.5)], [IMAGE, np.zeros((3, 3), np.uint8), IMAGE])
+    assert isinstance(out[0], WorkflowValidationError)  # init[mask] without a mask
+    assert isinstance(out[1], (TypeError, ValueError))  # not an HxWx3 image
+    assert out[2].images[0].shape == IMAGE.shape
+
+
+def test_run_bounded_reruns_an_overrunning_batch_one_workflow_at_a_time():
+    import time
+
+    from lego_edit.bricks.registry import default_registry
+    from lego_edit.workflow.execute import run_bounded
+
+    reg = default_registry(plugins=False)
+    brighten = reg.implementation("BRIGHTNESS")
+
+    def slow_at_one(ctx, image, ratio):
+        if ratio == 1:
+            time.sleep(3)
+        return brighten(ctx, image=image, ratio=ratio)
+
+    reg.bind("BRIGHTNESS", slow_at_one, source="test")
+    t0 = time.perf_counter()
+    out = run_bounded(Executor(reg), [_brighten(0.5), _brighten(1), _brighten(0.7)], [IMAGE] * 3, seconds=0.3)
+    assert time.perf_counter() - t0 < 2.5
+    assert not isinstance(out[0], Exception) and not isinstance(out[2], Exception)
+    assert isinstance(out[1], Exception) and "exceeded" in str(out[1])

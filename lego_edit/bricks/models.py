@@ -148,35 +148,81 @@ class ModelStore:
         return self._get("edit_model", load)
 
 
-def _vlm_answer(store: ModelStore, adapter: str, image: np.ndarray, text: str, max_new_tokens: int) -> str:
-    from ..models.vlm import chat, generate
-
-    model, processor = store.vlm_bricks()
-    model.set_adapter(adapter)
-    return generate(model, processor, [chat(text, 1)], [[image[:, :, :3]]], max_new_tokens=max_new_tokens)[0]
-
-
 def _cutout(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.dstack([image[:, :, :3], mask])
 
 
+def _guarded(fn, items: list) -> list:
+    """``fn(item)`` for each item, with the exception in place of an item that failed: one bad call of a batch
+    fails only itself. A TimeoutError (the caller's bound on the whole batch) goes through."""
+    out = []
+    for item in items:
+        try:
+            out.append(fn(item))
+        except TimeoutError:
+            raise
+        except Exception as e:
+            out.append(e)
+    return out
+
+
+def _run_prepared(calls: list[dict], prepare, run_many) -> list:
+    """Prepare each call, run the prepared ones together (``run_many(list of prepared) -> outputs``), and return
+    per-call outputs, with the exception in place of a call whose preparation failed."""
+    results = _guarded(prepare, calls)
+    ok = [i for i, r in enumerate(results) if not isinstance(r, BaseException)]
+    if ok:
+        for i, out in zip(ok, run_many([results[i] for i in ok])):
+            results[i] = out
+    return results
+
+
+def _one(results: list):
+    """The single result of a one-call batch, raised if it is the call's exception."""
+    if isinstance(results[0], BaseException):
+        raise results[0]
+    return results[0]
+
+
 def make_implementations(store: ModelStore) -> dict:
+    """Each model brick as ``fn(ctx, **inputs)``, with ``fn.batch(ctx, calls)`` running a list of calls through the
+    model in one pass (``Executor.run_batch``); a call gets the same output either way."""
+
+    def segment_many(task, images, prompts, hints=None):
+        masks = store.segmentation().predict(images, [task] * len(images), prompts, hints)
+        return [{"mask": m, "image": _cutout(im, m)} for im, m in zip(images, masks)]
+
+    def segmenter(task):
+        def prepare(call):
+            hint = call.get("mask")
+            return call["image"], call.get("prompt", ""), None if hint is None else as_mask(hint)
+
+        def run(ctx, image, prompt="", mask=None):
+            return _one(batch(ctx, [{"image": image, "prompt": prompt, "mask": mask}]))
+
+        def run_many(prepared):
+            images, prompts, hints = (list(v) for v in zip(*prepared))
+            return segment_many(task, images, prompts, hints if task == "MASK-SEG" else None)
+
+        def batch(ctx, calls):
+            return _run_prepared(calls, prepare, run_many)
+
+        run.batch = batch
+        return run
+
     def segment(task, image, prompt="", hint=None):
-        mask = store.segmentation().predict([image], [task], [prompt], None if hint is None else [as_mask(hint)])[0]
-        return {"mask": mask, "image": _cutout(image, mask)}
+        return segment_many(task, [image], [prompt], None if hint is None else [as_mask(hint)])[0]
 
-    def res(ctx, image, prompt):
-        return segment("RES", image, prompt)
+    def vlm_answers(adapter, images, texts, max_new_tokens):
+        from ..models.vlm import chat, generate
 
-    def sos(ctx, image):
-        return segment("SOS", image)
+        model, processor = store.vlm_bricks()
+        model.set_adapter(adapter)
+        return generate(model, processor, [chat(t, 1) for t in texts], [[im[:, :, :3]] for im in images],
+                        max_new_tokens=max_new_tokens)
 
-    def mask_seg(ctx, image, mask):
-        return segment("MASK-SEG", image, "", mask)
-
-    def add_pred(ctx, image, prompt, mask=None):
+    def placed(image, answer, mask=None):
         H, W = image.shape[:2]
-        answer = _vlm_answer(store, "placement", image, PLACEMENT_PROMPT.format(prompt=prompt), 32)
         box = parse_box(answer, W, H)
         if box is None:
             raise ExecutionError(f"ADD-PRED answered {answer[:80]!r}, not a box [x1, y1, x2, y2]")
@@ -193,12 +239,30 @@ def make_implementations(store: ModelStore) -> dict:
         out[y1:y2 + 1, x1:x2 + 1] = 255
         return {"mask": out}
 
+    def add_pred_batch(ctx, calls):
+        answers = vlm_answers("placement", [c["image"] for c in calls],
+                              [PLACEMENT_PROMPT.format(prompt=c["prompt"]) for c in calls], 32)
+        return _guarded(lambda ca: placed(ca[0]["image"], ca[1], ca[0].get("mask")), list(zip(calls, answers)))
+
+    def add_pred(ctx, image, prompt, mask=None):
+        return _one(add_pred_batch(ctx, [{"image": image, "prompt": prompt, "mask": mask}]))
+
+    def cmi_pred_batch(ctx, calls):
+        captions = vlm_answers("captioning", [c["image"] for c in calls], [CAPTION_PROMPT] * len(calls), 96)
+
+        def outpaint(call_caption):
+            c, caption = call_caption
+            if c.get("left_ratio") is None:
+                return {"caption": caption.strip()}
+            canvas, mask = expand_canvas(ctx, c["image"], c.get("left_ratio"), c.get("right_ratio"),
+                                         c.get("top_ratio"), c.get("bottom_ratio"))
+            return {"caption": caption.strip(), "image": canvas, "mask": mask}
+
+        return _guarded(outpaint, list(zip(calls, captions)))
+
     def cmi_pred(ctx, image, left_ratio=None, right_ratio=None, top_ratio=None, bottom_ratio=None):
-        caption = _vlm_answer(store, "captioning", image, CAPTION_PROMPT, 96).strip()
-        if left_ratio is None:
-            return {"caption": caption}
-        canvas, mask = expand_canvas(ctx, image, left_ratio, right_ratio, top_ratio, bottom_ratio)
-        return {"caption": caption, "image": canvas, "mask": mask}
+        return _one(cmi_pred_batch(ctx, [{"image": image, "left_ratio": left_ratio, "right_ratio": right_ratio,
+                                          "top_ratio": top_ratio, "bottom_ratio": bottom_ratio}]))
 
     def pose_start(image, mask, prompt):
         """POSE's prompt names an object and a way to point: find the object (RES), turn it, and edit its box
@@ -212,21 +276,38 @@ def make_implementations(store: ModelStore) -> dict:
         return (object_region(found) if mask is None else mask), turned
 
     def editor(brick):
-        def run(ctx, image, mask=None, prompt="", preimage=None, score=None, style=None):
-            model = store.edit_model()
+        def prepare(call):
+            image, mask, prompt = call["image"], call.get("mask"), call.get("prompt") or ""
+            preimage = call.get("preimage")
             if brick == "POSE":
-                mask, preimage = pose_start(image, mask, prompt or "")
-            pre = preimage if brick in PREIMAGE_BRICKS or (brick == "FILL" and model.backend == "flux_fill") else None
-            strength = start_strength(brick, pre, score)
-            with store.edit_lock:  # edit() switches adapters and scheduler state: one call at a time
-                out = model.edit(brick, [image[:, :, :3]], [None if mask is None else as_mask(mask)],
-                                 [prompt or ""], preimages=[pre], strengths=[strength], styles=[style],
-                                 seed=getattr(ctx, "seed", 0))
-            return {"image": out[0]}
+                mask, preimage = pose_start(image, mask, prompt)
+            pre = preimage if brick in PREIMAGE_BRICKS or (brick == "FILL" and store.edit_model().backend ==
+                                                           "flux_fill") else None
+            return (image[:, :, :3], None if mask is None else as_mask(mask), prompt, pre,
+                    start_strength(brick, pre, call.get("score")), call.get("style"))
 
+        def batch(ctx, calls):
+            seed = getattr(ctx, "seed", 0)
+
+            def run_many(prepared):
+                images, masks, prompts, pres, strengths, styles = (list(v) for v in zip(*prepared))
+                with store.edit_lock:  # edit() switches adapters and scheduler state: one call at a time
+                    outs = store.edit_model().edit(brick, images, masks, prompts, preimages=pres, strengths=strengths,
+                                                   styles=styles, seeds=[seed * 1_000_003] * len(images))
+                return [{"image": o} for o in outs]
+
+            return _run_prepared(calls, prepare, run_many)
+
+        def run(ctx, image, mask=None, prompt="", preimage=None, score=None, style=None):
+            return _one(batch(ctx, [{"image": image, "mask": mask, "prompt": prompt, "preimage": preimage,
+                                     "score": score, "style": style}]))
+
+        run.batch = batch
         return run
 
-    impls = {"RES": res, "SOS": sos, "MASK-SEG": mask_seg, "ADD-PRED": add_pred, "CMI-PRED": cmi_pred}
+    add_pred.batch, cmi_pred.batch = add_pred_batch, cmi_pred_batch
+    impls = {"RES": segmenter("RES"), "SOS": segmenter("SOS"), "MASK-SEG": segmenter("MASK-SEG"),
+             "ADD-PRED": add_pred, "CMI-PRED": cmi_pred}
     impls.update({b: editor(b) for b in EDIT_BRICK_NAMES})
     return impls
 
