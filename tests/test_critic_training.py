@@ -83,3 +83,34 @@ def test_pairwise_critic_learns_to_rank_by_the_pixels(tmp_path):
     args = ([x["instruction"] for x in s], [x["source"] for x in s], [x["candidate"] for x in s])
     assert [c.score for c in reloaded.score(*args)] == pytest.approx(
         [c.score for c in LocalCritic(model=(trained, proc)).score(*args)], rel=1e-5)
+
+
+def test_film_critic_ties_the_colour_word_to_the_pixels(tmp_path):
+    """Three colour words: the FiLM critic must read the word to rank (the tiny VLM needs hundreds of steps)."""
+    from lego_edit.models.critic import FilmCriticScorer, load_critic_dir
+    from lego_edit.training.critic import train_film
+
+    samples = colour_samples()
+    cfg = CriticTrainConfig(output_dir=str(tmp_path / "critic"), seed=0,
+                            train=SFTSettings(steps=120, batch_size=16, lr=3e-3, warmup_steps=5, log_every=20,
+                                              checkpoint_every=60))
+    trained, history = train_film(cfg, samples, tmp_path / "critic", tmp_path / "ckpt")
+    after = ranking_accuracy(FilmCriticScorer(model=trained), [dict(s) for s in samples], 100)
+    assert after["ranking_accuracy"] == 1.0, (after, history[-1])
+    reloaded = load_critic_dir(tmp_path / "critic")
+    assert isinstance(reloaded, FilmCriticScorer)
+    s = samples[:6]
+    args = ([x["instruction"] for x in s], [x["source"] for x in s], [x["candidate"] for x in s])
+    assert [c.score for c in reloaded.score(*args)] == pytest.approx(
+        [c.score for c in FilmCriticScorer(model=trained).score(*args)], rel=1e-5)
+
+
+def test_quality_pairs_rank_by_psnr_and_fall_back_to_labels():
+    from lego_edit.training.critic import quality_pairs, ranking_groups
+
+    samples = [{"__key__": "a_0", "label": 1, "psnr": 60.0}, {"__key__": "a_x1", "label": 0, "psnr": 20.0},
+               {"__key__": "a_x2", "label": 0, "psnr": 20.5}, {"__key__": "a_3", "label": 0},
+               {"__key__": "b_0", "label": 0, "psnr": 18.0}]
+    assert sorted(quality_pairs(samples, [0, 1, 2, 3], 1.0)) == [(0, 1), (0, 2), (0, 3)]  # 0.5 dB is no pair
+    groups = ranking_groups(samples, 1.0)
+    assert [g for g, _ in groups] == [[0, 1, 2, 3]]  # b has one candidate: no pair, left out

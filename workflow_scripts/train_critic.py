@@ -1,4 +1,5 @@
-"""Rule train_critic: the local critic VLM (with an OpenAI-compatible judge configured, it only records that)."""
+"""Rule train_critic: the local critic (FiLM CNN or VLM); with an OpenAI-compatible judge configured, it only
+records that."""
 
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ sm = snakemake  # noqa: F821
 with logging_to(sm.log[0]):
     s = sm.params.section
     run_stage("lego_edit.training.critic", "CriticTrainConfig", {
-        "backend": s["backend"], "objective": s["objective"], "openai": s["openai"], "base": sm.input.base, "shards": sm.input.shards,
-        "output_dir": sm.output.model, "checkpoint_dir": sm.params.checkpoints, "seed": sm.params.seed,
+        "backend": s["backend"], "architecture": s["architecture"], "film": s["film"], "margin_db": s["margin_db"],
+        "objective": s["objective"], "openai": s["openai"], "base": sm.input.get("base", ""),
+        "shards": sm.input.shards, "executed": sm.input.get("executed", ""), "output_dir": sm.output.model,
+        "checkpoint_dir": sm.params.checkpoints, "seed": sm.params.seed,
         "train": {**s["train"], "threads": sm.threads}, "eval_instructions": s["eval_instructions"]}, gpus=s["gpus"])

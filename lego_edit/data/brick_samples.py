@@ -230,20 +230,28 @@ def critic_samples(scene: Scene, rng, n: int, instruction: dict, source: np.ndar
                    target: np.ndarray) -> Iterator[tuple[dict, dict]]:
     """One right edit and ``n`` wrong ones for an instruction: no edit, the same kind of edit with other
     parameters, or another kind of edit. ``shows`` says in words what each candidate's edit really is (the
-    instruction it fulfils): training the critic to say it gives it far more signal than yes/no alone."""
+    instruction it fulfils): training the critic to say it gives it far more signal than yes/no alone. Each
+    candidate carries its PSNR to the target and its edit success as the evaluation measures them."""
+    from ..evaluation.edit_success import score_edit
     from ..workflow.values import rgb
 
     text = instruction["instruction"]
+
+    def scored(candidate) -> dict:
+        s = score_edit(source, candidate, target)
+        return {"psnr": round(s.psnr, 3), "success": bool(s.success)}
+
     yield ({"source": source, "candidate": rgb(target)},
-           {"instruction": text, "label": 1, "kind": "target", "shows": text})
+           {"instruction": text, "label": 1, "kind": "target", "shows": text, **scored(target)})
     for _ in range(n):
         r = rng.random()
         wrong, shows = None, NO_CHANGE
         if r < 0.25:
             wrong, kind = source, "no_edit"
         else:
-            category = instruction["category"] if r < 0.75 else _pick(rng, ("remove", "recolour", "add", "background",
-                                                                               "environment", "style"))
+            others = [c for c in ("remove", "recolour", "add", "background", "environment", "style")
+                      if c != instruction["category"]]
+            category = instruction["category"] if r < 0.75 else _pick(rng, others)
             kind = "same_category" if r < 0.75 else "other_category"
             for _attempt in range(4):
                 other = make_instruction(scene, category, rng, "gt")
@@ -253,7 +261,7 @@ def critic_samples(scene: Scene, rng, n: int, instruction: dict, source: np.ndar
             if wrong is None:
                 wrong, kind = source, "no_edit"
         yield ({"source": source, "candidate": wrong},
-               {"instruction": text, "label": 0, "kind": kind, "shows": shows})
+               {"instruction": text, "label": 0, "kind": kind, "shows": shows, **scored(wrong)})
 
 
 def box_of(mask: np.ndarray) -> list[int] | None:

@@ -1,8 +1,10 @@
 """The critic (judge) that scores an edit: (instruction, source image, edited image) -> score in [0, 1].
 
-Two backends behind one interface:
-  * ``local``: a small VLM of the Builder's architecture fine-tuned on the critic shards; the score is
-    P("yes") / (P("yes") + P("no")) for "is the second image the first edited as instructed?".
+Backends behind one interface:
+  * ``local`` with architecture ``film`` (default): a small CNN conditioned on the instruction's words by FiLM
+    (``film_critic``), trained here to rank edits; the score is sigmoid(logit).
+  * ``local`` with architecture ``vlm``: a small VLM of the Builder's architecture fine-tuned on the critic
+    shards; the score is P("yes") / (P("yes") + P("no")) for "is the second image the first edited as instructed?".
   * ``openai``: a large VLM behind an OpenAI-compatible endpoint, asked VIEScore-style for semantic
     consistency (SC) and perceptual quality (PQ), 0-10 each; the score is sqrt(SC*PQ) / 10. An answer that
     stays unreadable after retries gives None (unscored), never an invented number.
@@ -55,6 +57,28 @@ class LocalCritic:
         return [CriticScore(p[CRITIC_CHOICES[0]]) for p in probs]
 
 
+class FilmCriticScorer:
+    """The FiLM CNN critic behind the Critic interface (batched, no gradients)."""
+
+    def __init__(self, path: str | None = None, device: str | None = None, batch_size: int = 256, model=None):
+        from .film_critic import FilmCritic
+
+        self.model = model if model is not None else FilmCritic.from_pretrained(path, device=device)
+        self.batch_size = batch_size
+
+    def score(self, instructions, sources, edited) -> list[CriticScore]:
+        import torch
+
+        self.model.eval()
+        out: list[CriticScore] = []
+        with torch.no_grad():
+            for i in range(0, len(instructions), self.batch_size):
+                j = slice(i, i + self.batch_size)
+                probs = torch.sigmoid(self.model.logits(instructions[j], sources[j], edited[j])).tolist()
+                out.extend(CriticScore(float(p)) for p in probs)
+        return out
+
+
 @dataclass
 class OpenAICriticConfig:
     """An OpenAI-compatible judge endpoint (base URL, model, API key variable)."""
@@ -98,7 +122,7 @@ def load_critic(spec: dict, device: str | None = None) -> Critic:
     """``{"backend": "local", "path": ...}`` or ``{"backend": "openai", "base_url": ..., "model": ...}``."""
     backend = spec.get("backend", "local")
     if backend == "local":
-        return LocalCritic(spec["path"], device=device)
+        return load_critic_dir(spec["path"], device=device)
     if backend == "openai":
         return OpenAICritic(OpenAICriticConfig(**{k: v for k, v in spec.items() if k != "backend"}))
     raise ValueError(f"unknown critic backend {backend!r} (use local or openai)")
@@ -112,9 +136,13 @@ def load_critic_dir(path, device: str | None = None) -> Critic:
     import json
     from pathlib import Path
 
+    from .film_critic import is_film_critic
+
     spec = Path(path) / CRITIC_SPEC
     if spec.is_file():
         return load_critic(json.loads(spec.read_text()), device=device)
+    if is_film_critic(path):
+        return FilmCriticScorer(str(path), device=device)
     return LocalCritic(str(path), device=device)
 
 

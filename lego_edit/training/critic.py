@@ -1,8 +1,16 @@
-"""Train the local critic: a VLM of the Builder's architecture fine-tuned to answer yes/no to "is the second
-image the first one edited as instructed?". Reported: how often it ranks the GT target above a wrong edit
-of the same instruction, on held-out pairs.
+"""Train the local critic and report how often it ranks the GT target above a wrong edit of the same
+instruction on held-out pairs, and how often it orders the trained bricks' own held-out outputs as their PSNR to
+the GT target does.
 
-Two objectives (``objective``):
+Two architectures (``architecture``):
+  * ``film`` (default): a small CNN over the images, FiLM-conditioned on the instruction's words
+    (``models.film_critic``). It learns from the clean critic shards and, when given, from the trained bricks'
+    executed outputs of GT and perturbed workflows (``executed``): within an instruction, every pair of
+    candidates whose PSNR to the GT target differs by more than ``margin_db`` is a Bradley-Terry pair, and each
+    candidate's edit success (the evaluation's definition) is a cross-entropy target.
+  * ``vlm``: a VLM of the Builder's architecture fine-tuned to answer yes/no to "is the second image the first one
+    edited as instructed?" (near chance beyond "nothing changed" at the tiny size), with one of two objectives
+    (``objective``):
   * ``pairwise`` (default): on the verdict token only. Each batch holds whole groups (an instruction's GT
     target and its wrong edits); the loss is a Bradley-Terry term per (target, wrong edit) pair on the
     yes-minus-no logit plus a yes/no cross-entropy, as reward models for image editing are trained. The
@@ -26,7 +34,8 @@ import numpy as np
 from ..bricks.vlm_prompts import CRITIC_PROMPT, critic_answer, critic_images
 from ..data.shards import load_samples
 from ..imageio import atomic_write_json
-from ..models.critic import CRITIC_SPEC, LocalCritic, OpenAICriticConfig, load_critic_dir
+from ..models.critic import CRITIC_SPEC, FilmCriticScorer, LocalCritic, OpenAICriticConfig, load_critic_dir
+from ..models.film_critic import FilmCriticConfig
 from ..models.vlm import to_pil
 from .common import plot_curves, write_metrics
 from .vlm_sft import SFTSettings, resolve_base, sft
@@ -38,8 +47,15 @@ log = logging.getLogger(__name__)
 class CriticTrainConfig:
     backend: str = field(default="local", metadata={"help": "local (train a VLM here) or openai (an endpoint)."})
     openai: OpenAICriticConfig = field(default_factory=OpenAICriticConfig)
-    base: str = field(default="", metadata={"help": "Starting VLM (the untrained base for the tiny critic)."})
+    architecture: str = field(default="film", metadata={
+        "help": "film (a FiLM-conditioned CNN) or vlm (a VLM of the Builder's architecture)."})
+    film: FilmCriticConfig = field(default_factory=FilmCriticConfig)
+    base: str = field(default="", metadata={"help": "Starting VLM (architecture vlm: the untrained base)."})
     shards: str = ""
+    executed: str = field(default="", metadata={
+        "help": "Shards of the trained bricks' executed outputs (architecture film; empty: clean renders only)."})
+    margin_db: float = field(default=1.0, metadata={
+        "help": "Candidates whose PSNR to the target differs by more than this form a ranking pair."})
     output_dir: str = ""
     checkpoint_dir: str = ""
     seed: int = 0
@@ -91,6 +107,80 @@ def pairwise_loss(margins, labels, groups: list[list[int]]) -> dict:
     bce = F.binary_cross_entropy_with_logits(margins, labels.float())
     wins = (gap > 0).float().mean()
     return {"loss": pair + bce, "pair_loss": pair.detach(), "bce": bce.detach(), "pair_accuracy": wins}
+
+
+def quality_pairs(samples: list[dict], group: list[int], margin_db: float) -> list[tuple[int, int]]:
+    """(better, worse) sample indices within one instruction's candidates: by PSNR to the GT target where both
+    have one (differing by more than ``margin_db``), else by label."""
+    pairs = []
+    for i in group:
+        for j in group:
+            a, b = samples[i], samples[j]
+            if a.get("psnr") is not None and b.get("psnr") is not None:
+                if a["psnr"] - b["psnr"] > margin_db:
+                    pairs.append((i, j))
+            elif a["label"] and not b["label"]:
+                pairs.append((i, j))
+    return pairs
+
+
+def ranking_groups(samples: list[dict], margin_db: float) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    """Each instruction's candidates (shard keys <instruction>_<candidate>) with their ranking pairs; groups
+    without a pair are left out."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        groups[s["__key__"].rsplit("_", 1)[0]].append(i)
+    out = []
+    for _, g in sorted(groups.items()):
+        pairs = quality_pairs(samples, g, margin_db)
+        if pairs:
+            out.append((g, pairs))
+    return out
+
+
+def train_film(cfg: CriticTrainConfig, samples: list[dict], out: Path, checkpoint_dir: Path | str):
+    """Train the FiLM CNN critic (see the module docstring); resumable like the UNet bricks."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..models.film_critic import FilmCritic, build_vocab, critic_planes, planes_to_features
+    from .loop import LoopConfig, train
+
+    s = cfg.train
+    groups = ranking_groups(samples, cfg.margin_db)
+    if not groups:
+        raise ValueError(f"{cfg.shards}: no instruction has two candidates of different quality")
+    film = cfg.film
+    model = FilmCritic(film, build_vocab([x["instruction"] for x in samples]))
+    planes, grow = zip(*(critic_planes(x["source"], x["candidate"], film.image_size) for x in samples))
+    planes, grow = torch.from_numpy(np.stack(planes)), torch.from_numpy(np.stack(grow))
+    ids = model.encode_words([x["instruction"] for x in samples])
+    success = torch.tensor([float(x.get("success", x["label"])) for x in samples])
+    mean_size = float(np.mean([len(g) for g, _ in groups]))
+    per_step = max(1, round(s.batch_size / mean_size))  # whole groups: batch_size counts candidates
+    loop = LoopConfig(steps=s.steps, batch_size=s.batch_size, lr=s.lr, warmup_steps=s.warmup_steps,
+                      weight_decay=s.weight_decay, checkpoint_every=s.checkpoint_every,
+                      checkpoints_kept=s.checkpoints_kept, log_every=s.log_every, threads=s.threads)
+    log.info("film critic: %d samples, %d groups, %d per step, %d parameters", len(samples), len(groups), per_step,
+             sum(p.numel() for p in model.parameters()))
+
+    def loss_fn(step, gen, rank, world):
+        picked = torch.randperm(len(groups), generator=gen)[rank * per_step:(rank + 1) * per_step].tolist()
+        rows = [i for gi in picked for i in groups[gi][0]]
+        where = {i: k for k, i in enumerate(rows)}
+        better, worse = zip(*[(where[a], where[b]) for gi in picked for a, b in groups[gi][1]])
+        dev = model.device
+        logits = model(planes_to_features(planes[rows], grow[rows]).to(dev), ids[rows].to(dev))
+        gap = logits[list(better)] - logits[list(worse)]
+        pair = F.softplus(-gap).mean()
+        bce = F.binary_cross_entropy_with_logits(logits, success[rows].to(dev))
+        return {"loss": pair + bce, "pair_loss": pair.detach(), "bce": bce.detach(),
+                "pair_accuracy": (gap > 0).float().mean()}
+
+    history = train(model, loss_fn, loop, cfg.seed, checkpoint_dir, out / "metrics.jsonl", desc="critic")
+    model.save_pretrained(out)
+    plot_curves(out / "metrics.jsonl", out / "curve.png", "critic", keys=("loss", "pair_accuracy"))
+    return model.eval(), history
 
 
 def train_pairwise(cfg: CriticTrainConfig, samples: list[dict], out: Path, checkpoint_dir: Path | str):
@@ -155,6 +245,24 @@ def ranking_accuracy(critic, samples: list[dict], limit: int) -> dict:
             **{f"ranking_accuracy/{k}": round(float(np.mean(v)), 4) for k, v in sorted(by_kind.items())}}
 
 
+def executed_agreement(critic, samples: list[dict], margin_db: float = 1.0) -> dict:
+    """On the trained bricks' held-out outputs: the share of pairs of one instruction's candidates whose PSNR to
+    the GT target differs by more than ``margin_db`` that the critic orders the same way (ties disagree)."""
+    if not samples:
+        return {}
+    scores = critic.score([s["instruction"] for s in samples], [s["source"] for s in samples],
+                          [s["candidate"] for s in samples])
+    for s, sc in zip(samples, scores):
+        s["p_yes"] = sc.score
+    agree = pairs = 0
+    for _, ranked in ranking_groups(samples, margin_db):
+        for a, b in ranked:
+            if samples[a]["p_yes"] is not None and samples[b]["p_yes"] is not None:
+                pairs += 1
+                agree += samples[a]["p_yes"] > samples[b]["p_yes"]
+    return {"executed_agreement": round(agree / max(1, pairs), 4), "executed_pairs": pairs}
+
+
 def main(cfg: CriticTrainConfig) -> dict:
     out = Path(cfg.output_dir)
     if cfg.backend == "openai":  # nothing to train: record the endpoint; the figure is measured through it
@@ -170,13 +278,28 @@ def main(cfg: CriticTrainConfig) -> dict:
     if not train_samples:
         raise ValueError(f"{cfg.shards} has no training samples")
     checkpoints = cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt"
+    held_out = load_samples(cfg.shards, cfg.eval_split)
+    if cfg.architecture == "film":
+        executed = load_samples(cfg.executed, "train") if cfg.executed else []
+        model, history = train_film(cfg, train_samples + executed, out, checkpoints)
+        critic = FilmCriticScorer(model=model)
+        metrics = {"architecture": "film", "samples": len(train_samples), "executed_samples": len(executed),
+                   "steps": cfg.train.steps, "final_loss": history[-1]["loss"] if history else None,
+                   "eval_split": cfg.eval_split, **ranking_accuracy(critic, held_out, cfg.eval_instructions)}
+        if cfg.executed:
+            metrics.update(executed_agreement(critic, load_samples(cfg.executed, "val"), cfg.margin_db))
+        write_metrics(out, metrics)
+        atomic_write_json(out / "train_config.json", asdict(cfg))
+        log.info("critic metrics: %s", metrics)
+        return metrics
+    if cfg.architecture != "vlm":
+        raise ValueError(f"unknown critic architecture {cfg.architecture!r} (use film or vlm)")
     if cfg.objective == "pairwise":
         model, processor, history = train_pairwise(cfg, train_samples, out, checkpoints)
     elif cfg.objective == "sft":
         model, processor, history = sft(cfg.base, rows(train_samples), out, checkpoints, cfg.seed, cfg.train, "critic")
     else:
         raise ValueError(f"unknown critic objective {cfg.objective!r} (use pairwise or sft)")
-    held_out = load_samples(cfg.shards, cfg.eval_split)
     metrics = {"samples": len(train_samples), "steps": cfg.train.steps, "objective": cfg.objective,
                "final_loss": next((r["loss"] for r in reversed(history) if "loss" in r), None),
                "eval_split": cfg.eval_split,
