@@ -189,7 +189,30 @@ def test_huge_answer_scores_zero_quickly():
     t0 = time.perf_counter()
     got = all_rewards(text)
     assert time.perf_counter() - t0 < 5
-    assert got == {"format": 0.0, "validity": 0.0, "brick_f1": 0.0, "edge_f1": 0.0, "arguments": 0.0}
+    assert got == {"format": 0.0, "validity": 0.0, "brick_f1": 0.0, "edge_f1": 0.0, "arguments": 0.0,
+                   "graded_arguments": 0.0}
+
+
+def test_graded_arguments_give_part_credit():
+    """RECOLOUR's literals are (RES, prompt, "blue square") and (RCM, prompt, "red")."""
+    gt = json.dumps(RECOLOUR)
+
+    def graded(answer):
+        return rewards.graded_argument_reward(completions=[answer], workflow=[gt])[0]
+
+    def with_prompts(res, rcm):
+        return variant(RECOLOUR, s1={"input": {"prompt": res}}, s2={"input": {"prompt": rcm}})
+
+    assert graded(gt) == 1.0
+    # the expression with a word too many (F1 2*2/(3+2) = 0.8) and the right colour: (0.8 + 1) / 2
+    assert graded(with_prompts("small blue square", "red")) == pytest.approx(0.9)
+    assert graded(with_prompts("blue square", "green")) == pytest.approx(0.5)
+    assert graded(with_prompts("green circle", "green")) == 0.0
+    assert graded("no json") == 0.0
+    # an extra literal argument costs like a missing one: three answer literals, two right
+    extra = copy.deepcopy(RECOLOUR)
+    extra["pipeline"][1]["input"]["style"] = "sketch"
+    assert graded(json.dumps(extra)) == pytest.approx(2 / 3)
 
 
 def test_too_many_steps_parse_but_are_invalid():
@@ -409,3 +432,37 @@ def test_critic_reward_bad_image_is_a_failure_not_a_crash(executor):
     got = CriticReward(executor, FixedCritic([]), seconds=1)(completions=[REMOVE_TEXT], image=[None],
                                                              instruction=["x"])
     assert got == [FAILED_PENALTY]
+
+
+def test_execution_reward_is_the_share_of_the_error_removed(executor, tmp_path):
+    from lego_edit.builder.rewards import ExecutionReward
+    from lego_edit.imageio import save_image
+
+    src = source_image()
+    removed = fastinpaint(None, src, res_box(None, src, "dog")["mask"])["image"]
+    removed[BOX] = 128  # what REMOVE_TEXT gives with these bricks
+    save_image(tmp_path / "right.png", removed)
+    save_image(tmp_path / "unchanged.png", src)
+    reward = ExecutionReward(executor, seconds=0.2)
+    completions = [REMOVE_TEXT, "no json", RECOLOUR_TEXT, ENV_TEXT, REMOVE_TEXT, ALIASED]
+    targets = [str(tmp_path / "right.png")] * 3 + [str(tmp_path / "right.png"), str(tmp_path / "unchanged.png"),
+                                                   None]
+    got = reward(completions=completions, image=[Image.fromarray(src)] + [src] * 5, target=targets)
+    # the exact edit removes all the error; an answer that does not run edits nothing; an edit where the target
+    # asks for none makes things worse (clipped at -1); a row without a target gets no reward
+    assert got == [1.0, 0.0, 0.0, 0.0, -1.0, None]
+    assert reward.stats == Counter({"executed": 3, "invalid": 1, "failed": 2})
+
+
+def test_batch_execution_runs_each_distinct_answer_once(executor):
+    from lego_edit.builder.rewards import BatchExecution
+
+    calls = []
+    res = executor.registry.implementation("RES")
+    executor.registry.bind("RES", lambda ctx, **kw: calls.append(1) or res(ctx, **kw), source="test")
+    run = BatchExecution(executor)
+    src = source_image()
+    first = run.run([REMOVE_TEXT, REMOVE_TEXT, conversation(REMOVE_TEXT)], src)
+    again = run.run([REMOVE_TEXT], src.copy())
+    assert len(calls) == 1 and [s for s, _ in first + again] == ["executed"] * 4
+    assert all(np.array_equal(o, first[0][1]) for _, o in first + again)

@@ -1,20 +1,21 @@
 """Reward functions for the Builder's GRPO stages, with TRL's signature ``(prompts, completions, **kwargs)``.
 
-Stage 2 (GT-based) sums format, validity and agreement with the GT workflow (brick multiset F1, dependency
-edge F1, argument agreement), each logged on its own. Stage 3 (GT-free) uses ``CriticReward``: validate,
-execute with the trained bricks, score the result with the critic. All are pure functions of their inputs
-except CriticReward (which runs models); none raises on a bad completion.
+Stage 2 (GT-based) sums weighted terms, each logged on its own: format, validity, agreement with the GT
+workflow (brick multiset F1, dependency edge F1, exact and graded argument agreement) and, grounded in
+execution, ``ExecutionReward``: run the answer with the trained bricks and measure how much of the input's
+error to the exact GT target it removes. Stage 3 (GT-free) uses ``CriticReward``: validate, execute with the
+trained bricks, score the result with the critic. Both execute a batch of answers together
+(``Executor.run_batch``), each distinct (image, workflow) once. The GT-workflow terms are pure functions of
+their inputs; none raises on a bad completion.
 """
 
 from __future__ import annotations
 
 import json
-import signal
-import threading
 from collections import Counter
-from contextlib import contextmanager
 
 from ..workflow import Limits, WorkflowError, parse_workflow, validate_workflow
+from ..workflow.execute import run_bounded
 from ..workflow.structure import Ref, Workflow
 from ..workflow.values import Kind
 
@@ -164,6 +165,43 @@ def argument_reward(prompts=None, completions=(), workflow=None, **kwargs) -> li
     return _against_gt(completions, workflow, _argument_share)
 
 
+def _value_similarity(a: object, b: object) -> float:
+    """1 for equal values; for two strings the F1 of their words ("small red circle" vs "red circle": 0.8);
+    0 otherwise (numbers count only when equal)."""
+    if a == b:
+        return 1.0
+    if isinstance(a, str) and isinstance(b, str):
+        x, y = Counter(a.split()), Counter(b.split())
+        common = sum((x & y).values())
+        return 0.0 if common == 0 else 2 * common / (sum(x.values()) + sum(y.values()))
+    return 0.0
+
+
+def _graded_argument_share(wf: Workflow | None, gold: Workflow) -> float:
+    """Each GT literal matched to the answer's most similar unused literal of the same (brick, input), summed
+    and divided by the larger of the two literal counts (an extra argument costs as a missing one does)."""
+    if wf is None:
+        return 0.0
+    want, got = _literals(gold), _literals(wf)
+    if not want:
+        return 1.0 if not got else 0.0
+    free = list(got)
+    total = 0.0
+    for brick, name, value in want:
+        options = [(k, _value_similarity(value, v)) for k, (b, n, v) in enumerate(free) if (b, n) == (brick, name)]
+        if options:
+            k, sim = max(options, key=lambda o: o[1])
+            total += sim
+            free.pop(k)
+    return total / max(len(want), len(got))
+
+
+def graded_argument_reward(prompts=None, completions=(), workflow=None, **kwargs) -> list[float | None]:
+    """Graded agreement of the literal arguments with the GT workflow's: a referring expression or a colour that
+    is partly right earns part of the reward, which exact string equality gives only when all of it is right."""
+    return _against_gt(completions, workflow, _graded_argument_share)
+
+
 def exact_match(answer: Workflow | None, gold: Workflow | None) -> bool:
     """Same steps (canonical bricks, inputs, outputs) and result; ``process`` and reasoning are ignored."""
     if answer is None or gold is None:
@@ -174,67 +212,134 @@ def exact_match(answer: Workflow | None, gold: Workflow | None) -> bool:
 
 
 GT_REWARDS = {"format": format_reward, "validity": validity_reward, "brick_f1": brick_f1_reward,
-              "edge_f1": edge_f1_reward, "arguments": argument_reward}
+              "edge_f1": edge_f1_reward, "arguments": argument_reward, "graded_arguments": graded_argument_reward}
 
 
-@contextmanager
-def time_limit(seconds: float):
-    """Raise TimeoutError in the block after ``seconds`` (a SIGALRM timer; no limit off the main thread)."""
-    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def _as_array(img):
+    import numpy as np
 
-    def fire(signum, frame):
-        raise TimeoutError(f"workflow execution exceeded {seconds:g} s")
+    if img is None:
+        return None
+    return np.asarray(img.convert("RGB")) if hasattr(img, "convert") else np.asarray(img)
 
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+
+def _per_completion(value, n: int) -> list:
+    return value if isinstance(value, list) else [value] * n
+
+
+class BatchExecution:
+    """Runs answers with the trained bricks, a batch at a time (one model pass per brick and step), each distinct
+    (image, workflow) pair once and remembered, so a group's identical samples and a prompt seen again cost
+    nothing; bounded by ``seconds`` per workflow (``run_bounded``). Counts outcomes in ``stats``."""
+
+    def __init__(self, executor, seconds: float = 20.0, memory: int = 20_000):
+        self.executor, self.seconds, self.memory = executor, seconds, memory
+        self.stats = Counter()
+        self._done: dict[tuple, object] = {}
+
+    def _key(self, wf: Workflow, source) -> tuple:
+        import hashlib
+
+        return (hashlib.blake2b(source.tobytes(), digest_size=16).hexdigest(), source.shape,
+                json.dumps(wf.to_dict(), sort_keys=True))
+
+    def run(self, completions, images) -> list[tuple[str, object]]:
+        """Per completion ("invalid" | "failed" | "executed", the output image or None)."""
+        n = len(completions)
+        workflows = [try_parse(completion_text(c)) for c in completions]
+        sources = [_as_array(img) for img in _per_completion(images, n)]
+        keys = [None if wf is None or src is None else self._key(wf, src) for wf, src in zip(workflows, sources)]
+        todo = {k: i for i, k in enumerate(keys) if k is not None and k not in self._done}
+        if todo:
+            idx = list(todo.values())
+            results = run_bounded(self.executor, [workflows[i] for i in idx], [sources[i] for i in idx], self.seconds)
+            if len(self._done) + len(idx) > self.memory:
+                self._done.clear()
+            for i, result in zip(idx, results):  # only the output image is kept, not every step's values
+                self._done[keys[i]] = result if isinstance(result, Exception) else result.images[0]
+        out = []
+        for wf, src, key in zip(workflows, sources, keys):
+            if wf is None:
+                outcome = ("invalid", None)
+            elif src is None:
+                outcome = ("failed", None)
+            else:
+                result = self._done[key]
+                if isinstance(result, WorkflowError):
+                    outcome = ("invalid", None)
+                elif isinstance(result, Exception):
+                    outcome = ("failed", None)
+                else:
+                    outcome = ("executed", result)
+            self.stats[outcome[0]] += 1
+            out.append(outcome)
+        return out
+
+
+class ExecutionReward:
+    """Stage 2, grounded in execution: run the answer with the trained bricks on the training image and reward
+    the share of the unedited input's squared error to the exact GT target that the output removes,
+    1 - MSE(output, target) / MSE(input, target), clipped to [-1, 1] (the evaluation's edit success is this share
+    reaching 0.5). An answer that is not a valid workflow, or fails to run, edits nothing: 0."""
+
+    __name__ = "execution"
+
+    def __init__(self, executor, seconds: float = 20.0):
+        self.execution = BatchExecution(executor, seconds)
+
+    @property
+    def stats(self) -> Counter:
+        return self.execution.stats
+
+    def __call__(self, prompts=None, completions=(), image=None, target=None, **kwargs) -> list[float | None]:
+        from ..evaluation.edit_success import load_target, score_edit
+
+        n = len(completions)
+        targets = _per_completion(target, n)
+        sources = [_as_array(img) for img in _per_completion(image, n)]
+        rewards: list[float | None] = []
+        loaded: dict[str, object] = {}
+        for (status, output), src, tgt in zip(self.execution.run(completions, sources), sources, targets):
+            if tgt is None or src is None:
+                rewards.append(None)
+                continue
+            if tgt not in loaded:
+                loaded[tgt] = load_target(tgt)
+            ratio = score_edit(src, output if status == "executed" else None, loaded[tgt]).error_ratio
+            rewards.append(float(max(-1.0, min(1.0, 1.0 - ratio))))
+        return rewards
 
 
 class CriticReward:
     """Stage 3: reward = the critic's score of the executed edit (in [0, 1]) for a valid, executable workflow;
     INVALID_PENALTY for an answer that is not a valid workflow, FAILED_PENALTY when execution fails or runs
-    out of time. Execution is bounded by ``limits`` (steps, image sizes) and ``seconds`` per workflow."""
+    out of time. Execution is bounded by the executor's limits (steps, image sizes) and ``seconds`` per workflow."""
 
     __name__ = "critic"
 
     def __init__(self, executor, critic, seconds: float = 20.0):
-        self.executor, self.critic, self.seconds = executor, critic, seconds
-        self.stats = Counter()
+        self.critic = critic
+        self.execution = BatchExecution(executor, seconds)
+
+    @property
+    def stats(self) -> Counter:
+        return self.execution.stats
 
     def __call__(self, prompts=None, completions=(), image=None, instruction=None, **kwargs) -> list[float]:
-        import numpy as np
-
         from ..workflow.values import rgb
 
-        images = image if isinstance(image, list) else [image] * len(completions)
-        texts = instruction if isinstance(instruction, list) else [instruction] * len(completions)
+        n = len(completions)
+        sources = [_as_array(img) for img in _per_completion(image, n)]
+        texts = _per_completion(instruction, n)
         rewards: list[float | None] = []
-        pending: list[tuple[int, np.ndarray, np.ndarray, str]] = []
-        for i, (c, img, text) in enumerate(zip(completions, images, texts)):
-            wf = try_parse(completion_text(c))
-            source = np.asarray(img.convert("RGB")) if hasattr(img, "convert") else np.asarray(img)
-            if wf is None:
-                rewards.append(INVALID_PENALTY)
-                self.stats["invalid"] += 1
-                continue
-            try:
-                with time_limit(self.seconds):
-                    result = self.executor.run(wf, source)
+        pending = []
+        for i, ((status, output), src, text) in enumerate(zip(self.execution.run(completions, sources), sources,
+                                                              texts)):
+            if status == "executed":
                 rewards.append(None)
-                pending.append((i, source, rgb(result.images[0]), text))
-                self.stats["executed"] += 1
-            except WorkflowError:
-                rewards.append(INVALID_PENALTY)
-                self.stats["invalid"] += 1
-            except Exception:  # a brick failure or a time-out is a (small) penalty, never a crash of training
-                rewards.append(FAILED_PENALTY)
-                self.stats["failed"] += 1
+                pending.append((i, src, rgb(output), text))
+            else:
+                rewards.append(INVALID_PENALTY if status == "invalid" else FAILED_PENALTY)
         if pending:
             scores = self.critic.score([p[3] for p in pending], [p[1] for p in pending], [p[2] for p in pending])
             for (i, *_), s in zip(pending, scores):

@@ -49,11 +49,15 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> PreTrainedTokenizerFast:
+def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
+                    split_spaces: bool = False) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on `texts` and wrap it with Qwen's special tokens and chat template.
 
     Deterministic: the same texts (in the same order) give a byte-identical ``tokenizer.json``.
     ``vocab_size`` is an upper bound; BPE stops earlier once no pair occurs ``min_frequency`` times.
+    ``split_spaces`` makes every space its own token, so a word is the same token after a space (in the
+    instruction) and after a quote (the first word of a workflow's string argument): copying a word from the
+    instruction into the workflow is then a copy of one token, not a mapping a tiny model has to learn per word.
     """
     n_base = len(SPECIAL_TOKENS) + len(pre_tokenizers.ByteLevel.alphabet())
     if vocab_size < n_base:
@@ -62,7 +66,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
         raise ValueError(f"min_frequency must be >= 1, got {min_frequency}")
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Split(" ", behavior="isolated"), byte_level])
+                         if split_spaces else byte_level)
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(

@@ -56,6 +56,9 @@ class VLMConfig:
     )
     max_position_embeddings: int = field(default=4096, metadata={"help": "Longest sequence (prompt + answer)."})
     rope_theta: float = field(default=10000.0, metadata={"help": "RoPE base; short sequences need no large base."})
+    tie_word_embeddings: bool = field(default=False, metadata={
+        "help": "Share the input embeddings with the output layer (a model trained from scratch then copies a word "
+                "it reads with the same vectors it writes it with)."})
     seed: int = field(default=0, metadata={"help": "Seed of the initial weights."})
     dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16 (auto when loading)."})
 
@@ -152,7 +155,9 @@ def build_tiny_vlm(cfg: VLMConfig, tokenizer: PreTrainedTokenizerBase):
         "window_size": cfg.image_size,  # one attention window per image: windows buy nothing at this size
         "fullatt_block_indexes": [cfg.vision_depth - 1],
     }
-    config = Qwen2_5_VLConfig(text_config=text_config, vision_config=vision_config, **ids, **tokens)
+    text_config["tie_word_embeddings"] = cfg.tie_word_embeddings
+    config = Qwen2_5_VLConfig(text_config=text_config, vision_config=vision_config, **ids, **tokens,
+                              tie_word_embeddings=cfg.tie_word_embeddings)
     # A private RNG stream: seeding the weights must not disturb the caller's global RNG.
     with private_rng():
         torch.manual_seed(cfg.seed)

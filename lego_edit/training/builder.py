@@ -55,9 +55,13 @@ class GRPOSettings:
     use_vllm: bool = field(default=False, metadata={"help": "Generate with vLLM (TRL's integration; GPU runs)."})
     vllm_mode: str = field(default="colocate", metadata={"help": "TRL vllm_mode: colocate or server."})
     lora: LoraSettings | None = field(default=None, metadata={"help": "LoRA settings; None: full fine-tuning."})
-    reward_weights: dict = field(default_factory=dict, metadata={"help": "Weight per reward name (default 1)."})
+    reward_weights: dict = field(default_factory=dict, metadata={
+        "help": "Stage 2: weight per reward (format, validity, brick_f1, edge_f1, arguments, graded_arguments, "
+                "execution); a reward not named here weighs 1, one weighted 0 is not computed."})
     execution_seconds: float = field(default=20.0, metadata={"help": "Stage 3: time bound per workflow execution."})
     max_train_rows: int = field(default=0, metadata={"help": "Instructions drawn from (0: all training rows)."})
+    guidance: bool = field(default=False, metadata={
+        "help": "Stage 2: the GT answer is one sample of each group, scored like the others (off-policy guidance)."})
 
     def __post_init__(self):
         if isinstance(self.lora, dict):
@@ -99,6 +103,11 @@ def prompt_messages(instruction: str, style: str, registry) -> list[dict]:
     return head + [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
 
 
+def _guide(row: dict) -> str | None:
+    """The GT answer as the Builder is trained to write it (SFT's target, stage 2's guidance), if the row has one."""
+    return builder_completion(row["reasoning"] or "", row["workflow"]) if row["workflow"] else None
+
+
 def sft_rows(rows: list[dict], style: str, registry) -> list[dict]:
     out = []
     for r in rows:
@@ -108,8 +117,7 @@ def sft_rows(rows: list[dict], style: str, registry) -> list[dict]:
         user = registry_user_text(r["instruction"]) if style == "registry" else builder_user_text(r["instruction"])
         prompt = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
         out.append({"images": [_image(r["image_path"])], "prompt": prompt,
-                    "completion": [{"role": "assistant", "content": builder_completion(r["reasoning"] or "",
-                                                                                       r["workflow"])}]})
+                    "completion": [{"role": "assistant", "content": _guide(r)}]})
     return out
 
 
@@ -130,28 +138,40 @@ def run_sft(cfg: BuilderConfig) -> dict:
     return {"final_loss": next((r["loss"] for r in reversed(history) if "loss" in r), None), "rows": len(rows)}
 
 
-def gt_reward_functions():
-    from ..builder.rewards import GT_REWARDS
-
-    funcs = []
-    for name, fn in GT_REWARDS.items():
-        def wrapped(prompts=None, completions=(), fn=fn, **kw):
-            return fn(prompts=prompts, completions=completions, **kw)
-        wrapped.__name__ = name  # TRL logs rewards/<__name__>/mean
-        funcs.append(wrapped)
-    return funcs
-
-
-def critic_reward_function(cfg: BuilderConfig):
+def _brick_executor(cfg: BuilderConfig):
     from ..bricks.models import bind_model_bricks
-    from ..builder.rewards import CriticReward
-    from ..models.critic import load_critic_dir
     from ..workflow import BrickContext, Executor
 
     registry = default_registry()
     bind_model_bricks(registry, cfg.run_dir)
-    executor = Executor(registry, BrickContext(seed=cfg.seed))
-    return CriticReward(executor, load_critic_dir(cfg.critic), seconds=cfg.grpo.execution_seconds)
+    return Executor(registry, BrickContext(seed=cfg.seed))
+
+
+def gt_reward_functions(cfg: BuilderConfig) -> list:
+    """Stage 2's rewards with a non-zero weight: the GT-workflow terms, and ``execution`` (the answer run with the
+    trained bricks, scored against the exact GT target)."""
+    from ..builder.rewards import GT_REWARDS, ExecutionReward
+
+    weights = cfg.grpo.reward_weights
+    funcs = []
+    for name, fn in GT_REWARDS.items():
+        if float(weights.get(name, 1.0)) == 0:
+            continue
+
+        def wrapped(prompts=None, completions=(), fn=fn, **kw):
+            return fn(prompts=prompts, completions=completions, **kw)
+        wrapped.__name__ = name  # TRL logs rewards/<__name__>/mean
+        funcs.append(wrapped)
+    if float(weights.get("execution", 1.0)) != 0:
+        funcs.append(ExecutionReward(_brick_executor(cfg), seconds=cfg.grpo.execution_seconds))
+    return funcs
+
+
+def critic_reward_function(cfg: BuilderConfig):
+    from ..builder.rewards import CriticReward
+    from ..models.critic import load_critic_dir
+
+    return CriticReward(_brick_executor(cfg), load_critic_dir(cfg.critic), seconds=cfg.grpo.execution_seconds)
 
 
 def run_grpo(cfg: BuilderConfig) -> dict:
@@ -172,8 +192,9 @@ def run_grpo(cfg: BuilderConfig) -> dict:
     rows = _select(rows, cfg.max_train_rows, cfg.seed)
     data = Dataset.from_list([{"prompt": prompt_messages(r["instruction"], cfg.prompt_style, registry),
                                "image": _image(r["image_path"]), "instruction": r["instruction"],
-                               "workflow": r["workflow"]} for r in rows])
-    rewards = gt_reward_functions() if cfg.stage == "grpo_gt" else [critic_reward_function(cfg)]
+                               "workflow": r["workflow"], "target": r["target_path"], "guide": _guide(r)}
+                              for r in rows])
+    rewards = gt_reward_functions(cfg) if cfg.stage == "grpo_gt" else [critic_reward_function(cfg)]
     weights = [float(g.reward_weights.get(getattr(f, "__name__", ""), 1.0)) for f in rewards]
     settings = SFTSettings(steps=g.steps, batch_size=g.prompts_per_step * g.num_generations, lr=g.lr,
                            scheduler=g.scheduler, warmup_steps=0, checkpoint_every=g.checkpoint_every,
@@ -188,7 +209,12 @@ def run_grpo(cfg: BuilderConfig) -> dict:
     model, processor = load_vlm(resolve_base(cfg.base), device="cuda" if torch.cuda.is_available() else "cpu",
                                 dtype="float32" if not torch.cuda.is_available() else None)
     model.generation_config.do_sample = True  # GRPO samples; the saved model keeps greedy decoding
-    trainer = pickle_free(GRPOTrainer)(model=model, reward_funcs=rewards, args=args, train_dataset=data,
+    trainer_cls = pickle_free(GRPOTrainer)
+    if g.guidance and cfg.stage == "grpo_gt":
+        from .guided_grpo import guided
+
+        trainer_cls = guided(trainer_cls)
+    trainer = trainer_cls(model=model, reward_funcs=rewards, args=args, train_dataset=data,
                           processing_class=processor, peft_config=peft_config(g.lora))
     trainer.train(resume_from_checkpoint=latest_hf_checkpoint(args.output_dir))
     out = Path(cfg.output_dir)
@@ -201,13 +227,29 @@ def run_grpo(cfg: BuilderConfig) -> dict:
 
     save_vlm(trained, processor, out)
     history = write_history(trainer.state.log_history, out)
-    keys = [k for k in ("reward",) + tuple(f"rewards/{getattr(f, '__name__', 'critic')}/mean" for f in rewards)
-            if any(k in r for r in history)]
+    reward_keys = tuple(f"rewards/{getattr(f, '__name__', 'critic')}/mean" for f in rewards)
+    keys = [k for k in ("reward", "frac_reward_zero_std", "kl") + reward_keys if any(k in r for r in history)]
     plot_curves(out / "metrics.jsonl", out / "curve.png", f"Builder {cfg.stage}", keys=tuple(keys) or ("loss",))
-    info = {"rows": len(rows)}
-    if cfg.stage == "grpo_critic":
-        info["execution"] = dict(rewards[0].stats)
+    info = {"rows": len(rows), **movement(history)}
+    for f in rewards:
+        if hasattr(f, "stats"):
+            info[f"execution/{f.__name__}"] = dict(f.stats)
     return info
+
+
+def movement(history: list[dict]) -> dict:
+    """Whether a GRPO stage moved: the mean share of groups whose samples all got the same reward (no gradient)
+    and the KL to the starting model, at the start and the end."""
+    def series(key):
+        return [r[key] for r in history if r.get(key) is not None]
+
+    zero, kl = series("frac_reward_zero_std"), series("kl")
+    out = {}
+    if zero:
+        out["frac_reward_zero_std/mean"] = round(float(np.mean(zero)), 4)
+    if kl:
+        out["kl/first"], out["kl/last"], out["kl/max"] = (round(float(v), 5) for v in (kl[0], kl[-1], max(kl)))
+    return out
 
 
 def main(cfg: BuilderConfig) -> dict:

@@ -1,0 +1,42 @@
+"""Off-policy guidance for stage 2 (lego_edit.training.guided_grpo): in a training batch the first sample of each
+prompt's group becomes the GT answer, tokenised and ended like a sampled one; evaluation batches are left alone."""
+
+from __future__ import annotations
+
+from lego_edit.models.tokenizer import IM_END, train_tokenizer
+from lego_edit.training.guided_grpo import guided
+
+TOK = train_tokenizer(["remove the dog", '{"pipeline":[]}', "<think>remove</think>"], vocab_size=300, min_frequency=1)
+
+
+class Sampler:
+    """The two GRPOTrainer methods the guidance hooks, with fixed samples (the unit under test is the hook)."""
+
+    def __init__(self, training=True):
+        self._tokenizer = TOK
+        self.eos_token_ids = [TOK.convert_tokens_to_ids(IM_END)]
+        self.model = type("M", (), {"training": training})()
+        self.calls = []
+
+    def _generate_and_score_completions(self, inputs):
+        prompts = [x["prompt_ids"] for x in inputs]
+        return self._generate_single_turn(prompts, None, {}, 2)
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        return [[1, 2, 3] for _ in prompt_ids], None
+
+
+def batch():
+    # two prompts, each repeated for a group of two samples, as TRL's sampler lays them out
+    return [{"prompt_ids": [5, 6], "guide": "<think>remove</think>{}"}] * 2 + [{"prompt_ids": [7], "guide": None}] * 2
+
+
+def test_the_first_sample_of_each_group_with_a_guide_is_the_gt_answer():
+    completions, _ = guided(Sampler)()._generate_and_score_completions(batch())
+    gt = TOK("<think>remove</think>{}", add_special_tokens=False)["input_ids"] + [TOK.convert_tokens_to_ids(IM_END)]
+    assert completions == [gt, [1, 2, 3], [1, 2, 3], [1, 2, 3]]  # the second prompt has no GT: all sampled
+
+
+def test_evaluation_batches_are_not_guided():
+    completions, _ = guided(Sampler)(training=False)._generate_and_score_completions(batch())
+    assert completions == [[1, 2, 3]] * 4
