@@ -360,7 +360,7 @@ class FluxFillEditor(nn.Module):
             kept.append(s)
             prompts.append(flux_prompt(s["brick"], s.get("prompt", ""), s.get("style"),
                                        self.mode(s["brick"], s.get("preimage"))))
-        return {"samples": kept, "prompts": prompts, "size": len(kept)}
+        return {"samples": kept, "prompts": prompts, "size": len(kept), "brick": [x["brick"] for x in kept]}
 
     def training_loss(self, data: dict, index: torch.LongTensor, generator: torch.Generator) -> torch.Tensor:
         """FLUX Fill flow matching on the batch ``index``: x_s = (1 - s) x0 + s noise with s ~ U[0, 1], the packed
@@ -399,13 +399,14 @@ class FluxFillEditor(nn.Module):
     @torch.no_grad()
     def edit(self, brick: str, images: list[np.ndarray], masks: list[np.ndarray | None], prompts: list[str], *,
              preimages: list[np.ndarray | None] | None = None, strengths: list[float | None] | None = None,
-             styles: list[str | None] | None = None, seed: int = 0, batch_size: int = 4) -> list[np.ndarray]:
+             styles: list[str | None] | None = None, seed: int = 0, seeds: list[int] | None = None,
+             batch_size: int = 4) -> list[np.ndarray]:
         """Edit each image inside its mask (None: the whole image); returns RGB uint8 images of the input sizes,
         equal to the input outside the mask. ``preimages``: INPAINT's pre-inpainted image (the start image when
         the strength is below 1) or FILL's RGBA reference object; ``strengths`` in (0, 1] start the sampler
-        part-way. Item i's noise comes from its own generator (seed, i), so its noise does not depend on the
-        batching (its pixels can, by a grey level: batched matmuls round differently); the same call with the
-        same seed gives the same output."""
+        part-way. Item i's noise comes from its own generator, seeded ``seeds[i]`` (default
+        ``seed * 1_000_003 + i``), so its noise does not depend on the batching (its pixels can, by a grey level:
+        batched matmuls round differently); the same call with the same seed gives the same output."""
         self.eval()
         self.set_brick(brick)
         n = len(images)
@@ -422,11 +423,12 @@ class FluxFillEditor(nn.Module):
             key = (lay.canvas.shape, lay.mode, st)
             jobs.setdefault(key, []).append((i, lay, flux_prompt(brick, prompts[i], styles[i], lay.mode)))
         results: list[np.ndarray | None] = [None] * n
+        item_seeds = list(seeds) if seeds is not None else [seed * 1_000_003 + i for i in range(n)]
         for (_, mode, strength), items in jobs.items():
             for start in range(0, len(items), batch_size):
                 chunk = items[start:start + batch_size]
                 edited = self._sample([x[1] for x in chunk], [x[2] for x in chunk], strength, self.guidance_for(mode),
-                                      [torch.Generator().manual_seed(seed * 1_000_003 + x[0]) for x in chunk])
+                                      [torch.Generator().manual_seed(item_seeds[x[0]]) for x in chunk])
                 for (i, lay, _), out in zip(chunk, edited):
                     results[i] = self._paste(images[i], masks[i], out[:, lay.x0:])
         return results

@@ -20,10 +20,11 @@ from peft import LoraConfig
 from torch import nn
 
 from ..bricks.functions import mask_bbox
-from ..bricks.models import PREIMAGE_BRICKS
+from ..bricks.models import PREIMAGE_BRICKS, start_strength
 from .conditional_unet import UNetConfig, build_unet, coord_channels
 from .text_encoder import PromptEncoder, TextEncoderConfig
 
+START_GAIN = "start_gain.json"  # in a LoRA folder: the brick's fitted start gain
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
                 "conv1", "conv2"]
 
@@ -38,6 +39,13 @@ class EditModelConfig:
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(block_out_channels=[16, 32, 64], attention_levels=1))
     sampling_steps: int = field(default=4, metadata={"help": "Euler steps of the flow-matching sampler."})
     outside_weight: float = field(default=0.1, metadata={"help": "Loss weight of pixels outside the mask."})
+    prediction: str = field(default="velocity", metadata={
+        "help": "What the UNet outputs: velocity (noise - x0, as FLUX), sample (x0 itself) or residual (x0 minus the "
+                "source it is given: an output of zero keeps the source, so a brick that refines a start, INPAINT "
+                "or POSE, keeps what is already right). The sampler derives the velocity from x0."})
+    box_coords: bool = field(default=False, metadata={
+        "help": "Two more input channels: each pixel's place inside the mask's bounding box, -1..1 across it (a "
+                "shape drawn into a box, a pattern laid on an object, follow the box, not the image)."})
 
     def __post_init__(self):
         if isinstance(self.text, dict):
@@ -46,11 +54,19 @@ class EditModelConfig:
             self.unet = UNetConfig(**self.unet)
         if self.crop_size % self.unet.downsample:
             raise ValueError(f"crop_size {self.crop_size} must be divisible by {self.unet.downsample}")
+        if self.prediction not in ("velocity", "sample", "residual"):
+            raise ValueError(f"prediction must be velocity, sample or residual, got {self.prediction!r}")
+
+    @property
+    def in_channels(self) -> int:
+        """Noisy target, source, mask, image coordinates (and box coordinates)."""
+        return 9 + 2 * self.box_coords
 
 
 def edit_text(brick: str, prompt: str = "", style: str | None = None) -> str:
-    """The conditioning text of an edit brick call, e.g. 'RCM: blue' or 'STYLE: a red circle ... | sketch style'."""
-    return f"{brick}: {prompt}" + (f" | {style}" if style else "")
+    """The conditioning text of an edit brick call, e.g. 'RCM: blue' or 'STYLE (sketch style): a red circle ...'.
+    The style comes first: a long caption after it may be cut at the prompt encoder's length, the style must not."""
+    return f"{brick} ({style}): {prompt}" if style else f"{brick}: {prompt}"
 
 
 def windows(mask: np.ndarray, crop: int) -> list[tuple[int, int]]:
@@ -68,6 +84,18 @@ def windows(mask: np.ndarray, crop: int) -> list[tuple[int, int]]:
     return [(wx, wy) for wy in ys for wx in xs if (mask[wy:wy + crop, wx:wx + crop] > 0).any()]
 
 
+def box_channels(mask: np.ndarray, x0: int, y0: int, height: int, width: int) -> torch.Tensor:
+    """(2, height, width) for the window at (x0, y0): x and y of each pixel relative to the mask's bounding box,
+    -1 at its left / top edge and 1 at its right / bottom edge (zeros for an empty mask)."""
+    box = mask_bbox(mask > 0)
+    if box is None:
+        return torch.zeros(2, height, width)
+    x, y, w, h = box
+    xs = (torch.arange(x0, x0 + width, dtype=torch.float32) + 0.5 - x) / w * 2 - 1
+    ys = (torch.arange(y0, y0 + height, dtype=torch.float32) + 0.5 - y) / h * 2 - 1
+    return torch.stack([xs[None, :].expand(height, width), ys[:, None].expand(height, width)])
+
+
 def to_unit(a: np.ndarray) -> torch.Tensor:
     """uint8 HxWxC -> float CxHxW in [-1, 1]."""
     return torch.from_numpy(np.ascontiguousarray(a[:, :, :3])).permute(2, 0, 1).float() / 127.5 - 1
@@ -80,9 +108,12 @@ class UNetInpainter(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.prompt_encoder = prompt_encoder
-        self.unet = unet or build_unet(cfg.unet, cfg.crop_size, in_channels=9, out_channels=3,
+        self.unet = unet or build_unet(cfg.unet, cfg.crop_size, in_channels=cfg.in_channels, out_channels=3,
                                        cross_attention_dim=prompt_encoder.dim)
         self.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+        # Per refining brick (INPAINT, POSE): the share of the model's change to its start that is kept, fitted by
+        # least squares on validation samples (calibrate_start_gain). 1 = the model's output as it is.
+        self.start_gain: dict[str, float] = {}
 
     @classmethod
     def build(cls, cfg: EditModelConfig, texts: list[str]) -> UNetInpainter:
@@ -92,17 +123,34 @@ class UNetInpainter(nn.Module):
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
 
-    def predict_velocity(self, noisy, source, mask, coords, sigma, ids) -> torch.Tensor:
+    def predict(self, noisy, source, mask, coords, sigma, ids) -> torch.Tensor:
+        """The UNet's output: the velocity or the clean sample, as ``cfg.prediction`` says. ``coords`` holds the
+        image coordinates, then the box coordinates when the model uses them."""
         tokens, pooled = self.prompt_encoder(ids)
         x = torch.cat([noisy, source, mask * 2 - 1, coords], dim=1)
         return self.unet(x, sigma * 1000, encoder_hidden_states=tokens, class_labels=pooled).sample
 
+    def predict_velocity(self, noisy, source, mask, coords, sigma, ids) -> torch.Tensor:
+        out = self.predict(noisy, source, mask, coords, sigma, ids)
+        if self.cfg.prediction == "velocity":
+            return out
+        x0 = out + source if self.cfg.prediction == "residual" else out
+        s = sigma.view(-1, 1, 1, 1)  # x_t = (1 - s) x0 + s noise  =>  v = noise - x0 = (x_t - x0) / s
+        return (noisy - x0) / s.clamp_min(1e-4)
+
+    def _coords(self, mask: np.ndarray, x: int, y: int) -> torch.Tensor:
+        c, ref = self.cfg.crop_size, self.cfg.reference_size
+        planes = coord_channels(c, c, x, y, ref, ref)
+        return torch.cat([planes, box_channels(mask, x, y, c, c)]) if self.cfg.box_coords else planes
+
     def training_data(self, samples: list[dict]) -> dict:
         """Every training window of every sample, as uint8 tensors (made floats per batch), plus prompt ids."""
-        c, ref = self.cfg.crop_size, self.cfg.reference_size
-        src, tgt, msk, crd, texts = [], [], [], [], []
+        c = self.cfg.crop_size
+        src, tgt, msk, crd, texts, bricks, starts = [], [], [], [], [], [], []
         for s in samples:
-            source = s["preimage"] if s["brick"] in PREIMAGE_BRICKS and s.get("preimage") is not None else s["source"]
+            pre = s["preimage"] if s["brick"] in PREIMAGE_BRICKS and s.get("preimage") is not None else None
+            source = s["source"] if pre is None else pre
+            start = start_strength(s["brick"], pre, s.get("score")) or 1.0
             mask = s["mask"]
             if mask.shape[0] < c or mask.shape[1] < c:
                 continue
@@ -111,26 +159,34 @@ class UNetInpainter(nn.Module):
                 src.append(torch.from_numpy(np.ascontiguousarray(source[y:y + c, x:x + c, :3])).permute(2, 0, 1))
                 tgt.append(torch.from_numpy(np.ascontiguousarray(s["target"][y:y + c, x:x + c, :3])).permute(2, 0, 1))
                 msk.append(torch.from_numpy((mask[y:y + c, x:x + c] > 0).astype(np.uint8))[None])
-                crd.append(coord_channels(c, c, x, y, ref, ref))
+                crd.append(self._coords(mask, x, y))
                 texts.append(text)
+                bricks.append(s["brick"])
+                starts.append(start)
         return {"source": torch.stack(src), "target": torch.stack(tgt), "mask": torch.stack(msk),
-                "coords": torch.stack(crd), "ids": self.prompt_encoder.tokenize(texts), "size": len(texts)}
+                "coords": torch.stack(crd), "ids": self.prompt_encoder.tokenize(texts), "size": len(texts),
+                "brick": bricks, "start": torch.tensor(starts)}
 
     def training_loss(self, data: dict, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Flow matching: x_t = (1 - s) x0 + s noise, predict noise - x0; the mask region weighs most."""
+        """Flow matching: x_t = (1 - s) x0 + s noise; the UNet predicts noise - x0 (or x0, or x0 - source); the
+        mask weighs most. A brick that refines a start (INPAINT, POSE) is trained as it runs: from that start noised
+        to a level below the strength it starts at, not from a noised target."""
         dev = self.device
         target = data["target"][index].float().to(dev) / 127.5 - 1
         source = data["source"][index].float().to(dev) / 127.5 - 1
         mask = data["mask"][index].float().to(dev)
         b = target.shape[0]
         noise = torch.randn(target.shape, generator=generator).to(dev)
-        sigma = torch.rand(b, generator=generator).to(dev)
+        start = data["start"][index].to(dev)
+        sigma = torch.rand(b, generator=generator).to(dev) * start
         s = sigma.view(b, 1, 1, 1)
-        noisy = (1 - s) * target + s * noise
+        refines = (start < 1).view(b, 1, 1, 1)
+        noisy = (1 - s) * torch.where(refines, source, target) + s * noise
         coords, ids = data["coords"][index].to(dev), data["ids"][index].to(dev)
-        pred = self.predict_velocity(noisy, source, mask, coords, sigma, ids)
+        pred = self.predict(noisy, source, mask, coords, sigma, ids)
+        goal = {"velocity": noise - target, "sample": target, "residual": target - source}[self.cfg.prediction]
         weight = mask + self.cfg.outside_weight * (1 - mask)
-        return (weight * (pred - (noise - target)) ** 2).mean()
+        return (weight * (pred - goal) ** 2).mean()
 
     # --- inference --------------------------------------------------------------------------------
     def _window_batch(self, masks, sources):
@@ -139,18 +195,20 @@ class UNetInpainter(nn.Module):
         for i, (m, src) in enumerate(zip(masks, sources)):
             for x, y in windows(m, c):
                 items.append((i, x, y, to_unit(src[y:y + c, x:x + c]), torch.from_numpy(
-                    (m[y:y + c, x:x + c] > 0).astype(np.float32))[None],
-                    coord_channels(c, c, x, y, self.cfg.reference_size, self.cfg.reference_size)))
+                    (m[y:y + c, x:x + c] > 0).astype(np.float32))[None], self._coords(m, x, y)))
         return items
 
     @torch.no_grad()
     def edit(self, brick: str, images: list[np.ndarray], masks: list[np.ndarray | None], prompts: list[str], *,
              preimages: list[np.ndarray | None] | None = None, strengths: list[float] | None = None,
-             styles: list[str | None] | None = None, seed: int = 0, batch_size: int = 64) -> list[np.ndarray]:
+             styles: list[str | None] | None = None, seed: int = 0, seeds: list[int] | None = None,
+             batch_size: int = 64) -> list[np.ndarray]:
         """Edit each image inside its mask (None: the whole image); returns RGB uint8 images.
 
         ``preimages`` replace the source inside the model (INPAINT's pre-inpainted image, POSE's turned object);
         ``strengths`` in (0, 1] start the sampler part-way from the preimage instead of from pure noise.
+        Item i's noise comes from its own generator, seeded ``seeds[i]`` (default ``seed * 1_000_003 + i``), so
+        an item edited in a batch gets the output it gets alone with the same seed.
         """
         self.eval()
         self.set_brick(brick)
@@ -168,7 +226,10 @@ class UNetInpainter(nn.Module):
         items = self._window_batch([p[1] for p in padded], [p[2] for p in padded]) if padded else []
         texts = [edit_text(brick, prompts[i], styles[i] if styles else None) for i in range(n)]
         outputs = [p[0].astype(np.float32).copy() for p in padded]
-        gen = torch.Generator().manual_seed(seed)
+        item_seeds = list(seeds) if seeds is not None else [seed * 1_000_003 + i for i in range(n)]
+        per_item = np.bincount([it[0] for it in items], minlength=n)
+        noise = torch.cat([torch.randn((int(k), 3, c, c), generator=torch.Generator().manual_seed(int(item_seeds[i])))
+                           for i, k in enumerate(per_item)]) if items else None
         dev = self.device
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
@@ -179,21 +240,23 @@ class UNetInpainter(nn.Module):
             ids = self.prompt_encoder.tokenize([texts[i] for i in idx]).to(dev)
             strength = torch.tensor([1.0 if strengths is None or strengths[i] is None else
                                      float(np.clip(strengths[i], 0.05, 1.0)) for i in idx])
-            x = self.sample(source, mask, coords, ids, strength, gen)
+            x = self.sample(source, mask, coords, ids, strength, noise[start:start + batch_size].to(dev))
             for (i, wx, wy, *_), win, m in zip(chunk, x.cpu(), mask.cpu()):
                 region = outputs[i][wy:wy + c, wx:wx + c]
                 pix = ((win.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
                 region[:] = np.where(m[0, :, :, None].numpy() > 0, pix, region)
         results = []
-        for out, (H, W), (img, m, _) in zip(outputs, pad, padded):
-            final = np.where(m[:, :, None] > 0, np.rint(out), img).astype(np.uint8)
+        gain = self.start_gain.get(brick, 1.0)
+        for i, (out, (H, W), (img, m, start)) in enumerate(zip(outputs, pad, padded)):
+            if gain != 1.0 and preimages is not None and preimages[i] is not None:
+                out = start.astype(np.float32) + gain * (out - start.astype(np.float32))
+            final = np.where(m[:, :, None] > 0, np.rint(np.clip(out, 0, 255)), img).astype(np.uint8)
             results.append(final[:H, :W])
         return results
 
-    def sample(self, source, mask, coords, ids, strength: torch.Tensor, generator) -> torch.Tensor:
+    def sample(self, source, mask, coords, ids, strength: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Euler integration of the learned velocity from sigma=strength (noise mixed into the source) to 0."""
         dev = source.device
-        noise = torch.randn(source.shape, generator=generator).to(dev)
         out = torch.empty_like(source)
         for s in sorted(set(strength.tolist()), reverse=True):  # one schedule per distinct strength
             sel = (strength == s).nonzero().flatten().to(dev)
@@ -216,6 +279,9 @@ class UNetInpainter(nn.Module):
     def load_lora(self, brick: str, path: str | Path) -> None:
         self.unet.load_lora_adapter(str(path), adapter_name=brick, prefix=None,
                                     weight_name="pytorch_lora_weights.safetensors")
+        gain = Path(path) / START_GAIN
+        if gain.is_file():
+            self.start_gain[brick] = float(json.loads(gain.read_text())["start_gain"])
 
     def set_brick(self, brick: str) -> None:
         """Activate the brick's LoRA if one is loaded, else run the shared base."""
@@ -228,6 +294,8 @@ class UNetInpainter(nn.Module):
 
     def save_lora(self, brick: str, out_dir: str | Path) -> None:
         self.unet.save_lora_adapter(str(out_dir), adapter_name=brick)
+        if brick in self.start_gain:
+            (Path(out_dir) / START_GAIN).write_text(json.dumps({"start_gain": self.start_gain[brick]}))
 
     # --- persistence ------------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path) -> None:
@@ -235,13 +303,16 @@ class UNetInpainter(nn.Module):
         out_dir.mkdir(parents=True, exist_ok=True)
         self.prompt_encoder.save_pretrained(out_dir)
         self.unet.save_pretrained(out_dir / "unet", safe_serialization=True)
-        (out_dir / "edit_model.json").write_text(json.dumps({"backend": self.backend, **asdict(self.cfg)}, indent=2))
+        (out_dir / "edit_model.json").write_text(json.dumps({"backend": self.backend, **asdict(self.cfg),
+                                                             "start_gain": self.start_gain}, indent=2))
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None) -> UNetInpainter:
         path = Path(path)
         meta = json.loads((path / "edit_model.json").read_text())
         meta.pop("backend", None)
+        gains = meta.pop("start_gain", {})
         model = cls(EditModelConfig(**meta), PromptEncoder.from_pretrained(path),
                     UNet2DConditionModel.from_pretrained(path / "unet"))
+        model.start_gain = dict(gains)
         return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()

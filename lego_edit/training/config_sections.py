@@ -8,6 +8,7 @@ from typing import Literal
 
 from ..data.brick_samples import EDIT_BRICKS
 from ..models.critic import OpenAICriticConfig
+from ..models.film_critic import FilmCriticConfig
 from ..models.flux_fill import FluxFillConfig
 from ..models.inpainting import EditModelConfig
 from ..models.segmentation import SegmentationConfig
@@ -65,16 +66,40 @@ class EditSection:
 
 
 @dataclass
+class ExecutedSamplesSection:
+    """The critic's samples from the trained bricks: GT workflows and perturbed copies, executed and scored
+    against the exact GT target."""
+
+    train_instructions: int = field(default=600, metadata={"help": "Training-split GT instructions executed (0: "
+                                                                   "none; the critic learns from clean renders)."})
+    val_instructions: int = field(default=100, metadata={"help": "Validation-split instructions (held-out figure)."})
+    variants: int = field(default=2, metadata={"help": "Perturbed workflows per instruction besides the GT one."})
+    builder_answers: int = field(default=2, metadata={
+        "help": "The stage-1 Builder's own answers per instruction (greedy, then sampled), executed too: the "
+                "mistakes the outputs stage 3 scores really have (0: none)."})
+    batch_size: int = field(default=64, metadata={"help": "Workflows executed together."})
+
+
+@dataclass
 class CriticSection:
-    """The critic (judge): a small local VLM trained here, or a large VLM behind an OpenAI-compatible API."""
+    """The critic (judge): a small model trained here, or a large VLM behind an OpenAI-compatible API."""
 
     backend: Literal["local", "openai"] = field(default="local", metadata={"help": "local or openai."})
     gpus: int = field(default=0, metadata={"help": "GPUs for training the local critic (0: CPU)."})
+    architecture: Literal["film", "vlm"] = field(default="film", metadata={
+        "help": "Local critic: film (a CNN over the images conditioned on the instruction's words by FiLM) or vlm "
+                "(a VLM of the Builder's architecture answering yes/no)."})
+    film: FilmCriticConfig = field(default_factory=FilmCriticConfig)
+    executed: ExecutedSamplesSection = field(default_factory=ExecutedSamplesSection)
+    margin_db: float = field(default=1.0, metadata={
+        "help": "architecture film: candidates of one instruction whose PSNR to the GT target differs by more than "
+                "this form a ranking pair."})
     objective: Literal["pairwise", "sft"] = field(default="pairwise", metadata={
-        "help": "pairwise: a Bradley-Terry loss on the yes/no verdict over each instruction's GT target and wrong "
-                "edits (train.batch_size counts candidates; full fine-tuning only); sft: TRL SFT on the answer "
-                "'yes|no. The edit: <what it does>' (LoRA allowed)."})
-    train: SFTSettings = field(default_factory=lambda: SFTSettings(steps=300, batch_size=16, lr=2e-3))
+        "help": "architecture vlm: pairwise (a Bradley-Terry loss on the yes/no verdict over each instruction's GT "
+                "target and wrong edits; train.batch_size counts candidates; full fine-tuning only) or sft (TRL SFT "
+                "on the answer 'yes|no. The edit: <what it does>', LoRA allowed)."})
+    train: SFTSettings = field(default_factory=lambda: SFTSettings(steps=2000, batch_size=64, lr=2e-3,
+                                                                   warmup_steps=30))
     eval_instructions: int = field(default=300, metadata={"help": "Held-out instructions for the ranking figure."})
     openai: OpenAICriticConfig = field(default_factory=OpenAICriticConfig)
 

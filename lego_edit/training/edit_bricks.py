@@ -50,8 +50,53 @@ class EditTrainConfig:
             raise ValueError(f"a LoRA needs brick in {EDIT_BRICKS} and base_dir; got {self.brick!r}, {self.base_dir!r}")
 
 
+class BalancedSampler:
+    """Training items drawn brick by brick: each batch slot picks an edit brick uniformly, then one of its items.
+    Whole-image bricks (STYLE, ENV, CBG) cut into several windows per sample would otherwise fill most batches."""
+
+    def __init__(self, bricks: list[str]):
+        names = sorted(set(bricks))
+        self.groups = [torch.tensor([i for i, b in enumerate(bricks) if b == name]) for name in names]
+
+    def __call__(self, batch: int, gen: torch.Generator) -> torch.Tensor:
+        which = torch.randint(len(self.groups), (batch,), generator=gen)
+        picks = torch.rand(batch, generator=gen)
+        return torch.stack([g[int(p * len(g))] for g, p in zip((self.groups[int(w)] for w in which), picks)])
+
+
+GAIN_GRID = np.linspace(0.0, 1.0, 21)
+
+
+def calibrate_start_gain(model, samples: list[dict], bricks, per_brick: int, seed: int) -> dict[str, float]:
+    """For each brick that refines a start (INPAINT, POSE): the share g of the model's change to its start, on a
+    grid from 0 to 1, that gives the highest mean PSNR to the target inside the mask on ``samples`` (the brick
+    table's figure), so that start + g * change is not worse than the start on them. Sets ``model.start_gain``."""
+    if not hasattr(model, "start_gain"):
+        return {}  # a backend without refining starts (flux_fill runs its own schedule)
+    fitted = {}
+    for brick in bricks:
+        rows = [s for s in samples if s["brick"] == brick and brick in PREIMAGE_BRICKS
+                and s.get("preimage") is not None][:per_brick]
+        if not rows:
+            continue
+        model.start_gain.pop(brick, None)
+        pre = [s["preimage"] for s in rows]
+        edited = model.edit(brick, [s["source"] for s in rows], [s["mask"] for s in rows],
+                            [s.get("prompt", "") for s in rows], preimages=pre,
+                            strengths=[start_strength(brick, p, s.get("score")) for s, p in zip(rows, pre)],
+                            styles=[s.get("style") for s in rows], seed=seed)
+        starts = [p.astype(np.float64) for p in pre]
+        changes = [e.astype(np.float64) - p for e, p in zip(edited, starts)]
+        scores = [np.mean([psnr(np.clip(np.rint(p + g * c), 0, 255).astype(np.uint8), s["target"], s["mask"] > 0)
+                           for p, c, s in zip(starts, changes, rows)]) for g in GAIN_GRID]
+        fitted[brick] = round(float(GAIN_GRID[int(np.argmax(scores))]), 4)
+        model.start_gain[brick] = fitted[brick]
+    return fitted
+
+
 def evaluate(model: UNetInpainter, samples: list[dict], bricks, per_brick: int, seed: int) -> dict:
-    """PSNR inside / outside the mask vs the target, for the model and two baselines (copy, FASTINPAINT)."""
+    """PSNR inside / outside the mask vs the target, for the model and the baselines: copy the input, FASTINPAINT,
+    and for a brick that refines a start (INPAINT, POSE) the start alone (FASTINPAINT's fill, the turned object)."""
     out = {}
     for brick in bricks:
         rows = [s for s in samples if s["brick"] == brick][:per_brick]
@@ -62,13 +107,14 @@ def evaluate(model: UNetInpainter, samples: list[dict], bricks, per_brick: int, 
                             [s.get("prompt", "") for s in rows], preimages=pre,
                             strengths=[start_strength(brick, p, s.get("score")) for s, p in zip(rows, pre)],
                             styles=[s.get("style") for s in rows], seed=seed)
-        figures = {"model": [], "copy": [], "fastinpaint": []}
+        figures = {"model": [], "copy": [], "fastinpaint": [], "start": []}
         outside = []
-        for s, e in zip(rows, edited):
+        for s, e, p in zip(rows, edited, pre):
             m = s["mask"] > 0
             figures["model"].append(psnr(e, s["target"], m))
             figures["copy"].append(psnr(s["source"], s["target"], m))
             figures["fastinpaint"].append(psnr(fastinpaint(None, s["source"], s["mask"])["image"], s["target"], m))
+            figures["start"].append(None if p is None else psnr(p, s["target"], m))
             outside.append(psnr(e, s["target"], ~m))
         for name, vals in figures.items():
             vals = [v for v in vals if v is not None]
@@ -103,8 +149,10 @@ def main(cfg: EditTrainConfig) -> dict:
     log.info("edit %s: %d samples, %d training items, %d trainable parameters", cfg.brick or "base",
              len(train_samples), n, sum(p.numel() for p in model.parameters() if p.requires_grad))
 
+    sampler = BalancedSampler(data["brick"])
+
     def loss_fn(step, gen, rank, world):
-        idx = torch.randint(n, (max(1, cfg.loop.batch_size // world),), generator=gen)
+        idx = sampler(max(1, cfg.loop.batch_size // world), gen)
         return {"loss": model.training_loss(data, idx, gen)}
 
     out = Path(cfg.output_dir)
@@ -116,6 +164,8 @@ def main(cfg: EditTrainConfig) -> dict:
         history = []
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.jsonl").write_text("")
+    gains = calibrate_start_gain(model, load_samples(cfg.shards, "val", kinds=bricks), bricks, cfg.eval_per_brick,
+                                 cfg.seed)
     if cfg.brick:
         model.save_lora(cfg.brick, out)
     else:
@@ -124,6 +174,7 @@ def main(cfg: EditTrainConfig) -> dict:
     metrics = {"brick": name, "samples": len(train_samples), "training_items": n, "steps": cfg.loop.steps,
                "final_loss": history[-1]["loss"] if history else None,
                "train_seconds": history[-1]["seconds"] if history else None, "eval_split": cfg.eval_split,
+               **{f"{b}/start_gain": g for b, g in gains.items()},
                **evaluate(model, held_out, bricks, cfg.eval_per_brick, cfg.seed)}
     write_metrics(out, metrics)
     atomic_write_json(out / "train_config.json", asdict(cfg))

@@ -1,0 +1,112 @@
+"""The unet edit backend (lego_edit.models.inpainting): parameterisations, box coordinates, per-item noise, and
+the brick-balanced training sampler, on a tiny model built from config (CPU, seconds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lego_edit.models.conditional_unet import UNetConfig
+from lego_edit.models.inpainting import EditModelConfig, UNetInpainter, box_channels
+from lego_edit.models.text_encoder import TextEncoderConfig
+from lego_edit.training.edit_bricks import BalancedSampler
+
+TEXTS = ["RCM: blue", "POSE: make the red triangle point left", "FILL: red circle", "INPAINT: "]
+
+
+def tiny(prediction="residual", box_coords=True) -> UNetInpainter:
+    cfg = EditModelConfig(crop_size=16, text=TextEncoderConfig(hidden_size=16, num_layers=1, num_heads=2,
+                                                               intermediate_size=32, max_length=12, vocab_size=300),
+                          unet=UNetConfig(block_out_channels=[8, 16], attention_levels=1, norm_num_groups=4),
+                          sampling_steps=2, prediction=prediction, box_coords=box_coords)
+    torch.manual_seed(0)
+    return UNetInpainter.build(cfg, TEXTS)
+
+
+def scene():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)
+    mask = np.zeros((24, 24), np.uint8)
+    mask[6:14, 8:20] = 255
+    return image, mask
+
+
+def test_box_channels_span_the_mask_box():
+    _, mask = scene()
+    planes = box_channels(mask, 0, 0, 24, 24)
+    x, y = planes
+    # the box is columns 8..19 and rows 6..13: -1 just inside its left / top edge, +1 at its right / bottom edge
+    assert x[0, 8] == pytest.approx(-1 + 1 / 12) and x[0, 19] == pytest.approx(1 - 1 / 12)
+    assert y[6, 0] == pytest.approx(-1 + 1 / 8) and y[13, 0] == pytest.approx(1 - 1 / 8)
+    assert torch.equal(box_channels(np.zeros((4, 4), np.uint8), 0, 0, 4, 4), torch.zeros(2, 4, 4))
+
+
+def test_a_residual_model_that_changes_nothing_keeps_the_start_it_refines():
+    model = tiny("residual")
+    torch.nn.init.zeros_(model.unet.conv_out.weight)
+    torch.nn.init.zeros_(model.unet.conv_out.bias)
+    image, mask = scene()
+    start = (image // 2).astype(np.uint8)  # a refining brick's preimage
+    out = model.edit("POSE", [image], [mask], ["make the red triangle point left"], preimages=[start],
+                     strengths=[0.05])[0]
+    inside = mask > 0
+    assert np.abs(out[inside].astype(int) - start[inside].astype(int)).max() <= 1
+    assert np.array_equal(out[~inside], image[~inside])
+
+
+@pytest.mark.parametrize("prediction", ["velocity", "sample", "residual"])
+def test_every_parameterisation_trains_and_lowers_its_loss(prediction):
+    model = tiny(prediction)
+    image, mask = scene()
+    target = image.copy()
+    target[mask > 0] = (20, 40, 200)
+    samples = [{"brick": "RCM", "prompt": "blue", "source": image, "mask": mask, "target": target}] * 4
+    data = model.training_data(samples)
+    assert data["coords"].shape[1] == 4 and data["brick"] == ["RCM"] * data["size"]
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.arange(data["size"])
+    first = model.training_loss(data, idx, torch.Generator().manual_seed(1)).item()
+    for _ in range(60):
+        opt.zero_grad()
+        model.training_loss(data, idx, gen).backward()
+        opt.step()
+    assert model.training_loss(data, idx, torch.Generator().manual_seed(1)).item() < first / 2
+
+
+def test_an_item_edited_in_a_batch_gets_what_it_gets_alone():
+    model = tiny("sample")
+    image, mask = scene()
+    other = np.roll(image, 5, axis=1)
+    batch = model.edit("RCM", [other, image], [mask, mask], ["blue", "blue"], seeds=[11, 7])
+    alone = model.edit("RCM", [image], [mask], ["blue"], seeds=[7])
+    assert np.abs(batch[1].astype(int) - alone[0].astype(int)).max() <= 1
+
+
+def test_balanced_sampler_draws_each_brick_equally_often():
+    bricks = ["STYLE"] * 90 + ["RCM"] * 9 + ["POSE"] * 1
+    sampler = BalancedSampler(bricks)
+    idx = sampler(3000, torch.Generator().manual_seed(0))
+    drawn = [bricks[i] for i in idx.tolist()]
+    for name in ("STYLE", "RCM", "POSE"):
+        assert 850 < drawn.count(name) < 1150
+
+
+def test_start_gain_keeps_a_refining_brick_at_or_above_its_start(tmp_path):
+    """An untrained model's change to a POSE start is noise: the fitted gain drops it (gain 0), the brick then
+    returns its start, and the gain travels with the saved model."""
+    from lego_edit.bricks.models import load_edit_model
+    from lego_edit.training.edit_bricks import calibrate_start_gain
+
+    model = tiny("residual")
+    image, mask = scene()
+    start = image.copy()
+    start[mask > 0] = 200
+    sample = {"brick": "POSE", "prompt": "make the red triangle point left", "source": image, "mask": mask,
+              "target": start, "preimage": start}
+    assert calibrate_start_gain(model, [sample] * 3, ["POSE"], 3, seed=0) == {"POSE": 0.0}
+    out = model.edit("POSE", [image], [mask], [sample["prompt"]], preimages=[start], strengths=[0.05])[0]
+    assert np.array_equal(out, start)
+    model.save_pretrained(tmp_path / "m")
+    assert load_edit_model(tmp_path / "m", device="cpu").start_gain == {"POSE": 0.0}
