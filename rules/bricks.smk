@@ -129,10 +129,34 @@ rule train_edit_lora:
         "../workflow_scripts/train_edit_lora.py"
 
 
+rule make_critic_samples:
+    input:
+        unpack(get_critic_sample_inputs),
+    output:
+        shards=directory("results/data/shards/critic_executed"),
+    params:
+        seed=config["seed"],
+        section=config["bricks"]["critic"]["executed"],
+        samples_per_shard=config["data"]["shards"]["samples_per_shard"],
+    log:
+        "logs/make_critic_samples.log",
+    benchmark:
+        "benchmarks/make_critic_samples/make_critic_samples.tsv"
+    priority: 70
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb(4000),
+        runtime=get_runtime(60),
+        gpu=get_gpus("critic"),
+    conda:
+        "../envs/lego-edit.yaml"
+    script:
+        "../workflow_scripts/make_critic_samples.py"
+
+
 rule train_critic:
     input:
-        base="results/builder/base",
-        shards="results/data/shards/critic",
+        unpack(get_critic_inputs),
     output:
         model=directory("results/bricks/critic"),
     params:

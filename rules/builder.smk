@@ -30,8 +30,7 @@ rule train_builder_sft:
 
 rule train_builder_grpo_gt:
     input:
-        base="results/builder/sft",
-        instructions="results/data/instructions/gt.parquet",
+        unpack(get_stage2_inputs),
     output:
         model=directory("results/builder/grpo_gt"),
     params:
@@ -44,7 +43,7 @@ rule train_builder_grpo_gt:
     benchmark:
         "benchmarks/train_builder_grpo_gt/train_builder_grpo_gt.tsv"
     priority: 75
-    threads: 2
+    threads: 1
     resources:
         mem_mb=get_mem_mb(6000),
         runtime=get_runtime(120),
@@ -70,7 +69,7 @@ rule train_builder_grpo_critic:
     benchmark:
         "benchmarks/train_builder_grpo_critic/train_builder_grpo_critic.tsv"
     priority: 75
-    threads: 2
+    threads: 1
     resources:
         mem_mb=get_mem_mb(8000),
         runtime=get_runtime(180),

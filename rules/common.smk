@@ -103,17 +103,56 @@ def get_builder_gpus(wildcards):
     return int(config["builder"]["gpus"])
 
 
+def get_trained_bricks(wildcards):
+    """Every trained brick a workflow may call (the critic's samples, stage 2's execution reward, stage 3)."""
+    return {
+        "segmentation": "results/bricks/segmentation",
+        "placement": "results/bricks/placement",
+        "captioning": "results/bricks/captioning",
+        "edit_base": "results/bricks/edit_base",
+        "edit_lora": expand("results/bricks/edit_lora/{brick}", brick=EDIT_BRICKS),
+    }
+
+
+def get_critic_sample_inputs(wildcards):
+    """GT instructions and scenes, every trained brick, and the stage-1 Builder whose answers are executed too."""
+    inputs = {
+        **get_trained_bricks(wildcards),
+        "instructions": "results/data/instructions/gt.parquet",
+        "scenes": "results/data/scenes.parquet",
+    }
+    if config["bricks"]["critic"]["executed"]["builder_answers"] > 0:
+        inputs["builder"] = "results/builder/sft"
+    return inputs
+
+
+def get_critic_inputs(wildcards):
+    """The clean critic shards; the film critic also learns from the trained bricks' outputs, the vlm critic
+    starts from the base VLM."""
+    critic = config["bricks"]["critic"]
+    inputs = {"shards": "results/data/shards/critic"}
+    if critic["backend"] == "local" and critic["architecture"] == "vlm":
+        inputs["base"] = "results/builder/base"
+    elif critic["backend"] == "local" and critic["executed"]["train_instructions"] > 0:
+        inputs["executed"] = "results/data/shards/critic_executed"
+    return inputs
+
+
+def get_stage2_inputs(wildcards):
+    """Stage 2 starts from stage 1; its execution reward runs the sampled workflows with every trained brick."""
+    inputs = {"base": "results/builder/sft", "instructions": "results/data/instructions/gt.parquet"}
+    if float(config["builder"]["grpo_gt"].get("reward_weights", {}).get("execution", 1.0)) != 0:
+        inputs.update(get_trained_bricks(wildcards))
+    return inputs
+
+
 def get_stage3_inputs(wildcards):
     """Stage 3 executes sampled workflows with every trained brick and scores them with the critic."""
     return {
         "base": "results/builder/grpo_gt",
         "instructions": "results/data/instructions/open.parquet",
         "critic": "results/bricks/critic",
-        "segmentation": "results/bricks/segmentation",
-        "placement": "results/bricks/placement",
-        "captioning": "results/bricks/captioning",
-        "edit_base": "results/bricks/edit_base",
-        "edit_lora": expand("results/bricks/edit_lora/{brick}", brick=EDIT_BRICKS),
+        **get_trained_bricks(wildcards),
     }
 
 

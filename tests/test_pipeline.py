@@ -38,9 +38,17 @@ def test_evaluation_tables_have_every_builder_row(pipeline_run):
     builders = pd.read_csv(pipeline_run / "results" / "eval" / "builders.csv")
     assert list(builders["builder"]) == ["base", "sft", "grpo_gt", "grpo_critic", "oracle"]
     oracle = builders.set_index("builder").loc["oracle"]
-    assert oracle["parse_rate"] == 1.0 and oracle["valid_rate"] == 1.0 and oracle["brick_f1"] == 1.0
+    assert oracle["gt_parse_rate"] == 1.0 and oracle["gt_valid_rate"] == 1.0 and oracle["gt_brick_f1"] == 1.0
     base = builders.set_index("builder").loc["base"]
-    assert base["parse_rate"] == 0.0  # an untrained Builder writes no workflow
+    assert base["gt_parse_rate"] == 0.0 and base["gt_success"] == 0.0  # an untrained Builder writes no workflow
+    # every item of every row is scored against its exact GT target, failures as the unedited input
+    items_all = pd.read_parquet(pipeline_run / "results" / "eval" / "items.parquet")
+    shapes = items_all[items_all["set"].isin(["shapes_gt", "shapes_open"])]
+    assert shapes["success"].notna().all() and shapes["psnr"].notna().all()
+    stages = pd.read_csv(pipeline_run / "results" / "eval" / "stages.csv")
+    assert {("shapes_gt", "grpo_gt", "sft"), ("shapes_open", "grpo_critic", "grpo_gt")} <= set(
+        zip(stages["set"], stages["stage"], stages["vs"]))
+    assert (stages["ci_low"] <= stages["difference"]).all() and (stages["difference"] <= stages["ci_high"]).all()
     items = pd.read_parquet(pipeline_run / "results" / "eval" / "items.parquet")
     assert set(items["set"]) == {"shapes_gt", "shapes_open"}
     assert items.groupby(["builder", "set"]).size().loc[("sft", "shapes_gt")] == 12
@@ -62,7 +70,8 @@ def test_report_builds(pipeline_run):
             "critic.png", "edit_base.png"} <= curves <= names, (curves, names)
     grids = {p.name for p in (pipeline_run / "results" / "eval" / "grids").glob("*.png")}
     assert grids and grids <= names
-    assert {"data_stats.png", "data_samples.png", "summary.md", "builders.csv", "categories.csv"} <= names
+    assert {"data_stats.png", "data_samples.png", "summary.md", "builders.csv", "categories.csv", "stages.csv",
+            "reward_model.csv"} <= names
 
 
 def test_trained_models_reload_in_a_fresh_process_with_the_same_outputs(pipeline_run):
