@@ -110,3 +110,31 @@ def test_start_gain_keeps_a_refining_brick_at_or_above_its_start(tmp_path):
     assert np.array_equal(out, start)
     model.save_pretrained(tmp_path / "m")
     assert load_edit_model(tmp_path / "m", device="cpu").start_gain == {"POSE": 0.0}
+
+
+class _Refiner:
+    """A refining brick whose change to its start is fixed per sample: what calibrate_start_gain weighs."""
+
+    def __init__(self, outputs):
+        self.outputs, self.start_gain = outputs, {}
+
+    def edit(self, brick, sources, masks, prompts, **kwargs):
+        return self.outputs
+
+
+def test_start_gain_needs_a_clear_paired_gain_over_the_start():
+    from lego_edit.training.edit_bricks import calibrate_start_gain
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:12, 4:12] = 1
+    targets = [rng.integers(0, 256, (16, 16, 3)).astype(np.uint8) for _ in range(6)]
+    starts = [np.clip(t.astype(int) + 30, 0, 255).astype(np.uint8) for t in targets]
+    rows = [{"brick": "INPAINT", "source": s, "mask": mask, "target": t, "preimage": s}
+            for s, t in zip(starts, targets)]
+    # The change lands on the target on every sample: a clear gain, kept in full.
+    assert calibrate_start_gain(_Refiner(targets), rows, ["INPAINT"], 6, seed=0) == {"INPAINT": 1.0}
+    # The change hits the target on one sample and hurts the other five: the best mean (g = 1, +1.1 dB) rests on
+    # one sample, not clear of noise, so the start is kept.
+    mixed = [targets[0]] + [np.clip(s.astype(int) + 40, 0, 255).astype(np.uint8) for s in starts[1:]]
+    assert calibrate_start_gain(_Refiner(mixed), rows, ["INPAINT"], 6, seed=0) == {"INPAINT": 0.0}

@@ -70,7 +70,8 @@ GAIN_GRID = np.linspace(0.0, 1.0, 21)
 def calibrate_start_gain(model, samples: list[dict], bricks, per_brick: int, seed: int) -> dict[str, float]:
     """For each brick that refines a start (INPAINT, POSE): the share g of the model's change to its start, on a
     grid from 0 to 1, that gives the highest mean PSNR to the target inside the mask on ``samples`` (the brick
-    table's figure), so that start + g * change is not worse than the start on them. Sets ``model.start_gain``."""
+    table's figure), kept only where its paired gain over the start is clearly above 0, so that start + g * change is
+    not worse than the start. Sets ``model.start_gain``."""
     if not hasattr(model, "start_gain"):
         return {}  # a backend without refining starts (flux_fill runs its own schedule)
     fitted = {}
@@ -87,9 +88,16 @@ def calibrate_start_gain(model, samples: list[dict], bricks, per_brick: int, see
                             styles=[s.get("style") for s in rows], seed=seed)
         starts = [p.astype(np.float64) for p in pre]
         changes = [e.astype(np.float64) - p for e, p in zip(edited, starts)]
-        scores = [np.mean([psnr(np.clip(np.rint(p + g * c), 0, 255).astype(np.uint8), s["target"], s["mask"] > 0)
-                           for p, c, s in zip(starts, changes, rows)]) for g in GAIN_GRID]
-        fitted[brick] = round(float(GAIN_GRID[int(np.argmax(scores))]), 4)
+        scores = np.array([[psnr(np.clip(np.rint(p + g * c), 0, 255).astype(np.uint8), s["target"], s["mask"] > 0)
+                            for p, c, s in zip(starts, changes, rows)] for g in GAIN_GRID])
+        best = int(np.argmax(scores.mean(axis=1)))
+        # A gain is kept only if its paired improvement over the start is clear of noise (mean minus two standard
+        # errors above 0): a gain picked by a tiny edge on validation did not carry over to the test split.
+        gain = scores[best] - scores[0]
+        clear = len(gain) > 1 and gain.mean() - 2 * gain.std(ddof=1) / np.sqrt(len(gain)) > 0
+        if not clear:
+            best = 0
+        fitted[brick] = round(float(GAIN_GRID[best]), 4)
         model.start_gain[brick] = fitted[brick]
     return fitted
 
