@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import MAX_PSNR
+from .metrics import psnr_from_mse
 
 SUCCESS_SHARE = 0.5  # the output must remove at least half of the unedited image's squared error
 REGION_TOLERANCE = 8  # a channel differing by more than this marks a pixel as changed (as critic_images does)
@@ -97,10 +97,6 @@ def _mse(a: np.ndarray, b: np.ndarray) -> float:
     return float(((a - b) ** 2).mean())
 
 
-def _psnr(mse: float) -> float:
-    return MAX_PSNR if mse == 0 else min(MAX_PSNR, 10 * math.log10(255.0**2 / mse))
-
-
 def score_edit(source: np.ndarray, output: np.ndarray | None, target: np.ndarray) -> EditScore:
     """Score one item; ``output`` None (the workflow failed) counts as the unedited ``source``."""
     rgba = target.ndim == 3 and target.shape[2] == 4
@@ -112,5 +108,5 @@ def score_edit(source: np.ndarray, output: np.ndarray | None, target: np.ndarray
     got = np.abs(out - ref).max(axis=2) > REGION_TOLERANCE
     iou = float((want & got).sum() / (want | got).sum()) if want.any() else None
     ratio = mse_out / mse_ref if mse_ref > 0 else (0.0 if mse_out == 0 else math.inf)
-    return EditScore(success=mse_out <= SUCCESS_SHARE * mse_ref, psnr=_psnr(mse_out), psnr_input=_psnr(mse_ref),
-                     error_ratio=ratio, region_iou=iou)
+    return EditScore(success=mse_out <= SUCCESS_SHARE * mse_ref, psnr=psnr_from_mse(mse_out),
+                     psnr_input=psnr_from_mse(mse_ref), error_ratio=ratio, region_iou=iou)

@@ -33,8 +33,24 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float 
         if not m.any():
             return None
         diff = diff[m]
-    mse = float(diff.mean())
+    return psnr_from_mse(float(diff.mean()))
+
+
+def psnr_from_mse(mse: float) -> float:
+    """PSNR (dB) of 8-bit images with mean squared error ``mse``, capped at MAX_PSNR."""
     return MAX_PSNR if mse == 0 else min(MAX_PSNR, 10 * math.log10(255.0**2 / mse))
+
+
+def ordering_agreement(quality, scores, min_gap: float) -> tuple[int, int]:
+    """Over the pairs of one instruction's outputs whose ``quality`` (PSNR to the GT target) differs by more than
+    ``min_gap``: (pairs that ``scores`` orders the same way, pairs). A tie in the score counts as a disagreement."""
+    agree = pairs = 0
+    for i in range(len(quality)):
+        for j in range(i + 1, len(quality)):
+            if abs(quality[i] - quality[j]) > min_gap:
+                pairs += 1
+                agree += bool((quality[i] - quality[j]) * (scores[i] - scores[j]) > 0)
+    return agree, pairs
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 from ..imageio import atomic_write_text, load_image
 from ..workflow.values import rgb
 from .judge import aggregate_gedit, aggregate_imgedit, published_table, to_markdown
+from .metrics import ordering_agreement
 
 BUILDER_ORDER = ["base", "sft", "grpo_gt", "grpo_critic", "api", "oracle"]
 
@@ -133,13 +134,9 @@ def reward_model_agreement(df: pd.DataFrame, min_db: float = 1.0) -> pd.DataFram
         d = d[pd.to_numeric(d["critic"], errors="coerce").notna()]
         agree = pairs = 0
         for _, g in d.groupby("id"):
-            ps = pd.to_numeric(g["psnr"], errors="coerce").to_numpy()
-            sc = pd.to_numeric(g["critic"], errors="coerce").to_numpy()
-            for i in range(len(g)):
-                for j in range(i + 1, len(g)):
-                    if abs(ps[i] - ps[j]) > min_db:
-                        pairs += 1
-                        agree += (ps[i] - ps[j]) * (sc[i] - sc[j]) > 0
+            a, n = ordering_agreement(pd.to_numeric(g["psnr"], errors="coerce").to_numpy(),
+                                      pd.to_numeric(g["critic"], errors="coerce").to_numpy(), min_db)
+            agree, pairs = agree + a, pairs + n
         rows.append({"set": set_name, "pairs": pairs, "agreement": agree / pairs if pairs else math.nan})
     return pd.DataFrame(rows, columns=["set", "pairs", "agreement"])
 

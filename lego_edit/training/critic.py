@@ -73,13 +73,18 @@ def rows(samples: list[dict]) -> list[dict]:
             for s in samples]
 
 
-def instruction_groups(samples: list[dict]) -> list[list[int]]:
-    """Indices of each instruction's candidates (shard keys <instruction>_<candidate>), groups with a GT target
-    and at least one wrong edit only, in key order."""
+def instruction_candidates(samples: list[dict]) -> list[list[int]]:
+    """Sample indices per instruction (shard keys <instruction>_<candidate>), in key order."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, s in enumerate(samples):
         groups[s["__key__"].rsplit("_", 1)[0]].append(i)
-    return [g for _, g in sorted(groups.items())
+    return [g for _, g in sorted(groups.items())]
+
+
+def instruction_groups(samples: list[dict]) -> list[list[int]]:
+    """Indices of each instruction's candidates, groups with a GT target and at least one wrong edit only, in key
+    order."""
+    return [g for g in instruction_candidates(samples)
             if any(samples[i]["label"] for i in g) and any(not samples[i]["label"] for i in g)]
 
 
@@ -127,11 +132,8 @@ def quality_pairs(samples: list[dict], group: list[int], margin_db: float) -> li
 def ranking_groups(samples: list[dict], margin_db: float) -> list[tuple[list[int], list[tuple[int, int]]]]:
     """Each instruction's candidates (shard keys <instruction>_<candidate>) with their ranking pairs; groups
     without a pair are left out."""
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(samples):
-        groups[s["__key__"].rsplit("_", 1)[0]].append(i)
     out = []
-    for _, g in sorted(groups.items()):
+    for g in instruction_candidates(samples):
         pairs = quality_pairs(samples, g, margin_db)
         if pairs:
             out.append((g, pairs))
@@ -250,16 +252,15 @@ def executed_agreement(critic, samples: list[dict], margin_db: float = 1.0) -> d
     the GT target differs by more than ``margin_db`` that the critic orders the same way (ties disagree)."""
     if not samples:
         return {}
+    from ..evaluation.metrics import ordering_agreement
+
     scores = critic.score([s["instruction"] for s in samples], [s["source"] for s in samples],
                           [s["candidate"] for s in samples])
-    for s, sc in zip(samples, scores):
-        s["p_yes"] = sc.score
     agree = pairs = 0
-    for _, ranked in ranking_groups(samples, margin_db):
-        for a, b in ranked:
-            if samples[a]["p_yes"] is not None and samples[b]["p_yes"] is not None:
-                pairs += 1
-                agree += samples[a]["p_yes"] > samples[b]["p_yes"]
+    for group in instruction_candidates(samples):
+        scored = [i for i in group if scores[i].score is not None]
+        a, n = ordering_agreement([samples[i]["psnr"] for i in scored], [scores[i].score for i in scored], margin_db)
+        agree, pairs = agree + a, pairs + n
     return {"executed_agreement": round(agree / max(1, pairs), 4), "executed_pairs": pairs}
 
 
