@@ -152,3 +152,11 @@ def make_instructions(cfg: InstructionConfig, domain: str, scenes_path: str | Pa
 def load_instructions(table_path: str | Path, split: str | None = None) -> list[dict]:
     rows = pq.read_table(table_path).to_pylist()
     return [r for r in rows if split is None or r["split"] == split]
+
+
+def select_rows(rows: list[dict], limit: int, seed: int) -> list[dict]:
+    """A seeded random subset of ``limit`` rows in their table order (all rows if ``limit`` is 0 or covers them)."""
+    if not limit or len(rows) <= limit:
+        return rows
+    idx = np.random.default_rng(seed).permutation(len(rows))[:limit]
+    return [rows[i] for i in sorted(idx)]

@@ -17,7 +17,7 @@ from PIL import Image
 
 from ..bricks.registry import default_registry
 from ..builder.prompting import builder_completion, builder_system_text, builder_user_text, registry_user_text
-from ..data.dataset import load_instructions
+from ..data.dataset import load_instructions, select_rows
 from ..imageio import atomic_write_json
 from .common import plot_curves, write_metrics
 from .hf_checkpoints import pickle_free
@@ -121,16 +121,9 @@ def sft_rows(rows: list[dict], style: str, registry) -> list[dict]:
     return out
 
 
-def _select(rows: list[dict], limit: int, seed: int) -> list[dict]:
-    if not limit or len(rows) <= limit:
-        return rows
-    idx = np.random.default_rng(seed).permutation(len(rows))[:limit]
-    return [rows[i] for i in sorted(idx)]
-
-
 def run_sft(cfg: BuilderConfig) -> dict:
     registry = default_registry()
-    rows = _select(load_instructions(cfg.instructions, "train"), cfg.max_train_rows, cfg.seed)
+    rows = select_rows(load_instructions(cfg.instructions, "train"), cfg.max_train_rows, cfg.seed)
     out = Path(cfg.output_dir)
     model, processor, history = sft(cfg.base, sft_rows(rows, cfg.prompt_style, registry), out,
                                     cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt", cfg.seed, cfg.sft,
@@ -189,7 +182,7 @@ def run_grpo(cfg: BuilderConfig) -> dict:
     rows = load_instructions(cfg.instructions, "train")
     if cfg.stage == "grpo_gt":
         rows = [r for r in rows if r["workflow"]]
-    rows = _select(rows, cfg.max_train_rows, cfg.seed)
+    rows = select_rows(rows, cfg.max_train_rows, cfg.seed)
     data = Dataset.from_list([{"prompt": prompt_messages(r["instruction"], cfg.prompt_style, registry),
                                "image": _image(r["image_path"]), "instruction": r["instruction"],
                                "workflow": r["workflow"], "target": r["target_path"], "guide": _guide(r)}

@@ -28,10 +28,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ..bricks.models import pose_direction, pose_subject
-from ..data.dataset import _rng, load_instructions
+from ..data.dataset import _rng, load_instructions, select_rows
 from ..data.instructions import ENV_PROMPT
 from ..data.phrases import RESIZE_WORDS
 from ..data.referring import candidates, resolve
@@ -194,14 +192,6 @@ def executed_samples(rows: list[dict], cfg: CriticSamplesConfig, executor: Execu
         log.info("%s: executed %d/%d workflows", split, min(start + cfg.batch_size, len(jobs)), len(jobs))
 
 
-def _pick(rows: list[dict], n: int, seed: int) -> list[dict]:
-    rows = [r for r in rows if r["workflow"]]
-    if n <= 0 or len(rows) <= n:
-        return rows
-    idx = np.random.default_rng(seed).permutation(len(rows))[:n]
-    return [rows[i] for i in sorted(idx)]
-
-
 def main(cfg: CriticSamplesConfig) -> dict:
     from ..bricks.models import bind_model_bricks
     from ..bricks.registry import default_registry
@@ -210,8 +200,11 @@ def main(cfg: CriticSamplesConfig) -> dict:
     bind_model_bricks(registry, cfg.run_dir)
     executor = Executor(registry, BrickContext(seed=cfg.seed))
     splits = {"train": cfg.train_instructions, "val": cfg.val_instructions}
-    by_split = {s: executed_samples(_pick(load_instructions(cfg.instructions, s), n, cfg.seed), cfg, executor, s)
-                for s, n in splits.items() if n > 0}
+    by_split = {}
+    for split, n in splits.items():
+        if n > 0:
+            with_gt = [r for r in load_instructions(cfg.instructions, split) if r["workflow"]]
+            by_split[split] = executed_samples(select_rows(with_gt, n, cfg.seed), cfg, executor, split)
     table = write_shard_set(by_split, "critic_executed", cfg.output_dir, cfg.samples_per_shard)
     kinds = table.column("kind").to_pylist()
     metrics = {"samples": table.num_rows, **{f"samples/{k}": kinds.count(k) for k in sorted(set(kinds))}}
