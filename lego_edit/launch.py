@@ -1,8 +1,13 @@
-"""Run a training stage in this process, or under ``accelerate launch`` with one process per GPU.
+"""Run a training stage in this process, or as one process per granted GPU.
 
-The pipeline's training rules call ``run_stage``; the number of GPUs comes from the config, so multi-GPU
-training is a config number, not a code change. With 0 or 1 GPU the stage runs in-process (no launcher
-start-up cost on a laptop).
+The pipeline's training rules call ``run_stage`` with the GPU count Snakemake granted the job (its ``gpu``
+resource, which a profile may override without rerunning anything), so multi-GPU training is a resource, not a
+code change. With 0 or 1 GPU the stage runs in-process (no launcher start-up cost on a laptop). Several
+processes are started by ``torch.distributed.run`` (torchrun): on GPUs each rank takes its own device (NCCL);
+without CUDA the same code runs with the gloo backend, which is how the tests run two ranks on a CPU.
+
+Inside a stage, ``training.common.process_index()`` / ``is_main_process()`` tell the ranks apart: every rank
+trains, rank 0 alone writes the outputs.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,20 +26,34 @@ from .training.common import build_config
 log = logging.getLogger(__name__)
 
 
-def run_stage(module: str, config_cls_name: str, values: dict, gpus: int = 0, main_name: str = "main"):
+def launch_command(module: str, config_path: str | Path, processes: int) -> list[str]:
+    """torchrun on this node (``--standalone``: a free rendezvous port, so several jobs can share a node)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+            "-m", module, "--config", str(config_path)]
+
+
+def run_stage(module: str, config_cls_name: str, values: dict, gpus: int = 0, main_name: str = "main",
+              processes: int | None = None):
+    """Validate ``values`` as ``module.config_cls_name`` and run ``module.main`` with it: in this process, or in
+    ``processes`` processes (default: one per GPU in ``gpus``)."""
     mod = importlib.import_module(module)
     config_cls = getattr(mod, config_cls_name)
     cfg = build_config(config_cls, values)  # validate here, before any launcher starts
-    if gpus <= 1:
+    processes = max(1, int(gpus)) if processes is None else int(processes)
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, got {processes}")
+    if processes == 1:
         return getattr(mod, main_name)(cfg)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(values, f)
         path = f.name
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus), "--multi_gpu",
-           "-m", module, "--config", path]
-    log.info("launching: %s", " ".join(cmd))
+    cmd = launch_command(module, path, processes)
+    # OMP threads per rank: the job's cores shared out, not torchrun's default of 1 with a warning
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1)
+                                                                                       // processes)))}
+    log.info("launching %d processes: %s", processes, " ".join(cmd))
     try:
-        subprocess.run(cmd, check=True)
+        subprocess.run(cmd, check=True, env=env)
     finally:
         Path(path).unlink(missing_ok=True)
     return None

@@ -83,12 +83,18 @@ def get_runtime(base_minutes):
     return lambda wildcards, attempt: base_minutes * attempt
 
 
+def without_gpus(section):
+    """A training section as the job's params: its GPU count is the job's `gpu` resource instead, so a profile
+    may change it (set-resources) without rerunning the training."""
+    return {k: v for k, v in section.items() if k != "gpus"}
+
+
 def brick_section(name):
-    return config["bricks"][name]
+    return without_gpus(config["bricks"][name])
 
 
 def get_vlm_brick_section(wildcards):
-    return config["bricks"][wildcards.vlm_family]
+    return without_gpus(config["bricks"][wildcards.vlm_family])
 
 
 def get_vlm_brick_gpus(wildcards):

@@ -11,7 +11,7 @@ from lego_edit.pipeline import logging_to  # noqa: E402
 sm = snakemake  # noqa: F821
 with logging_to(sm.log[0]):
     s = dict(sm.params.section)
-    stage, gpus = s.pop("stage"), s.pop("gpus", 0)
+    stage = s.pop("stage")
     settings_key = "sft" if stage == "sft" else "grpo"
     run_stage("lego_edit.training.builder", "BuilderConfig", {
         "stage": stage, "base": sm.input.base, "instructions": sm.input.instructions,
@@ -20,4 +20,4 @@ with logging_to(sm.log[0]):
         "run_dir": str(Path(sm.input.edit_base).parents[1]) if "edit_base" in sm.input.keys() else "results",
         "output_dir": sm.output.model, "checkpoint_dir": sm.params.checkpoints, "seed": sm.params.seed,
         "prompt_style": sm.params.prompt_style, "max_train_rows": s.pop("max_train_rows", 0),
-        settings_key: {**s, "threads": sm.threads}}, gpus=gpus)
+        settings_key: {**s, "threads": sm.threads}}, gpus=sm.resources.gpu)

@@ -18,4 +18,5 @@ with logging_to(sm.log[0]):
         "objective": s["objective"], "openai": s["openai"], "base": sm.input.get("base", ""),
         "shards": sm.input.shards, "executed": sm.input.get("executed", ""), "output_dir": sm.output.model,
         "checkpoint_dir": sm.params.checkpoints, "seed": sm.params.seed,
-        "train": {**s["train"], "threads": sm.threads}, "eval_instructions": s["eval_instructions"]}, gpus=s["gpus"])
+        "train": {**s["train"], "threads": sm.threads}, "eval_instructions": s["eval_instructions"]},
+        gpus=sm.resources.gpu)

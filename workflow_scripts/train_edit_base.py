@@ -16,4 +16,4 @@ with logging_to(sm.log[0]):
         "shards": sm.input.shards, "output_dir": sm.output.model, "checkpoint_dir": sm.params.checkpoints,
         "seed": sm.params.seed, "backend": s["backend"], "bricks": s["bricks"], "model": s["model"],
         "flux": s["flux"], "loop": {**s["base"], "threads": sm.threads}, "eval_per_brick": s["eval_per_brick"]},
-        gpus=s["gpus"])
+        gpus=sm.resources.gpu)

@@ -17,4 +17,4 @@ with logging_to(sm.log[0]):
         "seed": sm.params.seed, "backend": s["backend"], "brick": sm.wildcards.brick, "base_dir": sm.input.base,
         "model": s["model"], "flux": s["flux"], "lora_rank": s["lora"]["rank"],
         "loop": {**s["lora"]["train"], "threads": sm.threads}, "eval_per_brick": s["eval_per_brick"]},
-        gpus=s["gpus"])
+        gpus=sm.resources.gpu)

@@ -14,4 +14,5 @@ with logging_to(sm.log[0]):
     s = sm.params.section
     run_stage("lego_edit.training.segmentation", "SegmentationTrainConfig", {
         "shards": sm.input.shards, "output_dir": sm.output.model, "checkpoint_dir": sm.params.checkpoints,
-        "seed": sm.params.seed, "model": s["model"], "loop": {**s["train"], "threads": sm.threads}}, gpus=s["gpus"])
+        "seed": sm.params.seed, "model": s["model"], "loop": {**s["train"], "threads": sm.threads}},
+        gpus=sm.resources.gpu)

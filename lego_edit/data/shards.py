@@ -290,7 +290,9 @@ def iter_samples(shard_dir, split: str | None = None, kinds: Iterable[str] | Non
     if not shards:
         return
     urls = [str(Path(shard_dir) / s) for s in shards]
-    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+    # nodesplitter=None: every rank of a multi-process job reads the whole split (each draws its own batches from
+    # it with a rank-seeded generator); webdataset's default refuses to run under torch.distributed instead
+    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=None):
         if sample["__key__"] in wanted:
             yield _decode(sample)
 

@@ -19,7 +19,7 @@ from ..bricks.registry import default_registry
 from ..builder.prompting import builder_completion, builder_system_text, builder_user_text, registry_user_text
 from ..data.dataset import load_instructions, select_rows
 from ..imageio import atomic_write_json
-from .common import plot_curves, write_metrics
+from .common import is_main_process, plot_curves, rank_finished, write_metrics
 from .hf_checkpoints import pickle_free
 from .vlm_sft import (
     LoraSettings,
@@ -62,12 +62,21 @@ class GRPOSettings:
     max_train_rows: int = field(default=0, metadata={"help": "Instructions drawn from (0: all training rows)."})
     guidance: bool = field(default=False, metadata={
         "help": "Stage 2: the GT answer is one sample of each group, scored like the others (off-policy guidance)."})
+    prompt_filter: str = field(default="all", metadata={
+        "help": "Stage 2's training instructions: all, or missed (those whose GT the starting model's greedy answer "
+                "does not match exactly, plus solved_share of the others)."})
+    solved_share: float = field(default=0.1, metadata={
+        "help": "With prompt_filter missed: the share of already-solved instructions kept (against forgetting)."})
 
     def __post_init__(self):
         if isinstance(self.lora, dict):
             self.lora = LoraSettings(**self.lora)
         if self.num_generations < 2:
             raise ValueError("GRPO needs num_generations >= 2 (it compares samples within a group)")
+        if self.prompt_filter not in ("all", "missed"):
+            raise ValueError(f"prompt_filter must be all or missed, got {self.prompt_filter!r}")
+        if not 0 <= self.solved_share <= 1:
+            raise ValueError(f"solved_share must be in [0, 1], got {self.solved_share}")
 
 
 @dataclass
@@ -167,6 +176,27 @@ def critic_reward_function(cfg: BuilderConfig):
     return CriticReward(_brick_executor(cfg), load_critic_dir(cfg.critic), seconds=cfg.grpo.execution_seconds)
 
 
+def missed_rows(cfg: BuilderConfig, rows: list[dict], registry) -> tuple[list[dict], dict]:
+    """The training instructions whose GT workflow the starting model's greedy answer does not match exactly, plus
+    a seeded ``solved_share`` of the others. In guided GRPO a group whose samples already match the GT has no
+    advantage and no gradient, so the steps go to the instructions the Builder still gets wrong."""
+    from ..builder.backends import LocalVLMBackend
+    from ..builder.generation import build_workflows
+    from ..builder.rewards import exact_match
+    from ..workflow import parse_workflow
+
+    backend = LocalVLMBackend(resolve_base(cfg.base), max_new_tokens=cfg.grpo.max_completion_length, batch_size=32)
+    answers = build_workflows(backend, [np.asarray(_image(r["image_path"])) for r in rows],
+                              [r["instruction"] for r in rows], registry, cfg.prompt_style)
+    solved = [exact_match(a.workflow, parse_workflow(r["workflow"])) for r, a in zip(rows, answers)]
+    rng = np.random.default_rng(cfg.seed)
+    keep = [r for r, ok in zip(rows, solved) if not ok or rng.random() < cfg.grpo.solved_share]
+    info = {"prompt_filter/rows": len(rows), "prompt_filter/solved": int(sum(solved)),
+            "prompt_filter/kept": len(keep)}
+    log.info("stage 2 prompt filter: %s", info)
+    return keep, info
+
+
 def run_grpo(cfg: BuilderConfig) -> dict:
     from datasets import Dataset
     from transformers import set_seed
@@ -183,6 +213,9 @@ def run_grpo(cfg: BuilderConfig) -> dict:
     if cfg.stage == "grpo_gt":
         rows = [r for r in rows if r["workflow"]]
     rows = select_rows(rows, cfg.max_train_rows, cfg.seed)
+    filtered = {}
+    if cfg.stage == "grpo_gt" and g.prompt_filter == "missed":
+        rows, filtered = missed_rows(cfg, rows, registry)
     data = Dataset.from_list([{"prompt": prompt_messages(r["instruction"], cfg.prompt_style, registry),
                                "image": _image(r["image_path"]), "instruction": r["instruction"],
                                "workflow": r["workflow"], "target": r["target_path"], "guide": _guide(r)}
@@ -210,6 +243,8 @@ def run_grpo(cfg: BuilderConfig) -> dict:
     trainer = trainer_cls(model=model, reward_funcs=rewards, args=args, train_dataset=data,
                           processing_class=processor, peft_config=peft_config(g.lora))
     trainer.train(resume_from_checkpoint=latest_hf_checkpoint(args.output_dir))
+    if not rank_finished(f"Builder {cfg.stage}", trainer.state.global_step):
+        return {}
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     trained = trainer.model
@@ -223,7 +258,7 @@ def run_grpo(cfg: BuilderConfig) -> dict:
     reward_keys = tuple(f"rewards/{getattr(f, '__name__', 'critic')}/mean" for f in rewards)
     keys = [k for k in ("reward", "frac_reward_zero_std", "kl") + reward_keys if any(k in r for r in history)]
     plot_curves(out / "metrics.jsonl", out / "curve.png", f"Builder {cfg.stage}", keys=tuple(keys) or ("loss",))
-    info = {"rows": len(rows), **movement(history)}
+    info = {"rows": len(rows), **filtered, **movement(history)}
     for f in rewards:
         if hasattr(f, "stats"):
             info[f"execution/{f.__name__}"] = dict(f.stats)
@@ -247,6 +282,8 @@ def movement(history: list[dict]) -> dict:
 
 def main(cfg: BuilderConfig) -> dict:
     info = run_sft(cfg) if cfg.stage == "sft" else run_grpo(cfg)
+    if not is_main_process():
+        return info
     out = Path(cfg.output_dir)
     metrics = {"stage": cfg.stage, **info}
     write_metrics(out, metrics)

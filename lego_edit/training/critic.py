@@ -37,7 +37,7 @@ from ..imageio import atomic_write_json
 from ..models.critic import CRITIC_SPEC, FilmCriticScorer, LocalCritic, OpenAICriticConfig, load_critic_dir
 from ..models.film_critic import FilmCriticConfig
 from ..models.vlm import to_pil
-from .common import plot_curves, write_metrics
+from .common import is_main_process, plot_curves, rank_finished, write_metrics
 from .vlm_sft import SFTSettings, resolve_base, sft
 
 log = logging.getLogger(__name__)
@@ -180,6 +180,8 @@ def train_film(cfg: CriticTrainConfig, samples: list[dict], out: Path, checkpoin
                 "pair_accuracy": (gap > 0).float().mean()}
 
     history = train(model, loss_fn, loop, cfg.seed, checkpoint_dir, out / "metrics.jsonl", desc="critic")
+    if not rank_finished("critic", loop.steps):
+        return model.eval(), history
     model.save_pretrained(out)
     plot_curves(out / "metrics.jsonl", out / "curve.png", "critic", keys=("loss", "pair_accuracy"))
     return model.eval(), history
@@ -218,6 +220,8 @@ def train_pairwise(cfg: CriticTrainConfig, samples: list[dict], out: Path, check
         return pairwise_loss(margins, labels, local)
 
     history = train(model, loss_fn, loop, cfg.seed, checkpoint_dir, out / "metrics.jsonl", desc="critic")
+    if not rank_finished("critic", loop.steps):
+        return model.eval(), processor, history
     save_vlm(model, processor, out)
     plot_curves(out / "metrics.jsonl", out / "curve.png", "critic", keys=("loss", "pair_accuracy"))
     return model.eval(), processor, history
@@ -283,6 +287,8 @@ def main(cfg: CriticTrainConfig) -> dict:
     if cfg.architecture == "film":
         executed = load_samples(cfg.executed, "train") if cfg.executed else []
         model, history = train_film(cfg, train_samples + executed, out, checkpoints)
+        if not is_main_process():
+            return {}
         critic = FilmCriticScorer(model=model)
         metrics = {"architecture": "film", "samples": len(train_samples), "executed_samples": len(executed),
                    "steps": cfg.train.steps, "final_loss": history[-1]["loss"] if history else None,
@@ -301,6 +307,8 @@ def main(cfg: CriticTrainConfig) -> dict:
         model, processor, history = sft(cfg.base, rows(train_samples), out, checkpoints, cfg.seed, cfg.train, "critic")
     else:
         raise ValueError(f"unknown critic objective {cfg.objective!r} (use pairwise or sft)")
+    if not is_main_process():
+        return {}
     metrics = {"samples": len(train_samples), "steps": cfg.train.steps, "objective": cfg.objective,
                "final_loss": next((r["loss"] for r in reversed(history) if "loss" in r), None),
                "eval_split": cfg.eval_split,

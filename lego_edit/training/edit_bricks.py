@@ -20,7 +20,7 @@ from ..evaluation.metrics import psnr
 from ..imageio import atomic_write_json
 from ..models.flux_fill import FluxFillConfig
 from ..models.inpainting import EditModelConfig, UNetInpainter, edit_text
-from .common import plot_curves, write_metrics
+from .common import is_main_process, plot_curves, rank_finished, write_metrics
 from .loop import LoopConfig, train
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,11 @@ def main(cfg: EditTrainConfig) -> dict:
     if any(p.requires_grad for p in model.parameters()):
         history = train(model, loss_fn, cfg.loop, cfg.seed, cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt",
                         out / "metrics.jsonl", desc=f"edit {name}")
+        if not rank_finished(f"edit {name}", cfg.loop.steps):
+            return {}
     else:  # a pretrained base (FLUX.1-Fill-dev) is used as it is; only its LoRAs are trained
+        if not is_main_process():
+            return {}
         history = []
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.jsonl").write_text("")

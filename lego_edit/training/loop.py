@@ -2,7 +2,8 @@
 
 Reproducible and resumable: the batch of step s and every random draw inside it come from a generator
 seeded by (seed, s), so a run resumed from a checkpoint at step s continues exactly as an uninterrupted
-run would. Runs under ``accelerate`` (one process on a CPU, one per GPU with ``accelerate launch``).
+run would. Runs under ``accelerate``: one process, or one per GPU (or several on a CPU, gloo) as
+``launch.run_stage`` starts them.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..data.shards import load_samples
 from ..imageio import atomic_write_json
 from ..models.segmentation import TASKS, SegmentationConfig, SegmentationModel, candidate_regions, task_text
-from .common import plot_curves, write_metrics
+from .common import plot_curves, rank_finished, write_metrics
 from .loop import LoopConfig, train
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,8 @@ def main(cfg: SegmentationTrainConfig) -> dict:
     out = Path(cfg.output_dir)
     history = train(model, loss_fn, cfg.loop, cfg.seed, cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt",
                     out / "metrics.jsonl", desc="segmentation")
+    if not rank_finished("segmentation", cfg.loop.steps):
+        return {}
     model.save_pretrained(out)
     held_out = load_samples(cfg.shards, cfg.eval_split)
     metrics = {"samples": n, "steps": cfg.loop.steps, "final_loss": history[-1]["loss"] if history else None,

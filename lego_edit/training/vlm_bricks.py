@@ -17,7 +17,7 @@ from ..data.shards import load_samples
 from ..evaluation.metrics import box_iou, token_f1
 from ..imageio import atomic_write_json
 from ..models.vlm import chat, generate, to_pil
-from .common import write_metrics
+from .common import is_main_process, write_metrics
 from .vlm_sft import LoraSettings, SFTSettings, sft
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,8 @@ def main(cfg: VLMBrickConfig) -> dict:
     model, processor, history = sft(cfg.base, rows(cfg.family, train_samples), out,
                                     cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt", cfg.seed, cfg.train,
                                     f"{cfg.family} adapter")
+    if not is_main_process():
+        return {}
     held_out = load_samples(cfg.shards, cfg.eval_split)[: cfg.eval_samples]
     metrics = {"family": cfg.family, "samples": len(train_samples), "steps": cfg.train.steps,
                "final_loss": next((r["loss"] for r in reversed(history) if "loss" in r), None),

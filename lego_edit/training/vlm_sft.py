@@ -18,7 +18,7 @@ import torch
 
 from ..imageio import atomic_write_json
 from ..models.vlm import load_vlm, save_vlm
-from .common import plot_curves
+from .common import num_processes, plot_curves, rank_finished
 from .hf_checkpoints import pickle_free
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class SFTSettings:
     """Supervised fine-tuning settings (TRL SFTTrainer)."""
 
     steps: int = field(default=300, metadata={"help": "Optimizer steps."})
-    batch_size: int = field(default=16, metadata={"help": "Per-device batch size."})
+    batch_size: int = field(default=16, metadata={"help": "Global batch size (split across processes)."})
     grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
     lr: float = field(default=2e-3, metadata={"help": "Peak learning rate."})
     scheduler: str = field(default="cosine", metadata={"help": "transformers lr_scheduler_type."})
@@ -76,11 +76,20 @@ def latest_hf_checkpoint(directory: str | Path) -> str | None:
     return str(found[-1]) if found and (found[-1] / "trainer_state.json").is_file() else None
 
 
+def per_device_batch(batch_size: int, processes: int) -> int:
+    """Each process's share of a global batch."""
+    if batch_size % processes:
+        raise ValueError(f"batch size {batch_size} does not split evenly across {processes} processes")
+    return batch_size // processes
+
+
 def training_args(cls, settings: SFTSettings, checkpoint_dir: str | Path, seed: int, **extra):
-    """TrainingArguments-family config with CPU-safe defaults (TRL's bf16/checkpointing defaults are GPU ones)."""
+    """TrainingArguments-family config with CPU-safe defaults (TRL's bf16/checkpointing defaults are GPU ones).
+    ``settings.batch_size`` is the global batch: each of the stage's processes takes its share."""
     on_gpu = torch.cuda.is_available()
     return cls(
-        output_dir=str(checkpoint_dir), max_steps=settings.steps, per_device_train_batch_size=settings.batch_size,
+        output_dir=str(checkpoint_dir), max_steps=settings.steps,
+        per_device_train_batch_size=per_device_batch(settings.batch_size, num_processes()),
         gradient_accumulation_steps=settings.grad_accum, learning_rate=settings.lr,
         lr_scheduler_type=settings.scheduler, warmup_steps=settings.warmup_steps, weight_decay=settings.weight_decay,
         logging_steps=settings.log_every, save_strategy="steps", save_steps=settings.checkpoint_every,
@@ -127,6 +136,8 @@ def sft(base: str | Path, rows: list[dict], out_dir: str | Path, checkpoint_dir:
     trainer = pickle_free(SFTTrainer)(model=model, args=args, train_dataset=dataset, processing_class=processor,
                          peft_config=peft_config(settings.lora))
     trainer.train(resume_from_checkpoint=latest_hf_checkpoint(checkpoint_dir))
+    if not rank_finished(title, trainer.state.global_step):
+        return trainer.model.eval(), processor, []
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     trained = trainer.model
