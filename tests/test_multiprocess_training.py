@@ -29,7 +29,9 @@ def _builder(results: Path, tmp: Path, stage: str, base: Path, **grpo) -> Path:
               "checkpoint_dir": str(tmp / f"ckpt_{stage}"), "seed": 0, "max_train_rows": 8}
     if stage == "sft":
         values.update(instructions=str(results / "data/instructions/gt.parquet"),
-                      sft={"steps": 2, "batch_size": 4, "lr": 1e-3, "log_every": 1})
+                      # LoRA and recomputed activations, as at paper scale; the stage hands on a merged model
+                      sft={"steps": 2, "batch_size": 4, "lr": 1e-3, "log_every": 1, "gradient_checkpointing": True,
+                           "lora": {"rank": 4, "alpha": 8}})
     else:
         open_split = stage == "grpo_critic"
         table = "open.parquet" if open_split else "gt.parquet"
@@ -49,8 +51,9 @@ def test_builder_stages_and_edit_lora_train_on_two_processes(pipeline_run, tmp_p
     results = pipeline_run / "results"
     sft = _builder(results, tmp_path, "sft", results / "builder/base")
     _ranks_trained(capfd.readouterr().err, "Builder stage 1 (SFT)", 2)
-    grpo_gt = _builder(results, tmp_path, "grpo_gt", sft, guidance=True,
-                       reward_weights={"graded_arguments": 1, "execution": 1})
+    assert not (sft / "adapter_config.json").exists()
+    grpo_gt = _builder(results, tmp_path, "grpo_gt", sft, guidance=True, gradient_checkpointing=True,
+                       lora={"rank": 4, "alpha": 8}, reward_weights={"graded_arguments": 1, "execution": 1})
     _ranks_trained(capfd.readouterr().err, "Builder grpo_gt", 2)
     grpo_critic = _builder(results, tmp_path, "grpo_critic", grpo_gt)
     _ranks_trained(capfd.readouterr().err, "Builder grpo_critic", 2)

@@ -55,6 +55,8 @@ class GRPOSettings:
     use_vllm: bool = field(default=False, metadata={"help": "Generate with vLLM (TRL's integration; GPU runs)."})
     vllm_mode: str = field(default="colocate", metadata={"help": "TRL vllm_mode: colocate or server."})
     lora: LoraSettings | None = field(default=None, metadata={"help": "LoRA settings; None: full fine-tuning."})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "Recompute activations in the backward pass (a 7B policy's long completions fit; slower)."})
     reward_weights: dict = field(default_factory=dict, metadata={
         "help": "Stage 2: weight per reward (format, validity, brick_f1, edge_f1, arguments, graded_arguments, "
                 "execution); a reward not named here weighs 1, one weighted 0 is not computed."})
@@ -136,7 +138,7 @@ def run_sft(cfg: BuilderConfig) -> dict:
     out = Path(cfg.output_dir)
     model, processor, history = sft(cfg.base, sft_rows(rows, cfg.prompt_style, registry), out,
                                     cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt", cfg.seed, cfg.sft,
-                                    "Builder stage 1 (SFT)")
+                                    "Builder stage 1 (SFT)", merge_lora=True)  # stage 2 and evaluation load it
     return {"final_loss": next((r["loss"] for r in reversed(history) if "loss" in r), None), "rows": len(rows)}
 
 
@@ -224,7 +226,8 @@ def run_grpo(cfg: BuilderConfig) -> dict:
     weights = [float(g.reward_weights.get(getattr(f, "__name__", ""), 1.0)) for f in rewards]
     settings = SFTSettings(steps=g.steps, batch_size=g.prompts_per_step * g.num_generations, lr=g.lr,
                            scheduler=g.scheduler, warmup_steps=0, checkpoint_every=g.checkpoint_every,
-                           checkpoints_kept=g.checkpoints_kept, log_every=g.log_every, threads=g.threads)
+                           checkpoints_kept=g.checkpoints_kept, log_every=g.log_every, threads=g.threads,
+                           gradient_checkpointing=g.gradient_checkpointing)
     extra = dict(num_generations=g.num_generations, max_completion_length=g.max_completion_length,
                  temperature=g.temperature, beta=g.beta, reward_weights=weights, use_vllm=g.use_vllm,
                  log_completions=False, remove_unused_columns=False)

@@ -57,6 +57,8 @@ class SFTSettings:
     log_every: int = field(default=10, metadata={"help": "Steps between logged losses."})
     threads: int = field(default=1, metadata={"help": "CPU threads for torch."})
     lora: LoraSettings | None = field(default=None, metadata={"help": "LoRA settings; None: full fine-tuning."})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "Recompute activations in the backward pass (a 7B model's long sequences fit; slower)."})
 
     def __post_init__(self):
         if isinstance(self.lora, dict):
@@ -94,7 +96,8 @@ def training_args(cls, settings: SFTSettings, checkpoint_dir: str | Path, seed: 
         lr_scheduler_type=settings.scheduler, warmup_steps=settings.warmup_steps, weight_decay=settings.weight_decay,
         logging_steps=settings.log_every, save_strategy="steps", save_steps=settings.checkpoint_every,
         save_total_limit=settings.checkpoints_kept, seed=seed, data_seed=seed, report_to="none",
-        use_cpu=not on_gpu, bf16=on_gpu and torch.cuda.is_bf16_supported(), gradient_checkpointing=False,
+        use_cpu=not on_gpu, bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        gradient_checkpointing=settings.gradient_checkpointing,
         dataloader_num_workers=0, disable_tqdm=False, save_only_model=False, **extra)
 
 
@@ -115,10 +118,11 @@ def write_history(log_history: list[dict], out_dir: Path) -> list[dict]:
 
 
 def sft(base: str | Path, rows: list[dict], out_dir: str | Path, checkpoint_dir: str | Path, seed: int,
-        settings: SFTSettings, title: str) -> tuple[object, object, list[dict]]:
+        settings: SFTSettings, title: str, merge_lora: bool = False) -> tuple[object, object, list[dict]]:
     """Fine-tune ``base`` on rows of {"images", "prompt", "completion"}; save to ``out_dir``.
 
-    Returns (model, processor, logged history). With LoRA, ``out_dir`` holds the adapter and the processor.
+    Returns (model, processor, logged history). With LoRA, ``out_dir`` holds the adapter and the processor (a
+    brick loads it on its base), or with ``merge_lora`` the merged model (a stage that the next one starts from).
     """
     from datasets import Dataset
     from transformers import set_seed
@@ -141,7 +145,9 @@ def sft(base: str | Path, rows: list[dict], out_dir: str | Path, checkpoint_dir:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     trained = trainer.model
-    if settings.lora is None:
+    if settings.lora is not None and merge_lora:
+        trained = trained.merge_and_unload()
+    if settings.lora is None or merge_lora:
         save_vlm(trained, processor, out)
     else:
         trained.save_pretrained(out)
