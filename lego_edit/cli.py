@@ -149,6 +149,21 @@ def cmd_edit(args) -> int:
     return 1 if summary.failed or summary.failed_before else 0
 
 
+def cmd_plan(args) -> int:
+    from .plan import GPU, format_plan, load_config, plan
+
+    gpu = GPU(memory_gb=args.gpu_memory, tflops=args.tflops, bandwidth_tbs=args.bandwidth, mfu=args.mfu)
+    jobs = plan(load_config(args.configfile), gpu)
+    if args.json:
+        print(json.dumps([{"rule": j.rule, "gpus": j.gpus, "model": j.model, "memory_gb": j.parts_gb,
+                           "total_gb": j.total_gb, "fits": j.total_gb <= gpu.memory_gb,
+                           "step_seconds": j.step_seconds, "steps": j.steps, "gpu_hours": j.gpu_hours,
+                           "note": j.note} for j in jobs], indent=2))
+    else:
+        print(format_plan(jobs, gpu))
+    return 0 if all(j.total_gb <= gpu.memory_gb for j in jobs) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -225,6 +240,17 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--seed", type=int, default=0)
     how.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_edit)
+
+    pl = sub.add_parser("plan", help="per training job: GPUs, memory per GPU, fit, step time, GPU-hours",
+                        description="Estimate what a config's training jobs ask of each GPU (exit 1 if one does "
+                                    "not fit), from config/config.yaml with each --configfile merged over it.")
+    pl.add_argument("--configfile", nargs="*", default=[], help="config files, as given to snakemake")
+    pl.add_argument("--gpu-memory", type=float, default=80.0, help="GB per GPU (default 80)")
+    pl.add_argument("--tflops", type=float, default=312.0, help="dense bf16 TFLOP/s per GPU (default: A100)")
+    pl.add_argument("--bandwidth", type=float, default=2.0, help="memory bandwidth, TB/s (default: A100)")
+    pl.add_argument("--mfu", type=float, default=0.35, help="share of peak FLOPs a training step reaches")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_plan)
 
     return p
 

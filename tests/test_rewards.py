@@ -454,6 +454,31 @@ def test_execution_reward_is_the_share_of_the_error_removed(executor, tmp_path):
     assert reward.stats == Counter({"executed": 3, "invalid": 1, "failed": 2})
 
 
+def test_gated_execution_reward_speaks_only_where_the_bricks_succeed_on_the_gt(executor, tmp_path):
+    """Where the GT workflow itself, run by the same bricks, misses its target, every answer's execution term is
+    None (a no-op would out-score the GT there); where the GT succeeds the term is the ungated one."""
+    from lego_edit.builder.rewards import ExecutionReward
+    from lego_edit.imageio import save_image
+
+    src = source_image()
+    removed = fastinpaint(None, src, res_box(None, src, "dog")["mask"])["image"]
+    removed[BOX] = 128
+    save_image(tmp_path / "right.png", removed)
+    far = src.copy()
+    far[:, :] = 0  # a target no brick here reaches: the GT's own run misses it
+    save_image(tmp_path / "far.png", far)
+    gate = ExecutionReward(executor, seconds=0.2, gate=True)
+    completions = [REMOVE_TEXT, "no json", REMOVE_TEXT, "no json", REMOVE_TEXT]
+    targets = [str(tmp_path / "right.png")] * 2 + [str(tmp_path / "far.png")] * 2 + [str(tmp_path / "right.png")]
+    gold = [REMOVE_TEXT] * 4 + [None]  # the last row has no GT workflow: nothing to gate on
+    got = gate(completions=completions, image=src, target=targets, workflow=gold)
+    assert got == [1.0, 0.0, None, None, 1.0]
+    assert gate.gated == 2
+    assert gate.stats == Counter({"executed": 3, "invalid": 2})  # the GT's runs are not counted as answers
+    plain = ExecutionReward(executor, seconds=0.2)
+    assert plain(completions=completions, image=src, target=targets, workflow=gold)[2:4] != [None, None]
+
+
 def test_batch_execution_runs_each_distinct_answer_once(executor):
     from lego_edit.builder.rewards import BatchExecution
 

@@ -280,33 +280,58 @@ class ExecutionReward:
     """Stage 2, grounded in execution: run the answer with the trained bricks on the training image and reward
     the share of the unedited input's squared error to the exact GT target that the output removes,
     1 - MSE(output, target) / MSE(input, target), clipped to [-1, 1] (the evaluation's edit success is this share
-    reaching 0.5). An answer that is not a valid workflow, or fails to run, edits nothing: 0."""
+    reaching 0.5). An answer that is not a valid workflow, or fails to run, edits nothing: 0.
+
+    With ``gate`` the term speaks only where the GT workflow itself, run by the same bricks, is an edit success:
+    where the bricks fail the GT, a wrong answer can out-score it (a no-op beats a bad edit), and the term would
+    teach the Builder away from the GT. There it is None for every sample (TRL leaves it out of the sum)."""
 
     __name__ = "execution"
 
-    def __init__(self, executor, seconds: float = 20.0):
+    def __init__(self, executor, seconds: float = 20.0, gate: bool = False):
         self.execution = BatchExecution(executor, seconds)
+        self.gate = gate
+        self.gated = 0  # completions whose term was left out because the bricks fail their GT
 
     @property
     def stats(self) -> Counter:
         return self.execution.stats
 
-    def __call__(self, prompts=None, completions=(), image=None, target=None, **kwargs) -> list[float | None]:
-        from ..evaluation.edit_success import load_target, score_edit
+    def __call__(self, prompts=None, completions=(), image=None, target=None, workflow=None,
+                 **kwargs) -> list[float | None]:
+        from ..evaluation.edit_success import SUCCESS_SHARE, load_target, score_edit
 
         n = len(completions)
         targets = _per_completion(target, n)
         sources = [_as_array(img) for img in _per_completion(image, n)]
-        rewards: list[float | None] = []
         loaded: dict[str, object] = {}
-        for (status, output), src, tgt in zip(self.execution.run(completions, sources), sources, targets):
-            if tgt is None or src is None:
+
+        def ratios(runs):
+            out = []
+            for (status, output), src, tgt in zip(runs, sources, targets):
+                if tgt is None or src is None:
+                    out.append(None)
+                    continue
+                if tgt not in loaded:
+                    loaded[tgt] = load_target(tgt)
+                out.append(score_edit(src, output if status == "executed" else None, loaded[tgt]).error_ratio)
+            return out
+
+        answer = ratios(self.execution.run(completions, sources))
+        gt = [None] * n
+        if self.gate and workflow is not None:  # the GT runs once per image and is remembered (often a sample)
+            gold = [w if w is None or isinstance(w, str) else json.dumps(w) for w in _per_completion(workflow, n)]
+            counted = Counter(self.execution.stats)  # stats count the answers, not the GT runs
+            gt = [None if w is None else r for w, r in zip(gold, ratios(self.execution.run([w or "" for w in gold],
+                                                                                            sources)))]
+            self.execution.stats = counted
+        rewards: list[float | None] = []
+        for a, g in zip(answer, gt):
+            if a is None or (g is not None and g > SUCCESS_SHARE):
+                self.gated += a is not None
                 rewards.append(None)
-                continue
-            if tgt not in loaded:
-                loaded[tgt] = load_target(tgt)
-            ratio = score_edit(src, output if status == "executed" else None, loaded[tgt]).error_ratio
-            rewards.append(float(max(-1.0, min(1.0, 1.0 - ratio))))
+            else:
+                rewards.append(float(max(-1.0, min(1.0, 1.0 - a))))
         return rewards
 
 

@@ -43,6 +43,9 @@ class GRPOSettings:
     steps: int = field(default=40, metadata={"help": "Optimizer steps."})
     prompts_per_step: int = field(default=4, metadata={"help": "Distinct instructions per step."})
     num_generations: int = field(default=4, metadata={"help": "Sampled workflows per instruction (the group)."})
+    grad_accum: int = field(default=1, metadata={
+        "help": "Micro-steps per optimizer step: a step's completions are generated together and trained on in "
+                "this many slices (the logits of a 7B's long completions fit)."})
     lr: float = field(default=2e-5, metadata={"help": "Learning rate."})
     beta: float = field(default=0.02, metadata={"help": "KL penalty towards the starting model."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
@@ -64,6 +67,9 @@ class GRPOSettings:
     max_train_rows: int = field(default=0, metadata={"help": "Instructions drawn from (0: all training rows)."})
     guidance: bool = field(default=False, metadata={
         "help": "Stage 2: the GT answer is one sample of each group, scored like the others (off-policy guidance)."})
+    execution_gate: bool = field(default=False, metadata={
+        "help": "Stage 2: the execution reward counts only where the GT workflow, run by the trained bricks, is an "
+                "edit success (elsewhere the bricks' failure, not the answer, decides the score)."})
     prompt_filter: str = field(default="all", metadata={
         "help": "Stage 2's training instructions: all, or missed (those whose GT the starting model's greedy answer "
                 "does not match exactly, plus solved_share of the others)."})
@@ -75,6 +81,9 @@ class GRPOSettings:
             self.lora = LoraSettings(**self.lora)
         if self.num_generations < 2:
             raise ValueError("GRPO needs num_generations >= 2 (it compares samples within a group)")
+        if self.grad_accum < 1 or (self.prompts_per_step * self.num_generations) % self.grad_accum:
+            raise ValueError(f"grad_accum {self.grad_accum} must divide prompts_per_step x num_generations = "
+                             f"{self.prompts_per_step * self.num_generations}")
         if self.prompt_filter not in ("all", "missed"):
             raise ValueError(f"prompt_filter must be all or missed, got {self.prompt_filter!r}")
         if not 0 <= self.solved_share <= 1:
@@ -167,7 +176,8 @@ def gt_reward_functions(cfg: BuilderConfig) -> list:
         wrapped.__name__ = name  # TRL logs rewards/<__name__>/mean
         funcs.append(wrapped)
     if float(weights.get("execution", 1.0)) != 0:
-        funcs.append(ExecutionReward(_brick_executor(cfg), seconds=cfg.grpo.execution_seconds))
+        funcs.append(ExecutionReward(_brick_executor(cfg), seconds=cfg.grpo.execution_seconds,
+                                     gate=cfg.grpo.execution_gate))
     return funcs
 
 
@@ -224,7 +234,8 @@ def run_grpo(cfg: BuilderConfig) -> dict:
                               for r in rows])
     rewards = gt_reward_functions(cfg) if cfg.stage == "grpo_gt" else [critic_reward_function(cfg)]
     weights = [float(g.reward_weights.get(getattr(f, "__name__", ""), 1.0)) for f in rewards]
-    settings = SFTSettings(steps=g.steps, batch_size=g.prompts_per_step * g.num_generations, lr=g.lr,
+    settings = SFTSettings(steps=g.steps, batch_size=g.prompts_per_step * g.num_generations // g.grad_accum,
+                           grad_accum=g.grad_accum, lr=g.lr,
                            scheduler=g.scheduler, warmup_steps=0, checkpoint_every=g.checkpoint_every,
                            checkpoints_kept=g.checkpoints_kept, log_every=g.log_every, threads=g.threads,
                            gradient_checkpointing=g.gradient_checkpointing)
@@ -265,6 +276,8 @@ def run_grpo(cfg: BuilderConfig) -> dict:
     for f in rewards:
         if hasattr(f, "stats"):
             info[f"execution/{f.__name__}"] = dict(f.stats)
+        if getattr(f, "gate", False):
+            info["execution/gated"] = f.gated
     return info
 
 

@@ -173,6 +173,8 @@ def main(cfg: EditTrainConfig) -> dict:
     else:  # a pretrained base (FLUX.1-Fill-dev) is used as it is; only its LoRAs are trained
         if not is_main_process():
             return {}
+        if torch.cuda.is_available():  # its calibration and evaluation below run on the GPU, not the CPU
+            model.to("cuda")
         history = []
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.jsonl").write_text("")
