@@ -22,6 +22,8 @@ def summarize(segmentation, placement, captioning, edit_base, edit_loras: list, 
     loras = {Path(p).name: _load(p) for p in edit_loras}
     rows = [
         ("RES", "mask IoU", seg.get("iou_RES"), "target >= 0.8"),
+        ("RES", "finds the referred object (IoU >= 0.5)", seg.get("hit_RES"),
+         "a miss sends the workflow's edit to the wrong object"),
         ("SOS", "mask IoU", seg.get("iou_SOS"), "target >= 0.8"),
         ("MASK-SEG", "mask IoU", seg.get("iou_MASK-SEG"), ""),
         ("ADD-PRED", "box IoU", pla.get("box_iou"), f"parse rate {_fmt(pla.get('parse_rate'))}"),

@@ -99,6 +99,9 @@ def evaluate(model: SegmentationModel, samples: list[dict]) -> dict:
         scores = [iou(p, s["mask"]) for p, s in zip(preds, samples) if s["task"] == task]
         if scores:
             out[f"iou_{task}"] = round(float(np.mean(scores)), 4)
+            # the share that finds the object at all (a referring expression resolved to the wrong object scores
+            # near 0, and sends the whole workflow's edit to the wrong place)
+            out[f"hit_{task}"] = round(float(np.mean([v >= 0.5 for v in scores])), 4)
             out[f"n_{task}"] = len(scores)
     return out
 
