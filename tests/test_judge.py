@@ -253,3 +253,33 @@ def test_published_scores():
     assert len(PUBLISHED_SCORES["gedit_en"]) == 6
     with pytest.raises(ValueError):
         published_table("nope")
+
+
+def test_endpoint_critic_sends_concurrency_requests_at_a_time_in_order():
+    """OpenAICritic.score and imgedit_scores keep `concurrency` judge requests in flight and return in order."""
+    import threading
+    import time
+
+    from lego_edit.models.critic import OpenAICritic, OpenAICriticConfig
+
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+
+    def chat(messages, images):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.05)
+        with lock:
+            state["now"] -= 1
+        score = 10 if "make it 7" in messages[0]["content"][-1]["text"] else 7  # SC follows the instruction
+        return '{"score": [%d, %d], "reasoning": "r"}' % (score, score)
+
+    critic = OpenAICritic(OpenAICriticConfig(base_url="http://127.0.0.1:9/v1", model="judge", concurrency=3))
+    critic.judge = VIEScoreJudge(chat, max_retries=0)
+    texts = [f"make it {i}" for i in range(9)]
+    scores = critic.score(texts, [SRC] * 9, [SRC] * 9)
+    assert state["most"] == 3 and state["now"] == 0
+    assert [s.sc for s in scores] == [10 if i == 7 else 7 for i in range(9)]  # in the order asked
+    critic.backend.concurrency = 1
+    state["most"] = 0
+    assert [s.sc for s in critic.score(texts[:3], [SRC] * 3, [SRC] * 3)] == [7, 7, 7] and state["most"] == 1

@@ -11,6 +11,7 @@ import time
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 from pipeline_fixtures import REPO, dry_run_jobs, snakemake
 
 pytestmark = pytest.mark.slow
@@ -130,12 +131,16 @@ def paper_config(tmp_path):
     pd.DataFrame({"image": ["a.png"], "caption": ["x"]}).to_parquet(listing)
     gedit = write_gedit_fixture(tmp_path / "gedit")
     imgedit_json, imgedit_root = write_imgedit_fixture(tmp_path / "imgedit")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (32, 24), "white").save(photos / "a.png")
     overlay = {
         "data": {"shards": {"sources": {f: {"listing": str(listing), "root": str(tmp_path)}
                                         for f in ("segmentation", "captioning", "edit")}}},
         "bricks": {"critic": {"openai": {"base_url": "http://127.0.0.1:9/v1"}}},
         "evaluation": {"gedit": {"path": str(gedit)}, "imgedit": {"json": str(imgedit_json),
                                                                    "images": str(imgedit_root)}},
+        "edit": {"folder": str(photos), "instruction": "make it snowy"},  # the batch-editing rules too
     }
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
 

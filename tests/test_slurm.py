@@ -30,8 +30,10 @@ from slurm_helpers import (
     wait_for,
 )
 
-# The rules the profiles give cluster settings (set-resources): the GPU rules, and train_critic.
+# The rules the profiles give cluster settings (set-resources): the GPU rules, train_critic and make_shards.
 PROFILED_RULES = {
+    "make_shards",
+    "edit_folder_chunk",
     "train_segmentation",
     "train_vlm_brick",
     "train_edit_base",

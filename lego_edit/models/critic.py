@@ -102,20 +102,34 @@ class OpenAICritic:
                                          concurrency=cfg.concurrency)
         self.judge = VIEScoreJudge(self.backend.chat, max_retries=cfg.max_retries)
 
+    def _map(self, fn, *columns) -> list:
+        """``fn`` over the rows, ``concurrency`` judge requests in flight (each retried by the backend), in order."""
+        rows = list(zip(*columns))
+        if self.backend.concurrency == 1 or len(rows) < 2:
+            return [fn(*r) for r in rows]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.backend.concurrency) as pool:
+            return list(pool.map(lambda r: fn(*r), rows))
+
     def score(self, instructions, sources, edited) -> list[CriticScore]:
-        out = []
-        for t, s, e in zip(instructions, sources, edited):
+        def one(t, s, e):
             r = self.judge.score(t, rgb(s)[:, :, :3], rgb(e)[:, :, :3])
-            out.append(CriticScore(r.overall / 10 if r.ok else None, r.sc, r.pq, r.error))
-        return out
+            return CriticScore(r.overall / 10 if r.ok else None, r.sc, r.pq, r.error)
+
+        return self._map(one, instructions, sources, edited)
 
     def imgedit_scores(self, instructions, edit_types, sources, edited) -> list[float | None]:
         """ImgEdit-Bench's per-type rubric (three 1-5 scores, their mean); None where the answer stayed unreadable."""
         from ..evaluation.judge import ImgEditJudge
 
         judge = ImgEditJudge(self.backend.chat, max_retries=self.judge.max_retries)
-        return [r.score if r.ok else None for r in (judge.score(t, k, rgb(s)[:, :, :3], rgb(e)[:, :, :3])
-                                                    for t, k, s, e in zip(instructions, edit_types, sources, edited))]
+
+        def one(t, k, s, e):
+            r = judge.score(t, k, rgb(s)[:, :, :3], rgb(e)[:, :, :3])
+            return r.score if r.ok else None
+
+        return self._map(one, instructions, edit_types, sources, edited)
 
 
 def load_critic(spec: dict, device: str | None = None) -> Critic:
