@@ -3,6 +3,7 @@
 ``chat`` here is a scripted test double standing in for the VLM backend.
 """
 
+import json
 import math
 
 import numpy as np
@@ -272,7 +273,7 @@ def test_endpoint_critic_sends_concurrency_requests_at_a_time_in_order():
         with lock:
             state["now"] -= 1
         score = 10 if "make it 7" in messages[0]["content"][-1]["text"] else 7  # SC follows the instruction
-        return '{"score": [%d, %d], "reasoning": "r"}' % (score, score)
+        return json.dumps({"score": [score, score], "reasoning": "r"})
 
     critic = OpenAICritic(OpenAICriticConfig(base_url="http://127.0.0.1:9/v1", model="judge", concurrency=3))
     critic.judge = VIEScoreJudge(chat, max_retries=0)
