@@ -21,10 +21,24 @@ def _registry(args):
     return registry
 
 
+class UsageError(Exception):
+    """A command-line input that cannot be used (a missing or unreadable file): one line on stderr, exit 2."""
+
+
 def _read_workflow(path: str):
     from .workflow import parse_workflow
 
-    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8", errors="replace")
+    if path == "-":
+        return parse_workflow(sys.stdin.read())
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"{path}: no such workflow file")
+    if p.is_dir():
+        raise UsageError(f"{path}: is a folder, not a workflow file")
+    try:
+        text = p.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read the workflow file ({e.strerror or e})") from None
     return parse_workflow(text)
 
 
@@ -261,7 +275,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"lego-edit {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -108,6 +108,25 @@ def test_validate_survives_a_lone_surrogate(tmp_path):
     assert done.stdout.splitlines()[0] == r"error: step 1, input.\ud800: BBOX has no input '\ud800' (inputs: mask)"
 
 
+def test_validate_missing_folder_or_unreadable_file_is_one_line(capsys, tmp_path):
+    from lego_edit.cli import main
+
+    unreadable = tmp_path / "locked.json"
+    unreadable.write_text("{}")
+    unreadable.chmod(0)
+    cases = [(tmp_path / "missing.json", "no such workflow file"), (tmp_path, "is a folder, not a workflow file")]
+    try:
+        open(unreadable).close()  # root reads anything: the permission case applies to other users only
+    except PermissionError:
+        cases.append((unreadable, "cannot read the workflow file"))
+    for path, message in cases:
+        assert main(["validate", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"lego-edit validate: error: {path}: {message}" and "Traceback" not in err
+    assert main(["run-workflow", str(tmp_path / "missing.json"), "--image", "x.png", "--out", str(tmp_path)]) == 2
+    assert "no such workflow file" in capsys.readouterr().err
+
+
 def test_version_and_usage(capsys):
     done = cli("--version")
     assert (done.returncode, done.stdout) == (0, "lego-edit 0.1.0\n")
