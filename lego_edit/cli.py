@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_prompt)
 
     e = sub.add_parser("edit", help="batch-edit an image folder (resumable; writes a manifest.parquet)",
-                       description="Edit every image of FOLDER (recursive; png/jpg/jpeg/webp) into --out, mirroring "
+                       description="Edit every image of FOLDER (recursive; png/jpg/jpeg/webp/gif/bmp/tif, an animated "
+                                   "GIF's first frame) into --out, mirroring "
                                    "the folder tree: the edited image(s), a .workflow.json per image and "
                                    "manifest.parquet. A rerun skips the images already done.")
     e.add_argument("folder", help="the input image folder")

@@ -20,7 +20,8 @@ from .workflow.errors import LimitExceededError
 from .workflow.limits import DEFAULT_LIMITS, Limits
 from .workflow.values import as_mask, rgb
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+# What a photo folder holds. An animated GIF (or a multi-page TIFF) is read as its first frame.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
 class ImageReadError(ValueError):

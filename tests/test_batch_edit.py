@@ -89,7 +89,23 @@ def test_list_images_recursive_any_case_skipping_hidden_and_output(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     assert list_images(tmp_path, exclude=(tmp_path / "out",)) == [
-        "a.PNG", "b.jpeg", "c.JPG", "sub/deep/d.WebP", "sub/out/h.png"]
+        "a.PNG", "b.jpeg", "c.JPG", "e.gif", "sub/deep/d.WebP", "sub/out/h.png"]
+
+
+def test_an_animated_gif_is_edited_as_its_first_frame(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    frames = [Image.new("RGB", (16, 12), (200, 100, 50)), Image.new("RGB", (16, 12), (0, 0, 0))]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    out = tmp_path / "out"
+    s = edit_folder(EditConfig(str(folder), str(out), workflow=str(write_json(tmp_path / "w.json", HALVE)),
+                               progress=False))
+    assert (s.edited, s.failed) == (1, 0)
+    first = np.asarray(Image.open(folder / "anim.gif").convert("RGB")).astype(int)
+    [output] = pq.read_table(s.manifest).column("outputs").to_pylist()[0]
+    assert np.array_equal(np.asarray(Image.open(out / output)), np.rint(first / 2).astype(np.uint8))
 
 
 def test_read_mapping_csv_and_jsonl(tmp_path):

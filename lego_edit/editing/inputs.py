@@ -36,7 +36,7 @@ class EditItem:
 
 
 def list_images(folder: str | os.PathLike, exclude: tuple = ()) -> list[str]:
-    """Every image under ``folder`` (recursive; .png/.jpg/.jpeg/.webp in any case), as sorted relative POSIX paths.
+    """Every image under ``folder`` (recursive; ``IMAGE_SUFFIXES`` in any case), as sorted relative POSIX paths.
 
     Hidden files and folders (name starting with '.') are skipped, and so is every folder in ``exclude``
     (e.g. the output folder when it lies inside the input folder). Symlinked folders are not followed.
