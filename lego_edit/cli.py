@@ -149,7 +149,7 @@ def cmd_edit(args) -> int:
             builder_model=args.builder_model, prompt_style=args.prompt_style, batch_size=args.batch_size,
             retry_failed=args.retry_failed, chunk=args.chunk, chunks=args.chunks, manifest=args.manifest,
             seed=args.seed, device=args.device, threads=args.threads, max_new_tokens=args.max_new_tokens,
-            max_side=args.max_side,
+            max_side=args.max_side, item_seconds=args.item_seconds,
             concurrency=args.concurrency, progress=not args.no_progress)
         summary = edit_folder(cfg)
     except (EditError, MappingError, ManifestError, FileNotFoundError) as e:
@@ -252,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     how.add_argument("--max-side", type=int, default=1024,
                      help="scale larger images down to this long side before editing (0: never)")
+    how.add_argument("--item-seconds", type=float, default=600.0,
+                     help="time bound on one image's workflow; past it that image fails (0: none; default 600)")
     how.add_argument("--seed", type=int, default=0)
     how.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_edit)

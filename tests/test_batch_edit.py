@@ -403,6 +403,29 @@ SLOW_DRIVER = textwrap.dedent("""
 """)
 
 
+def test_an_item_past_its_time_bound_fails_alone(tmp_path):
+    import time
+
+    from lego_edit.bricks.functions import brightness
+    from lego_edit.bricks.registry import default_registry
+
+    folder = tmp_path / "in"
+    for i in range(3):
+        solid(folder / f"{i}.png", 40 * (i + 1))
+    registry = default_registry(plugins=False)
+    # the second image's edit hangs (a brick stuck on one input); the others take no time
+    registry.bind("BRIGHTNESS", lambda ctx, image, **kw: (time.sleep(5 if image[0, 0, 0] == 80 else 0),
+                                                            brightness(ctx, image=image, **kw))[1])
+    out = tmp_path / "out"
+    start = time.perf_counter()
+    s = edit_folder(EditConfig(str(folder), str(out), workflow=str(write_json(tmp_path / "w.json", HALVE)),
+                               item_seconds=0.5, progress=False), registry=registry)
+    assert time.perf_counter() - start < 4
+    table = pq.read_table(s.manifest).to_pylist()
+    assert [(r["file"], r["status"]) for r in table] == [("0.png", "ok"), ("1.png", "failed"), ("2.png", "ok")]
+    assert table[1]["error"].startswith("timed out: the workflow ran past 0.5 s")
+
+
 def test_sigkill_midway_then_rerun_finishes_the_rest(tmp_path, capsys):
     folder, out = tmp_path / "in", tmp_path / "out"
     for i in range(12):

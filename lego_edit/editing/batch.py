@@ -24,6 +24,7 @@ import numpy as np
 from ..builder.generation import BuilderAnswer, build_workflows
 from ..imageio import ImageReadError, atomic_write_bytes, encode_png, load_image, load_mask
 from ..workflow import BrickContext, ExecutionError, Executor, WorkflowError
+from ..workflow.execute import time_limit
 from .inputs import EditItem, collect_items, output_stems, select_chunk
 from .manifest import Manifest, empty_record
 from .sources import (
@@ -62,6 +63,7 @@ class EditConfig:
     max_new_tokens: int = 512
     max_side: int = 1024             # larger images are scaled down to this long side before editing (0: never)
     concurrency: int = 1             # requests in flight to an endpoint
+    item_seconds: float = 600.0      # time bound on one image's workflow; past it the image fails (0: no bound)
     progress: bool = True
 
     def __post_init__(self):
@@ -337,11 +339,15 @@ class BatchEditor:
             return self._fail(rec, f"builder: {answer.error}", since)
         t0 = time.perf_counter()
         try:
-            result = self.executor.run(wf, image, mask)
+            with time_limit(self.cfg.item_seconds):
+                result = self.executor.run(wf, image, mask)
+        except TimeoutError:
+            error = f"timed out: the workflow ran past {self.cfg.item_seconds:g} s (item_seconds)"
         except WorkflowError as e:
             error = "invalid workflow: " + "; ".join(str(i) for i in e.issues[:5])
-        except ExecutionError as e:
-            error = f"brick failed: {e}"
+        except ExecutionError as e:  # the time bound firing inside a brick arrives wrapped as that step's failure
+            error = (f"timed out: the workflow ran past {self.cfg.item_seconds:g} s (item_seconds); {e}"
+                     if isinstance(e.__cause__, TimeoutError) else f"brick failed: {e}")
         except Exception as e:  # a bug somewhere below: record it, keep the batch going
             log.exception("%s: unexpected error", item.file)
             error = f"{type(e).__name__}: {e}"
