@@ -138,3 +138,26 @@ def test_start_gain_needs_a_clear_paired_gain_over_the_start():
     # one sample, not clear of noise, so the start is kept.
     mixed = [targets[0]] + [np.clip(s.astype(int) + 40, 0, 255).astype(np.uint8) for s in starts[1:]]
     assert calibrate_start_gain(_Refiner(mixed), rows, ["INPAINT"], 6, seed=0) == {"INPAINT": 0.0}
+
+
+def test_a_saved_lora_has_the_same_bytes_whatever_the_hash_seed(tmp_path):
+    """diffusers writes the adapter's target_modules in set order, which follows PYTHONHASHSEED; the saved files
+    are made canonical, so two runs of one config give byte-identical adapters."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+              "from test_edit_model import tiny\n"
+              "m = tiny(); m.add_lora('RCM', 4); m.save_lora('RCM', sys.argv[1])\n")
+    digests = []
+    for seed in ("1", "2", "3"):
+        out = tmp_path / seed
+        subprocess.run([sys.executable, "-c", script, str(out)], check=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())})
+    assert digests[0] == digests[1] == digests[2] and digests[0]
+    model = tiny()
+    model.load_lora("RCM", tmp_path / "1")  # the rewritten file is still a valid adapter
+    assert "RCM" in model.unet.peft_config

@@ -293,7 +293,10 @@ class UNetInpainter(nn.Module):
             self.unet.disable_adapters()
 
     def save_lora(self, brick: str, out_dir: str | Path) -> None:
+        from .stable_files import stabilise_adapter
+
         self.unet.save_lora_adapter(str(out_dir), adapter_name=brick)
+        stabilise_adapter(out_dir)  # the same bytes on every run (diffusers writes target_modules in set order)
         if brick in self.start_gain:
             (Path(out_dir) / START_GAIN).write_text(json.dumps({"start_gain": self.start_gain[brick]}))
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..imageio import atomic_write_json
+from ..models.stable_files import stabilise_adapter
 from ..models.vlm import load_vlm, save_vlm
 from .common import num_processes, plot_curves, rank_finished
 from .hf_checkpoints import pickle_free
@@ -152,6 +153,7 @@ def sft(base: str | Path, rows: list[dict], out_dir: str | Path, checkpoint_dir:
     else:
         trained.save_pretrained(out)
         processor.save_pretrained(out)
+        stabilise_adapter(out)  # the same bytes on every run (peft writes target_modules in set order)
         atomic_write_json(out / "adapter_base.json", {"base": str(base)})
     history = write_history(trainer.state.log_history, out)
     plot_curves(out / "metrics.jsonl", out / "curve.png", title)
