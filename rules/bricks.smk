@@ -40,7 +40,8 @@ rule train_segmentation:
         "logs/train_segmentation.log",
     benchmark:
         "benchmarks/train_segmentation/train_segmentation.tsv"
-    priority: 50
+    # The longest chain to stage 2 (its execution reward runs RES): start it first, with the edit base.
+    priority: 95
     threads: 1
     resources:
         mem_mb=get_mem_mb(4000),
@@ -91,7 +92,7 @@ rule train_edit_base:
         "logs/train_edit_base.log",
     benchmark:
         "benchmarks/train_edit_base/train_edit_base.tsv"
-    priority: 50
+    priority: 85
     threads: 1
     resources:
         mem_mb=get_mem_mb(6000),

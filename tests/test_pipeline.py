@@ -166,6 +166,13 @@ def test_paper_config_dry_run_builds_the_full_dag_with_gpu_resources(tmp_path, p
         gpus = [j["resources"].get("gpu") for j in jobs if j["rule"] == rule]
         assert gpus, f"{rule} missing from the DAG"
         assert all(g and int(g) >= 1 for g in gpus), f"{rule} without a GPU request: {gpus}"
+    # each training job launches one process per GPU of its `gpu` resource (launch.run_stage), set from the config
+    paper = yaml.safe_load(paper_config.read_text())
+    expected = {f"train_builder_{s}": paper["builder"]["gpus"] for s in ("sft", "grpo_gt", "grpo_critic")}
+    expected.update(train_edit_lora=paper["bricks"]["edit"]["gpus"],
+                    train_segmentation=paper["bricks"]["segmentation"]["gpus"])
+    for rule, count in expected.items():
+        assert {j["resources"]["gpu"] for j in jobs if j["rule"] == rule} == {str(count)}, rule
     # the paper-scale critic is a judge behind an endpoint: its job only records and measures it, on no GPU
     assert [j["resources"]["gpu"] for j in jobs if j["rule"] == "train_critic"] == ["0"]
     evalsets = {j["wildcards"].get("evalset") for j in jobs if j["rule"] == "edit_eval_chunk"}
