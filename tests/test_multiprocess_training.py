@@ -44,10 +44,11 @@ def _builder(results: Path, tmp: Path, stage: str, base: Path, **grpo) -> Path:
 
 
 @pytest.mark.slow
-def test_builder_stages_and_edit_lora_train_on_two_processes(pipeline_run, tmp_path, capfd):
+def test_builder_stages_and_edit_lora_train_on_two_processes(pipeline_run, tmp_path, capfd, monkeypatch):
     from lego_edit.bricks.models import load_edit_model
     from lego_edit.models.vlm import load_vlm
 
+    monkeypatch.chdir(pipeline_run)  # the run's tables name their images relative to it, as the rules run there
     results = pipeline_run / "results"
     sft = _builder(results, tmp_path, "sft", results / "builder/base")
     _ranks_trained(capfd.readouterr().err, "Builder stage 1 (SFT)", 2)
