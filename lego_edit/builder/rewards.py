@@ -243,8 +243,9 @@ class BatchExecution:
         return (hashlib.blake2b(source.tobytes(), digest_size=16).hexdigest(), source.shape,
                 json.dumps(wf.to_dict(), sort_keys=True))
 
-    def run(self, completions, images) -> list[tuple[str, object]]:
-        """Per completion ("invalid" | "failed" | "executed", the output image or None)."""
+    def run(self, completions, images, count: bool = True) -> list[tuple[str, object]]:
+        """Per completion ("invalid" | "failed" | "executed", the output image or None); counted in ``stats``
+        unless ``count`` is False (runs that are not answers, e.g. the GT workflow a reward compares with)."""
         n = len(completions)
         workflows = [try_parse(completion_text(c)) for c in completions]
         sources = [_as_array(img) for img in _per_completion(images, n)]
@@ -271,7 +272,8 @@ class BatchExecution:
                     outcome = ("failed", None)
                 else:
                     outcome = ("executed", result)
-            self.stats[outcome[0]] += 1
+            if count:
+                self.stats[outcome[0]] += 1
             out.append(outcome)
         return out
 
@@ -321,10 +323,8 @@ class ExecutionReward:
         gt = [None] * n
         if self.gate and workflow is not None:  # the GT runs once per image and is remembered (often a sample)
             gold = [w if w is None or isinstance(w, str) else json.dumps(w) for w in _per_completion(workflow, n)]
-            counted = Counter(self.execution.stats)  # stats count the answers, not the GT runs
-            gt = [None if w is None else r for w, r in zip(gold, ratios(self.execution.run([w or "" for w in gold],
-                                                                                            sources)))]
-            self.execution.stats = counted
+            runs = self.execution.run([w or "" for w in gold], sources, count=False)
+            gt = [None if w is None else r for w, r in zip(gold, ratios(runs))]
         rewards: list[float | None] = []
         for a, g in zip(answer, gt):
             if a is None or (g is not None and g > SUCCESS_SHARE):
