@@ -14,7 +14,6 @@ Model sizes come from the config (a Builder built from config), a local checkpoi
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,10 +136,6 @@ def text_model(vlm: dict, vocab_size: int = 1024) -> tuple[str, TextModel]:
                      f"is read) or add it to lego_edit.plan.KNOWN_MODELS")
 
 
-def _dtype_bytes(name: str | None, on_gpu: bool = True) -> int:
-    return {"float32": 4, "bfloat16": 2, "float16": 2}.get(name or ("bfloat16" if on_gpu else "float32"), 2)
-
-
 def _train_states(trainable: float, full: bool, weight_bytes: int) -> float:
     """Trainable parameters' gradients and AdamW state: fp32 adapters (weights 4 + grads 4 + moments 8 bytes), or
     a full fine-tune in mixed precision (grads in the weight dtype, an fp32 master copy, moments)."""
@@ -161,7 +156,7 @@ def builder_job(rule: str, gpus: int, name: str, m: TextModel, settings: dict, p
     targets = (lora or {}).get("target_modules") or ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
                                                      "up_proj", "down_proj"]
     trainable = m.lora_params(lora["rank"], targets) if lora else m.params
-    wbytes = 2
+    wbytes = 2  # bf16 weights, as the GPU stages load them
     ckpt = bool(settings.get("gradient_checkpointing"))
     parts = {"weights": m.params * wbytes / GB,
              "trainable states": _train_states(trainable, not lora, wbytes) / GB}
@@ -258,8 +253,7 @@ def format_plan(jobs: list[JobPlan], gpu: GPU) -> str:
         lines.append(f"  step ~{j.step_seconds:.1f} s x {j.steps} steps = {j.gpu_hours:.1f} GPU-hours")
         total_hours += j.gpu_hours
     lines.append("")
-    lines.append(f"training GPU-hours, all jobs above: {total_hours:.0f}"
-                 + ("" if math.isfinite(total_hours) else " (unbounded)"))
+    lines.append(f"training GPU-hours, all jobs above: {total_hours:.0f}")
     lines.append("(sequences at their configured maximum; a GRPO step's reward computation, the bricks and the "
                  "judge, is not included)")
     return "\n".join(lines)
