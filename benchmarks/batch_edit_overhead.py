@@ -37,13 +37,25 @@ from lego_edit.data.shapes import object_masks, render, sample_scene
 from lego_edit.editing import BatchEditor, EditConfig, read_manifest
 from lego_edit.imageio import save_image
 
-WORKFLOW = {"process": "tidy the marked object and brighten", "pipeline": [
-    {"step": 1, "model": "BBOX", "input": {"mask": "init[mask]"}, "output": {"mask": "step1[mask]"}},
-    {"step": 2, "model": "FASTINPAINT", "input": {"image": "init[image]", "mask": "step1[mask]"},
-     "output": {"image": "step2[image]", "score": "step2[score]"}},
-    {"step": 3, "model": "BRIGHTNESS", "input": {"image": "step2[image]", "ratio": 0.6},
-     "output": {"image": "step3[image]"}},
-    {"result": "[step3[image]]"}]}
+WORKFLOW = {
+    "process": "tidy the marked object and brighten",
+    "pipeline": [
+        {"step": 1, "model": "BBOX", "input": {"mask": "init[mask]"}, "output": {"mask": "step1[mask]"}},
+        {
+            "step": 2,
+            "model": "FASTINPAINT",
+            "input": {"image": "init[image]", "mask": "step1[mask]"},
+            "output": {"image": "step2[image]", "score": "step2[score]"},
+        },
+        {
+            "step": 3,
+            "model": "BRIGHTNESS",
+            "input": {"image": "step2[image]", "ratio": 0.6},
+            "output": {"image": "step3[image]"},
+        },
+        {"result": "[step3[image]]"},
+    ],
+}
 
 
 def make_folder(root: Path, n: int, size: int, seed: int = 0) -> tuple[Path, Path, Path]:
@@ -87,10 +99,26 @@ def make_instruction_folder(root: Path, n: int, run: Path) -> Path:
     return mapping
 
 
-def run_once(folder: Path, mapping: Path, workflow: Path | None, out: Path, batch_size: int, profile: bool = False,
-             run: str | None = None, builder: str = "grpo_critic") -> dict:
-    cfg = EditConfig(str(folder), str(out), mapping=str(mapping), workflow=str(workflow) if workflow else None,
-                     batch_size=batch_size, progress=False, run=run, builder=builder)
+def run_once(
+    folder: Path,
+    mapping: Path,
+    workflow: Path | None,
+    out: Path,
+    batch_size: int,
+    profile: bool = False,
+    run: str | None = None,
+    builder: str = "grpo_critic",
+) -> dict:
+    cfg = EditConfig(
+        str(folder),
+        str(out),
+        mapping=str(mapping),
+        workflow=str(workflow) if workflow else None,
+        batch_size=batch_size,
+        progress=False,
+        run=run,
+        builder=builder,
+    )
     prof = cProfile.Profile() if profile else None
     t0 = time.perf_counter()
     if prof:
@@ -105,9 +133,16 @@ def run_once(folder: Path, mapping: Path, workflow: Path | None, out: Path, batc
     if run is None:
         assert summary.edited == len(rows) and {r["status"] for r in rows} == {"ok"}, summary
     part = {k: sum(r[f"{k}_seconds"] or 0.0 for r in rows) for k in ("load", "brick", "execute", "save", "builder")}
-    fig = {"n": len(rows), "ok": sum(r["status"] == "ok" for r in rows), "total": total, "decode": part["load"],
-           "bricks": part["brick"], "encode": part["save"], "builder": part["builder"],
-           "executor": part["execute"] - part["brick"]}
+    fig = {
+        "n": len(rows),
+        "ok": sum(r["status"] == "ok" for r in rows),
+        "total": total,
+        "decode": part["load"],
+        "bricks": part["brick"],
+        "encode": part["save"],
+        "builder": part["builder"],
+        "executor": part["execute"] - part["brick"],
+    }
     fig["overhead"] = total - fig["decode"] - fig["bricks"] - fig["encode"] - fig["builder"]
     fig.update(workflow_json=stats["workflow_json"], manifest=stats["manifest"], setup=stats["setup"] + stats["plan"])
     fig["rest"] = fig["overhead"] - fig["executor"] - fig["workflow_json"] - fig["manifest"] - fig["setup"]
@@ -123,8 +158,11 @@ def main(argv=None) -> float:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="profile one more run and print the top functions")
-    ap.add_argument("--run", help="a pipeline run's results/ folder: edit its GT test scenes with their instructions "
-                                  "through the trained Builder and model bricks instead of a fixed workflow")
+    ap.add_argument(
+        "--run",
+        help="a pipeline run's results/ folder: edit its GT test scenes with their instructions "
+        "through the trained Builder and model bricks instead of a fixed workflow",
+    )
     ap.add_argument("--builder", default="grpo_critic", help="Builder stage with --run")
     args = ap.parse_args(argv)
 
@@ -137,24 +175,39 @@ def main(argv=None) -> float:
             folder, mapping, workflow = make_folder(root, args.images, args.size)
         kw = {"run": args.run, "builder": args.builder}
         run_once(folder, mapping, workflow, root / "warmup", args.batch_size, **kw)  # imports, caches
-        runs = [run_once(folder, mapping, workflow, root / f"out{r}", args.batch_size, **kw)
-                for r in range(args.repeats)]
+        runs = [
+            run_once(folder, mapping, workflow, root / f"out{r}", args.batch_size, **kw) for r in range(args.repeats)
+        ]
         best = min(runs, key=lambda f: f["overhead"] / f["total"])
-        prof = (run_once(folder, mapping, workflow, root / "profiled", args.batch_size, True, **kw)
-                if args.profile else None)
+        prof = (
+            run_once(folder, mapping, workflow, root / "profiled", args.batch_size, True, **kw)
+            if args.profile
+            else None
+        )
 
     t = best["total"]
-    what = (f"Builder {args.builder} + trained bricks of {args.run}" if args.run
-            else "BBOX>FASTINPAINT>BRIGHTNESS (fixed, function bricks)")
-    print(f"images={best['n']} (edited {best['ok']}) batch_size={args.batch_size} workflow={what}; "
-          f"best of {args.repeats}")
+    what = (
+        f"Builder {args.builder} + trained bricks of {args.run}"
+        if args.run
+        else "BBOX>FASTINPAINT>BRIGHTNESS (fixed, function bricks)"
+    )
+    print(
+        f"images={best['n']} (edited {best['ok']}) batch_size={args.batch_size} workflow={what}; best of {args.repeats}"
+    )
     print(f"throughput: {best['n'] / t:.1f} images/s ({t:.3f} s total)")
     print(f"{'part':<28} {'seconds':>8} {'share':>7} {'ms/image':>9}")
-    for key, label in [("decode", "decode (image + mask)"), ("builder", "Builder (generation)"),
-                       ("bricks", "bricks (per-step timings)"),
-                       ("encode", "encode + write PNG"), ("overhead", "overhead (the rest)"),
-                       ("executor", "  executor"), ("workflow_json", "  workflow JSON files"),
-                       ("manifest", "  manifest"), ("setup", "  setup + plan"), ("rest", "  the rest")]:
+    for key, label in [
+        ("decode", "decode (image + mask)"),
+        ("builder", "Builder (generation)"),
+        ("bricks", "bricks (per-step timings)"),
+        ("encode", "encode + write PNG"),
+        ("overhead", "overhead (the rest)"),
+        ("executor", "  executor"),
+        ("workflow_json", "  workflow JSON files"),
+        ("manifest", "  manifest"),
+        ("setup", "  setup + plan"),
+        ("rest", "  the rest"),
+    ]:
         v = best[key]
         print(f"{label:<28} {v:>8.3f} {100 * v / t:>6.2f}% {1000 * v / best['n']:>9.3f}")
     share = best["overhead"] / t

@@ -40,10 +40,14 @@ def sample_step(run: Path, builder: str, prompts: int, generations: int, tempera
 
     rows = select_rows(load_instructions(run / "data/instructions/open.parquet", "train"), prompts, seed)
     images = [np.asarray(Image.open(r["image_path"]).convert("RGB")) for r in rows]
-    backend = LocalVLMBackend(run / "builder" / builder, max_new_tokens=320, do_sample=True,
-                              temperature=temperature, seed=seed, batch_size=32)
-    requests = [GenerationRequest(builder_user_text(r["instruction"]), [img], None)
-                for r, img in zip(rows, images) for _ in range(generations)]
+    backend = LocalVLMBackend(
+        run / "builder" / builder, max_new_tokens=320, do_sample=True, temperature=temperature, seed=seed, batch_size=32
+    )
+    requests = [
+        GenerationRequest(builder_user_text(r["instruction"]), [img], None)
+        for r, img in zip(rows, images)
+        for _ in range(generations)
+    ]
     texts = backend.generate(requests)
     repeat = lambda xs: [x for x in xs for _ in range(generations)]  # noqa: E731
     return [str(t) for t in texts], repeat(images), repeat([r["instruction"] for r in rows])
@@ -81,8 +85,9 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     run = Path(args.run)
-    completions, images, instructions = sample_step(run, args.builder, args.prompts, args.generations,
-                                                    args.temperature, args.seed)
+    completions, images, instructions = sample_step(
+        run, args.builder, args.prompts, args.generations, args.temperature, args.seed
+    )
     registry = default_registry()
     bind_model_bricks(registry, run)
     critic = load_critic_dir(run / "bricks/critic")
@@ -92,8 +97,9 @@ def main() -> None:
     serial = serial_rewards(executor, critic, completions, images, instructions)
     serial_s = time.perf_counter() - t
     t = time.perf_counter()
-    batched = CriticReward(executor, critic, seconds=60)(completions=completions, image=images,
-                                                         instruction=instructions)
+    batched = CriticReward(executor, critic, seconds=60)(
+        completions=completions, image=images, instruction=instructions
+    )
     batched_s = time.perf_counter() - t
     n = len(completions)
     distinct = len(set(zip(completions, instructions)))

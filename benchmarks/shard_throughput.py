@@ -36,9 +36,13 @@ def draw(family: str, n_scenes: int, seed: int = 0):
     for i in range(n_scenes):
         scene = sample_scene(np.random.default_rng([seed, 1, i]))
         rng = np.random.default_rng([seed, 99, i])
-        samples = (bs.edit_samples(scene, rng, 1) if family == "edit" else
-                   bs.segmentation_samples(scene, rng, 4) if family == "segmentation" else
-                   bs.captioning_samples(scene, rng, 1))
+        samples = (
+            bs.edit_samples(scene, rng, 1)
+            if family == "edit"
+            else bs.segmentation_samples(scene, rng, 4)
+            if family == "segmentation"
+            else bs.captioning_samples(scene, rng, 1)
+        )
         for k, (images, meta) in enumerate(samples):
             yield f"{family}_{i:06d}_{k:02d}", images, meta
 
@@ -98,8 +102,10 @@ def main(argv=None) -> float:
 
     rate = {name: counts[name] / best[name] for name in loops}
     ratio = rate["writer"] / rate["bare"]
-    print(f"family={args.family} scenes={args.scenes} samples={counts['writer']} "
-          f"samples_per_shard={args.samples_per_shard} best of {args.repeats}")
+    print(
+        f"family={args.family} scenes={args.scenes} samples={counts['writer']} "
+        f"samples_per_shard={args.samples_per_shard} best of {args.repeats}"
+    )
     print(f"{'loop':<8} {'seconds':>8} {'samples/s':>10} {'MB written':>11}")
     for name in loops:
         print(f"{name:<8} {best[name]:>8.3f} {rate[name]:>10.1f} {counts[name + '_bytes'] / 1e6:>11.2f}")

@@ -33,20 +33,44 @@ def _placeholders(node, path: str = "") -> list[str]:
 def check_config(config: dict) -> None:
     unset = _placeholders(config)
     if unset:
-        raise ConfigError("these config keys still hold a SET_ME placeholder; set them to your paths or endpoints: "
-                          + ", ".join(unset))
+        raise ConfigError(
+            "these config keys still hold a SET_ME placeholder; set them to your paths or endpoints: "
+            + ", ".join(unset)
+        )
     shards = config["data"]["shards"]
     for family, source in shards.get("sources", {}).items():
         if family not in shards["families"]:
             raise ConfigError(f"config key data.shards.sources.{family}: no such family in data.shards.families")
         _check_path(f"data.shards.sources.{family}.listing", source["listing"])
         _check_path(f"data.shards.sources.{family}.root", source.get("root", "."), "dir")
-    if "critic" in shards["families"] and config["data"]["instructions"]["gt"]["per_scene"] == 0 \
-            and config["data"]["instructions"]["open"]["per_scene"] == 0:
+    if (
+        "critic" in shards["families"]
+        and config["data"]["instructions"]["gt"]["per_scene"] == 0
+        and config["data"]["instructions"]["open"]["per_scene"] == 0
+    ):
         raise ConfigError("config key data.instructions: the critic needs instructions, but per_scene is 0 for both")
     ev = config.get("evaluation", {})
     _check_path("evaluation.gedit.path", (ev.get("gedit") or {}).get("path"), "any")
     _check_path("evaluation.imgedit.json", (ev.get("imgedit") or {}).get("json"))
     _check_path("evaluation.imgedit.images", (ev.get("imgedit") or {}).get("images"), "dir")
+    _check_judge(ev)
     folder = (config.get("edit") or {}).get("folder")
     _check_path("edit.folder", folder, "dir")
+
+
+def _check_judge(ev: dict) -> None:
+    """evaluation.judge names an endpoint whole or not at all; each protocol checkout holds its prompt file."""
+    from .evaluation.protocols import ProtocolLayoutError, protocol_file
+
+    judge = ev.get("judge") or {}
+    if bool(judge.get("base_url")) != bool(judge.get("model")):
+        raise ConfigError(
+            "config key evaluation.judge: set both base_url and model (an endpoint judge), or neither "
+            "(the run's critic judges)"
+        )
+    for set_name, path in (ev.get("protocols") or {}).items():
+        if path:
+            try:
+                protocol_file(set_name, path)
+            except ProtocolLayoutError as e:
+                raise ConfigError(f"config key evaluation.protocols.{set_name}: {e}") from None

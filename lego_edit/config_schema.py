@@ -17,8 +17,18 @@ from .data.brick_samples import EDIT_BRICKS, FAMILIES
 from .data.dataset import InstructionConfig, SceneConfig
 from .data.instructions import CATEGORIES
 
-PATH_FIELDS = {"seed", "shards", "output_dir", "checkpoint_dir", "base_dir", "brick", "family", "instructions",
-               "placement_shards", "captioning_shards"}  # filled in by the rules, not set in the config
+PATH_FIELDS = {
+    "seed",
+    "shards",
+    "output_dir",
+    "checkpoint_dir",
+    "base_dir",
+    "brick",
+    "family",
+    "instructions",
+    "placement_shards",
+    "captioning_shards",
+}  # filled in by the rules, not set in the config
 
 
 def _type_schema(hint) -> dict:
@@ -40,8 +50,12 @@ def _type_schema(hint) -> dict:
         return {"type": "object"}
     if dataclasses.is_dataclass(hint):
         return dataclass_schema(hint, exclude=set())
-    return {int: {"type": "integer"}, float: {"type": "number"}, bool: {"type": "boolean"},
-            str: {"type": "string"}}.get(hint, {})
+    return {
+        int: {"type": "integer"},
+        float: {"type": "number"},
+        bool: {"type": "boolean"},
+        str: {"type": "string"},
+    }.get(hint, {})
 
 
 def _without_defaults(node):
@@ -94,8 +108,9 @@ def integer(description: str, default: int, minimum: int = 0) -> dict:
 
 
 def data_section() -> dict:
-    scenes = dataclass_schema(SceneConfig, exclude=PATH_FIELDS,
-                              description="Shapes-world scenes and their train/val/test split.")
+    scenes = dataclass_schema(
+        SceneConfig, exclude=PATH_FIELDS, description="Shapes-world scenes and their train/val/test split."
+    )
     scenes["properties"]["image_size"].update(minimum=32, multipleOf=16)
     scenes["properties"]["max_objects"].update(minimum=1, maximum=4)
     scenes["properties"]["environment_rate"].update(minimum=0, maximum=1)
@@ -104,31 +119,67 @@ def data_section() -> dict:
     scenes["default"] = {}
     per_scene = {"per_scene": integer("Instructions per scene.", 1)}
     family = obj("Samples drawn per scene for one brick family.", {"per_scene": integer("Samples per scene.", 1, 1)})
-    source = obj("A listing of files (CSV, parquet or JSONL) and the folder its paths are relative to.", {
-        "listing": {"type": "string", "minLength": 1, "description": "Path of the listing file."},
-        "root": {"type": "string", "default": ".", "description": "Folder the listing's paths are relative to."},
-    }, required=["listing"])
+    source = obj(
+        "A listing of files (CSV, parquet or JSONL) and the folder its paths are relative to.",
+        {
+            "listing": {"type": "string", "minLength": 1, "description": "Path of the listing file."},
+            "root": {"type": "string", "default": ".", "description": "Folder the listing's paths are relative to."},
+        },
+        required=["listing"],
+    )
     source.pop("default")
-    edit_family = obj("Edit-brick samples.", {
-        "per_scene": integer("Samples per scene and brick.", 1, 1),
-        "bricks": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": list(EDIT_BRICKS)},
-                   "default": list(EDIT_BRICKS), "description": "Edit bricks to write samples for."}})
-    return obj("The data stage.", {
-        "scenes": scenes,
-        "instructions": obj("Instruction synthesis.", {
-            "categories": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": list(CATEGORIES)},
-                           "default": list(InstructionConfig().categories), "description": "Edit categories."},
-            "gt": obj("Instructions with GT workflows.", {"per_scene": integer("GT instructions per scene.", 2)}),
-            "open": obj("Open-domain instructions (no GT workflow).", per_scene),
-        }),
-        "shards": obj("Webdataset shards for brick training.", {
-            "samples_per_shard": integer("Samples per tar file.", 1000, 1),
-            "families": obj("Brick families to write shards for.", {
-                name: (edit_family if name == "edit" else family) for name in FAMILIES}),
-            "sources": obj("Real data on disk instead of the shapes world, per brick family.",
-                           {name: source for name in FAMILIES}),
-        }),
-    }, required=["scenes", "instructions", "shards"])
+    edit_family = obj(
+        "Edit-brick samples.",
+        {
+            "per_scene": integer("Samples per scene and brick.", 1, 1),
+            "bricks": {
+                "type": "array",
+                "minItems": 1,
+                "uniqueItems": True,
+                "items": {"enum": list(EDIT_BRICKS)},
+                "default": list(EDIT_BRICKS),
+                "description": "Edit bricks to write samples for.",
+            },
+        },
+    )
+    return obj(
+        "The data stage.",
+        {
+            "scenes": scenes,
+            "instructions": obj(
+                "Instruction synthesis.",
+                {
+                    "categories": {
+                        "type": "array",
+                        "minItems": 1,
+                        "uniqueItems": True,
+                        "items": {"enum": list(CATEGORIES)},
+                        "default": list(InstructionConfig().categories),
+                        "description": "Edit categories.",
+                    },
+                    "gt": obj(
+                        "Instructions with GT workflows.", {"per_scene": integer("GT instructions per scene.", 2)}
+                    ),
+                    "open": obj("Open-domain instructions (no GT workflow).", per_scene),
+                },
+            ),
+            "shards": obj(
+                "Webdataset shards for brick training.",
+                {
+                    "samples_per_shard": integer("Samples per tar file.", 1000, 1),
+                    "families": obj(
+                        "Brick families to write shards for.",
+                        {name: (edit_family if name == "edit" else family) for name in FAMILIES},
+                    ),
+                    "sources": obj(
+                        "Real data on disk instead of the shapes world, per brick family.",
+                        {name: source for name in FAMILIES},
+                    ),
+                },
+            ),
+        },
+        required=["scenes", "instructions", "shards"],
+    )
 
 
 def build_schema() -> dict:
@@ -137,11 +188,17 @@ def build_schema() -> dict:
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "description": "Configuration of the lego-edit pipeline (generated by lego_edit.config_schema; see "
-                       "config/README.md).",
-        "type": "object", "additionalProperties": False, "required": ["seed", "data"],
+        "config/README.md).",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["seed", "data"],
         "properties": {
-            "seed": {"type": "integer", "minimum": 0, "default": 0,
-                     "description": "The one seed threaded through data, training and sampling."},
+            "seed": {
+                "type": "integer",
+                "minimum": 0,
+                "default": 0,
+                "description": "The one seed threaded through data, training and sampling.",
+            },
             "data": data_section(),
             **stage_sections(),
         },

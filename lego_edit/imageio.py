@@ -44,8 +44,14 @@ def _open(path: Path, limits: Limits) -> Image.Image:
             img.load()
     except ImageReadError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
-            Image.DecompressionBombError) as e:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombWarning,
+        Image.DecompressionBombError,
+    ) as e:
         raise ImageReadError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
     return img
 
@@ -71,13 +77,15 @@ def load_image(path: str | os.PathLike, limits: Limits = DEFAULT_LIMITS, min_sid
     img = _open(path, limits)
     arr = to_rgb_array(img)
     if min(arr.shape[:2]) < min_side:
-        raise ImageReadError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]}, smaller than the "
-                             f"{min_side}-pixel minimum side")
+        raise ImageReadError(
+            f"{path}: image is {arr.shape[1]}x{arr.shape[0]}, smaller than the {min_side}-pixel minimum side"
+        )
     return arr
 
 
-def load_mask(path: str | os.PathLike, size: tuple[int, int] | None = None,
-              limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+def load_mask(
+    path: str | os.PathLike, size: tuple[int, int] | None = None, limits: Limits = DEFAULT_LIMITS
+) -> np.ndarray:
     """A mask file -> HxW uint8 0/255. Uses the alpha channel when it carries the mask, else luminance.
 
     ``size`` is (width, height) of the image the mask belongs to; a mask of another size is resized

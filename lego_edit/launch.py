@@ -12,6 +12,7 @@ trains, rank 0 alone writes the outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -28,17 +29,37 @@ log = logging.getLogger(__name__)
 
 def launch_command(module: str, config_path: str | Path, processes: int) -> list[str]:
     """torchrun on this node (``--standalone``: a free rendezvous port, so several jobs can share a node)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-            "-m", module, "--config", str(config_path)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(processes),
+        "-m",
+        module,
+        "--config",
+        str(config_path),
+    ]
 
 
-def run_stage(module: str, config_cls_name: str, values: dict, gpus: int = 0, main_name: str = "main",
-              processes: int | None = None):
+def run_stage(
+    module: str,
+    config_cls_name: str,
+    values: dict,
+    gpus: int = 0,
+    main_name: str = "main",
+    processes: int | None = None,
+):
     """Validate ``values`` as ``module.config_cls_name`` and run ``module.main`` with it: in this process, or in
     ``processes`` processes (default: one per GPU in ``gpus``)."""
     mod = importlib.import_module(module)
     config_cls = getattr(mod, config_cls_name)
     cfg = build_config(config_cls, values)  # validate here, before any launcher starts
+    if getattr(cfg, "checkpoint_dir", ""):  # once, before the ranks start: a changed config does not resume
+        from .training.state import claim_checkpoints
+
+        claim_checkpoints(cfg.checkpoint_dir, dataclasses.asdict(cfg))
     processes = max(1, int(gpus)) if processes is None else int(processes)
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")
@@ -49,8 +70,10 @@ def run_stage(module: str, config_cls_name: str, values: dict, gpus: int = 0, ma
         path = f.name
     cmd = launch_command(module, path, processes)
     # OMP threads per rank: the job's cores shared out, not torchrun's default of 1 with a warning
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1)
-                                                                                       // processes)))}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes))),
+    }
     log.info("launching %d processes: %s", processes, " ".join(cmd))
     try:
         subprocess.run(cmd, check=True, env=env)

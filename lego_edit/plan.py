@@ -53,10 +53,15 @@ class TextModel:
 
     def lora_params(self, rank: int, targets: list[str]) -> float:
         """Adapter parameters: rank x (in + out) per targeted projection, per layer."""
-        shapes = {"q_proj": (self.hidden, self.hidden), "k_proj": (self.hidden, self.kv_dim),
-                  "v_proj": (self.hidden, self.kv_dim), "o_proj": (self.hidden, self.hidden),
-                  "gate_proj": (self.hidden, self.intermediate), "up_proj": (self.hidden, self.intermediate),
-                  "down_proj": (self.intermediate, self.hidden)}
+        shapes = {
+            "q_proj": (self.hidden, self.hidden),
+            "k_proj": (self.hidden, self.kv_dim),
+            "v_proj": (self.hidden, self.kv_dim),
+            "o_proj": (self.hidden, self.hidden),
+            "gate_proj": (self.hidden, self.intermediate),
+            "up_proj": (self.hidden, self.intermediate),
+            "down_proj": (self.intermediate, self.hidden),
+        }
         return self.layers * sum(rank * sum(shapes[t]) for t in targets if t in shapes)
 
 
@@ -69,18 +74,42 @@ def vision_params(depth: int, hidden: int, intermediate: int, out_hidden: int, p
 
 # Published config.json shapes; the counts reproduce the published totals exactly (8,292,166,656 and
 # 3,754,622,976 parameters). MiMo-VL-7B is a Qwen2.5-VL-7B.
-QWEN25_VL_7B = TextModel(layers=28, hidden=3584, intermediate=18944, heads=28, kv_heads=4, vocab=152064,
-                         vision_params=vision_params(32, 1280, 3420, 3584))
-QWEN25_VL_3B = TextModel(layers=36, hidden=2048, intermediate=11008, heads=16, kv_heads=2, vocab=151936,
-                         vision_params=vision_params(32, 1280, 3420, 2048), tied_embeddings=True)
+QWEN25_VL_7B = TextModel(
+    layers=28,
+    hidden=3584,
+    intermediate=18944,
+    heads=28,
+    kv_heads=4,
+    vocab=152064,
+    vision_params=vision_params(32, 1280, 3420, 3584),
+)
+QWEN25_VL_3B = TextModel(
+    layers=36,
+    hidden=2048,
+    intermediate=11008,
+    heads=16,
+    kv_heads=2,
+    vocab=151936,
+    vision_params=vision_params(32, 1280, 3420, 2048),
+    tied_embeddings=True,
+)
 KNOWN_MODELS = {
-    "XiaomiMiMo/MiMo-VL-7B-RL": QWEN25_VL_7B, "XiaomiMiMo/MiMo-VL-7B-SFT": QWEN25_VL_7B,
-    "Qwen/Qwen2.5-VL-7B-Instruct": QWEN25_VL_7B, "Qwen/Qwen2.5-VL-3B-Instruct": QWEN25_VL_3B,
+    "XiaomiMiMo/MiMo-VL-7B-RL": QWEN25_VL_7B,
+    "XiaomiMiMo/MiMo-VL-7B-SFT": QWEN25_VL_7B,
+    "Qwen/Qwen2.5-VL-7B-Instruct": QWEN25_VL_7B,
+    "Qwen/Qwen2.5-VL-3B-Instruct": QWEN25_VL_3B,
 }
 # FLUX.1-Fill-dev: 19 double-stream + 38 single-stream blocks of width 3072 (11.9B), T5-XXL encoder (4.76B),
 # CLIP-L (0.12B), VAE (0.08B); 64 latent channels in, 16 x 16 pixels per image token.
-FLUX_FILL = {"transformer": 11.9e9, "text_encoders": 4.88e9, "vae": 0.084e9, "blocks": 57, "hidden": 3072,
-             "text_tokens": 512, "px_per_token": 16}
+FLUX_FILL = {
+    "transformer": 11.9e9,
+    "text_encoders": 4.88e9,
+    "vae": 0.084e9,
+    "blocks": 57,
+    "hidden": 3072,
+    "text_tokens": 512,
+    "px_per_token": 16,
+}
 
 
 @dataclass
@@ -117,23 +146,52 @@ def text_model(vlm: dict, vocab_size: int = 1024) -> tuple[str, TextModel]:
     base = vlm.get("base")
     if not base:
         hidden, heads = vlm.get("hidden_size", 128), vlm.get("num_heads", 4)
-        vision = vision_params(vlm.get("vision_depth", 2), vlm.get("vision_hidden_size", 64),
-                               vlm.get("vision_intermediate_size", 128), hidden)
-        return "built from config", TextModel(vlm.get("num_layers", 2), hidden, vlm.get("intermediate_size", 256),
-                                              heads, vlm.get("num_kv_heads", 2), vocab_size, vision)
+        vision = vision_params(
+            vlm.get("vision_depth", 2),
+            vlm.get("vision_hidden_size", 64),
+            vlm.get("vision_intermediate_size", 128),
+            hidden,
+        )
+        return "built from config", TextModel(
+            vlm.get("num_layers", 2),
+            hidden,
+            vlm.get("intermediate_size", 256),
+            heads,
+            vlm.get("num_kv_heads", 2),
+            vocab_size,
+            vision,
+        )
     local = Path(base) / "config.json"
     if local.is_file():
         c = json.loads(local.read_text())
         t, v = c.get("text_config", c), c.get("vision_config")
-        vision = 0.0 if not v else vision_params(v["depth"], v["hidden_size"], v["intermediate_size"],
-                                                 v.get("out_hidden_size", t["hidden_size"]), v.get("patch_size", 14))
-        return base, TextModel(t["num_hidden_layers"], t["hidden_size"], t["intermediate_size"],
-                               t["num_attention_heads"], t.get("num_key_value_heads", t["num_attention_heads"]),
-                               t["vocab_size"], vision, bool(c.get("tie_word_embeddings", False)))
+        vision = (
+            0.0
+            if not v
+            else vision_params(
+                v["depth"],
+                v["hidden_size"],
+                v["intermediate_size"],
+                v.get("out_hidden_size", t["hidden_size"]),
+                v.get("patch_size", 14),
+            )
+        )
+        return base, TextModel(
+            t["num_hidden_layers"],
+            t["hidden_size"],
+            t["intermediate_size"],
+            t["num_attention_heads"],
+            t.get("num_key_value_heads", t["num_attention_heads"]),
+            t["vocab_size"],
+            vision,
+            bool(c.get("tie_word_embeddings", False)),
+        )
     if base in KNOWN_MODELS:
         return base, KNOWN_MODELS[base]
-    raise ValueError(f"unknown size for builder.vlm.base {base!r}: give a local checkpoint folder (its config.json "
-                     f"is read) or add it to lego_edit.plan.KNOWN_MODELS")
+    raise ValueError(
+        f"unknown size for builder.vlm.base {base!r}: give a local checkpoint folder (its config.json "
+        f"is read) or add it to lego_edit.plan.KNOWN_MODELS"
+    )
 
 
 def _train_states(trainable: float, full: bool, weight_bytes: int) -> float:
@@ -149,17 +207,24 @@ def _activations(m: TextModel, tokens: float, checkpointing: bool) -> float:
     return m.layers * 2 * m.hidden * tokens + per_layer if checkpointing else m.layers * per_layer
 
 
-def builder_job(rule: str, gpus: int, name: str, m: TextModel, settings: dict, prompt_tokens: int, gpu: GPU,
-                grpo: bool) -> JobPlan:
+def builder_job(
+    rule: str, gpus: int, name: str, m: TextModel, settings: dict, prompt_tokens: int, gpu: GPU, grpo: bool
+) -> JobPlan:
     world = max(1, gpus)
     lora = settings.get("lora")
-    targets = (lora or {}).get("target_modules") or ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                     "up_proj", "down_proj"]
+    targets = (lora or {}).get("target_modules") or [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]
     trainable = m.lora_params(lora["rank"], targets) if lora else m.params
     wbytes = 2  # bf16 weights, as the GPU stages load them
     ckpt = bool(settings.get("gradient_checkpointing"))
-    parts = {"weights": m.params * wbytes / GB,
-             "trainable states": _train_states(trainable, not lora, wbytes) / GB}
+    parts = {"weights": m.params * wbytes / GB, "trainable states": _train_states(trainable, not lora, wbytes) / GB}
     if grpo:
         completions = settings["prompts_per_step"] * settings["num_generations"] / world  # generated together
         micro = completions / settings.get("grad_accum", 1)  # trained on together
@@ -177,8 +242,10 @@ def builder_job(rule: str, gpus: int, name: str, m: TextModel, settings: dict, p
         flops = 6 * m.params * tokens + 2 * m.params * completions * completion
         decode = completion * (m.params * wbytes + parts["generation cache"] * GB) / (gpu.bandwidth_tbs * 1e12)
         step = flops / (gpu.tflops * 1e12 * gpu.mfu) + decode
-        note = (f"{completions:g} completions of {prompt_tokens}+{completion} tokens per GPU, trained on "
-                f"{micro:g} at a time")
+        note = (
+            f"{completions:g} completions of {prompt_tokens}+{completion} tokens per GPU, trained on "
+            f"{micro:g} at a time"
+        )
     else:
         micro = settings["batch_size"] / world
         seq = settings.get("max_length", 1024)
@@ -187,8 +254,10 @@ def builder_job(rule: str, gpus: int, name: str, m: TextModel, settings: dict, p
         parts["logits"] = tokens * m.vocab * 8 / GB
         step = 6 * m.params * tokens * settings.get("grad_accum", 1) / (gpu.tflops * 1e12 * gpu.mfu)
         note = f"{micro:g} sequences of up to {seq} tokens per GPU per micro-step"
-    note += f"; {'LoRA' if lora else 'full'} ({trainable / 1e6:,.0f}M trainable), " \
-            f"activations {'recomputed' if ckpt else 'kept'}"
+    note += (
+        f"; {'LoRA' if lora else 'full'} ({trainable / 1e6:,.0f}M trainable), "
+        f"activations {'recomputed' if ckpt else 'kept'}"
+    )
     return JobPlan(rule, gpus, name, parts, step, settings["steps"], note)
 
 
@@ -204,12 +273,22 @@ def flux_lora_job(gpus: int, edit: dict, gpu: GPU) -> JobPlan:
     weights = FLUX_FILL["transformer"] + FLUX_FILL["text_encoders"] + FLUX_FILL["vae"]
     tokens = micro * tokens_per_image
     m = TextModel(FLUX_FILL["blocks"], FLUX_FILL["hidden"], 4 * FLUX_FILL["hidden"], 24, 24, 0)
-    parts = {"weights": weights * 2 / GB, "trainable states": _train_states(trainable, False, 2) / GB,
-             "activations": _activations(m, tokens, False) / GB}
+    parts = {
+        "weights": weights * 2 / GB,
+        "trainable states": _train_states(trainable, False, 2) / GB,
+        "activations": _activations(m, tokens, False) / GB,
+    }
     step = 6 * FLUX_FILL["transformer"] * tokens / (gpu.tflops * 1e12 * gpu.mfu)
-    return JobPlan("train_edit_lora", gpus, flux.get("pretrained") or "FLUX (built from config)", parts, step,
-                   lora["train"]["steps"], f"{micro:g} images of {tokens_per_image} tokens per GPU; LoRA rank {rank} "
-                                           f"({trainable / 1e6:,.0f}M trainable), activations kept")
+    return JobPlan(
+        "train_edit_lora",
+        gpus,
+        flux.get("pretrained") or "FLUX (built from config)",
+        parts,
+        step,
+        lora["train"]["steps"],
+        f"{micro:g} images of {tokens_per_image} tokens per GPU; LoRA rank {rank} "
+        f"({trainable / 1e6:,.0f}M trainable), activations kept",
+    )
 
 
 def prompt_tokens(config: dict) -> int:
@@ -228,12 +307,26 @@ def plan(config: dict, gpu: GPU | None = None) -> list[JobPlan]:
     b, bricks = config["builder"], config["bricks"]
     name, m = text_model(b["vlm"], b.get("vocab_size", 1024))
     prompt = prompt_tokens(config)
-    jobs = [builder_job(f"train_builder_{stage}", int(b.get("gpus", 0)), name, m, b[stage], prompt, gpu,
-                        grpo=stage != "sft") for stage in ("sft", "grpo_gt", "grpo_critic")]
+    jobs = [
+        builder_job(
+            f"train_builder_{stage}", int(b.get("gpus", 0)), name, m, b[stage], prompt, gpu, grpo=stage != "sft"
+        )
+        for stage in ("sft", "grpo_gt", "grpo_critic")
+    ]
     for family in ("placement", "captioning"):  # LoRAs on the Builder's base VLM
         section = bricks[family]
-        jobs.append(builder_job(f"train_vlm_brick ({family})", int(section.get("gpus", 0)), name, m,
-                                {"max_length": 1024, **section["train"]}, prompt, gpu, grpo=False))
+        jobs.append(
+            builder_job(
+                f"train_vlm_brick ({family})",
+                int(section.get("gpus", 0)),
+                name,
+                m,
+                {"max_length": 1024, **section["train"]},
+                prompt,
+                gpu,
+                grpo=False,
+            )
+        )
     edit = bricks["edit"]
     if edit.get("backend") == "flux_fill" and (edit.get("flux") or {}).get("pretrained"):
         jobs.append(flux_lora_job(int(edit.get("gpus", 0)), edit, gpu))
@@ -241,21 +334,28 @@ def plan(config: dict, gpu: GPU | None = None) -> list[JobPlan]:
 
 
 def format_plan(jobs: list[JobPlan], gpu: GPU) -> str:
-    lines = [f"GPU: {gpu.memory_gb:g} GB, {gpu.tflops:g} TFLOP/s bf16 at {gpu.mfu:.0%} MFU, "
-             f"{gpu.bandwidth_tbs:g} TB/s", ""]
+    lines = [
+        f"GPU: {gpu.memory_gb:g} GB, {gpu.tflops:g} TFLOP/s bf16 at {gpu.mfu:.0%} MFU, {gpu.bandwidth_tbs:g} TB/s",
+        "",
+    ]
     total_hours = 0.0
     for j in jobs:
         fits = "fits" if j.total_gb <= gpu.memory_gb else "DOES NOT FIT"
         lines.append(f"{j.rule}: {j.gpus} GPU(s), {j.model}")
-        lines.append("  per GPU: " + ", ".join(f"{k} {v:.1f}" for k, v in j.parts_gb.items())
-                     + f" = {j.total_gb:.1f} GB ({fits})")
+        lines.append(
+            "  per GPU: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in j.parts_gb.items())
+            + f" = {j.total_gb:.1f} GB ({fits})"
+        )
         lines.append(f"  {j.note}")
         lines.append(f"  step ~{j.step_seconds:.1f} s x {j.steps} steps = {j.gpu_hours:.1f} GPU-hours")
         total_hours += j.gpu_hours
     lines.append("")
     lines.append(f"training GPU-hours, all jobs above: {total_hours:.0f}")
-    lines.append("(sequences at their configured maximum; a GRPO step's reward computation, the bricks and the "
-                 "judge, is not included)")
+    lines.append(
+        "(sequences at their configured maximum; a GRPO step's reward computation, the bricks and the "
+        "judge, is not included)"
+    )
     return "\n".join(lines)
 
 

@@ -8,21 +8,21 @@ rule prepare_base_vlm:
         captioning="results/data/shards/captioning",
     output:
         base=directory("results/builder/base"),
-    params:
-        seed=config["seed"],
-        vocab_size=config["builder"]["vocab_size"],
-        vlm=config["builder"]["vlm"],
     log:
         "logs/prepare_base_vlm.log",
     benchmark:
         "benchmarks/prepare_base_vlm/prepare_base_vlm.tsv"
     priority: 90
+    conda:
+        "../envs/lego-edit.yaml"
     threads: 1
     resources:
         mem_mb=get_mem_mb(4000),
         runtime=get_runtime(20),
-    conda:
-        "../envs/lego-edit.yaml"
+    params:
+        seed=config["seed"],
+        vocab_size=config["builder"]["vocab_size"],
+        vlm=config["builder"]["vlm"],
     script:
         "../workflow_scripts/prepare_base_vlm.py"
 
@@ -32,23 +32,23 @@ rule train_segmentation:
         shards="results/data/shards/segmentation",
     output:
         model=directory("results/bricks/segmentation"),
-    params:
-        seed=config["seed"],
-        section=brick_section("segmentation"),
-        checkpoints="results/checkpoints/segmentation",
     log:
         "logs/train_segmentation.log",
     benchmark:
         "benchmarks/train_segmentation/train_segmentation.tsv"
     # The longest chain to stage 2 (its execution reward runs RES): start it first, with the edit base.
     priority: 95
+    conda:
+        "../envs/lego-edit.yaml"
     threads: 1
     resources:
         mem_mb=get_mem_mb(4000),
         runtime=get_runtime(60),
         gpu=get_gpus("segmentation"),
-    conda:
-        "../envs/lego-edit.yaml"
+    params:
+        seed=config["seed"],
+        section=brick_section("segmentation"),
+        checkpoints="results/checkpoints/segmentation",
     script:
         "../workflow_scripts/train_segmentation.py"
 
@@ -59,22 +59,22 @@ rule train_vlm_brick:
         shards="results/data/shards/{vlm_family}",
     output:
         adapter=directory("results/bricks/{vlm_family}"),
-    params:
-        seed=config["seed"],
-        section=get_vlm_brick_section,
-        checkpoints="results/checkpoints/{vlm_family}",
     log:
         "logs/train_vlm_brick/{vlm_family}.log",
     benchmark:
         "benchmarks/train_vlm_brick/{vlm_family}.tsv"
     priority: 40
+    conda:
+        "../envs/lego-edit.yaml"
     threads: 1
     resources:
         mem_mb=get_mem_mb(4000),
         runtime=get_runtime(60),
         gpu=get_vlm_brick_gpus,
-    conda:
-        "../envs/lego-edit.yaml"
+    params:
+        seed=config["seed"],
+        section=get_vlm_brick_section,
+        checkpoints="results/checkpoints/{vlm_family}",
     script:
         "../workflow_scripts/train_vlm_brick.py"
 
@@ -84,22 +84,22 @@ rule train_edit_base:
         shards="results/data/shards/edit",
     output:
         model=directory("results/bricks/edit_base"),
-    params:
-        seed=config["seed"],
-        section=brick_section("edit"),
-        checkpoints="results/checkpoints/edit_base",
     log:
         "logs/train_edit_base.log",
     benchmark:
         "benchmarks/train_edit_base/train_edit_base.tsv"
     priority: 85
+    conda:
+        "../envs/lego-edit.yaml"
     threads: 1
     resources:
         mem_mb=get_mem_mb(6000),
         runtime=get_runtime(120),
         gpu=get_gpus("edit"),
-    conda:
-        "../envs/lego-edit.yaml"
+    params:
+        seed=config["seed"],
+        section=brick_section("edit"),
+        checkpoints="results/checkpoints/edit_base",
     script:
         "../workflow_scripts/train_edit_base.py"
 
@@ -110,22 +110,22 @@ rule train_edit_lora:
         base="results/bricks/edit_base",
     output:
         adapter=directory("results/bricks/edit_lora/{brick}"),
-    params:
-        seed=config["seed"],
-        section=brick_section("edit"),
-        checkpoints="results/checkpoints/edit_lora/{brick}",
     log:
         "logs/train_edit_lora/{brick}.log",
     benchmark:
         "benchmarks/train_edit_lora/{brick}.tsv"
     priority: 30
+    conda:
+        "../envs/lego-edit.yaml"
     threads: 1
     resources:
         mem_mb=get_mem_mb(4000),
         runtime=get_runtime(60),
         gpu=get_gpus("edit"),
-    conda:
-        "../envs/lego-edit.yaml"
+    params:
+        seed=config["seed"],
+        section=brick_section("edit"),
+        checkpoints="results/checkpoints/edit_lora/{brick}",
     script:
         "../workflow_scripts/train_edit_lora.py"
 
@@ -135,22 +135,22 @@ rule make_critic_samples:
         unpack(get_critic_sample_inputs),
     output:
         shards=directory("results/data/shards/critic_executed"),
-    params:
-        seed=config["seed"],
-        section=config["bricks"]["critic"]["executed"],
-        samples_per_shard=config["data"]["shards"]["samples_per_shard"],
     log:
         "logs/make_critic_samples.log",
     benchmark:
         "benchmarks/make_critic_samples/make_critic_samples.tsv"
     priority: 70
+    conda:
+        "../envs/lego-edit.yaml"
     threads: 1
     resources:
         mem_mb=get_mem_mb(4000),
         runtime=get_runtime(60),
         gpu=get_gpus("critic"),
-    conda:
-        "../envs/lego-edit.yaml"
+    params:
+        seed=config["seed"],
+        section=config["bricks"]["critic"]["executed"],
+        samples_per_shard=config["data"]["shards"]["samples_per_shard"],
     script:
         "../workflow_scripts/make_critic_samples.py"
 
@@ -160,22 +160,22 @@ rule train_critic:
         unpack(get_critic_inputs),
     output:
         model=directory("results/bricks/critic"),
-    params:
-        seed=config["seed"],
-        section=brick_section("critic"),
-        checkpoints="results/checkpoints/critic",
     log:
         "logs/train_critic.log",
     benchmark:
         "benchmarks/train_critic/train_critic.tsv"
     priority: 70
+    conda:
+        "../envs/lego-edit.yaml"
     threads: 1
     resources:
         mem_mb=get_mem_mb(6000),
         runtime=get_runtime(120),
         gpu=get_gpus("critic"),
-    conda:
-        "../envs/lego-edit.yaml"
+    params:
+        seed=config["seed"],
+        section=brick_section("critic"),
+        checkpoints="results/checkpoints/critic",
     script:
         "../workflow_scripts/train_critic.py"
 
@@ -198,11 +198,11 @@ rule summarize_bricks:
         json="results/bricks/summary.json",
     log:
         "logs/summarize_bricks.log",
+    conda:
+        "../envs/lego-edit.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../envs/lego-edit.yaml"
     script:
         "../workflow_scripts/summarize_bricks.py"

@@ -7,23 +7,23 @@ rule train_builder_sft:
         instructions="results/data/instructions/gt.parquet",
     output:
         model=directory("results/builder/sft"),
-    params:
-        seed=config["seed"],
-        section=builder_stage_section("sft"),
-        prompt_style=config["builder"]["prompt_style"],
-        checkpoints="results/checkpoints/builder_sft",
     log:
         "logs/train_builder_sft.log",
     benchmark:
         "benchmarks/train_builder_sft/train_builder_sft.tsv"
     priority: 80
+    conda:
+        "../envs/lego-edit.yaml"
     threads: 1
     resources:
         mem_mb=get_mem_mb(6000),
         runtime=get_runtime(120),
         gpu=get_builder_gpus,
-    conda:
-        "../envs/lego-edit.yaml"
+    params:
+        seed=config["seed"],
+        section=builder_stage_section("sft"),
+        prompt_style=config["builder"]["prompt_style"],
+        checkpoints="results/checkpoints/builder_sft",
     script:
         "../workflow_scripts/train_builder.py"
 
@@ -33,23 +33,23 @@ rule train_builder_grpo_gt:
         unpack(get_stage2_inputs),
     output:
         model=directory("results/builder/grpo_gt"),
-    params:
-        seed=config["seed"],
-        section=builder_stage_section("grpo_gt"),
-        prompt_style=config["builder"]["prompt_style"],
-        checkpoints="results/checkpoints/builder_grpo_gt",
     log:
         "logs/train_builder_grpo_gt.log",
     benchmark:
         "benchmarks/train_builder_grpo_gt/train_builder_grpo_gt.tsv"
     priority: 75
+    conda:
+        "../envs/lego-edit.yaml"
     threads: 1
     resources:
         mem_mb=get_mem_mb(6000),
         runtime=get_runtime(120),
         gpu=get_builder_gpus,
-    conda:
-        "../envs/lego-edit.yaml"
+    params:
+        seed=config["seed"],
+        section=builder_stage_section("grpo_gt"),
+        prompt_style=config["builder"]["prompt_style"],
+        checkpoints="results/checkpoints/builder_grpo_gt",
     script:
         "../workflow_scripts/train_builder.py"
 
@@ -59,22 +59,22 @@ rule train_builder_grpo_critic:
         unpack(get_stage3_inputs),
     output:
         model=directory("results/builder/grpo_critic"),
-    params:
-        seed=config["seed"],
-        section=builder_stage_section("grpo_critic"),
-        prompt_style=config["builder"]["prompt_style"],
-        checkpoints="results/checkpoints/builder_grpo_critic",
     log:
         "logs/train_builder_grpo_critic.log",
     benchmark:
         "benchmarks/train_builder_grpo_critic/train_builder_grpo_critic.tsv"
     priority: 75
+    conda:
+        "../envs/lego-edit.yaml"
     threads: 1
     resources:
         mem_mb=get_mem_mb(8000),
         runtime=get_runtime(180),
         gpu=get_builder_gpus,
-    conda:
-        "../envs/lego-edit.yaml"
+    params:
+        seed=config["seed"],
+        section=builder_stage_section("grpo_critic"),
+        prompt_style=config["builder"]["prompt_style"],
+        checkpoints="results/checkpoints/builder_grpo_critic",
     script:
         "../workflow_scripts/train_builder.py"

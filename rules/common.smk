@@ -8,6 +8,7 @@ validate(config, schema="../config/schema.yaml")
 
 sys.path.insert(0, str(Path(workflow.basedir)))
 from lego_edit.config_checks import check_config  # noqa: E402
+from lego_edit.evaluation.protocols import protocol_file  # noqa: E402
 from lego_edit.pipeline import sort_keys_in_place  # noqa: E402
 
 check_config(config)
@@ -48,9 +49,7 @@ def get_instruction_params(wildcards):
 def get_shard_inputs(wildcards):
     inputs = {"scenes": "results/data/scenes.parquet"}
     if wildcards.family == "critic":  # the critic learns from instructions and their targets
-        inputs["instructions"] = expand(
-            "results/data/instructions/{domain}.parquet", domain=DOMAINS
-        )
+        inputs["instructions"] = expand("results/data/instructions/{domain}.parquet", domain=DOMAINS)
     return inputs
 
 
@@ -185,9 +184,7 @@ def get_all_eval_chunks():
         for evalset in eval_sets():
             if builder == "oracle" and evalset not in ("shapes_gt",):
                 continue  # only the GT split has GT workflows to run
-            chunks += gather.evalchunk(
-                f"results/eval/{builder}/{evalset}/chunk_{{scatteritem}}.parquet"
-            )
+            chunks += gather.evalchunk(f"results/eval/{builder}/{evalset}/chunk_{{scatteritem}}.parquet")
     return chunks
 
 
@@ -206,6 +203,8 @@ def get_eval_chunk_inputs(wildcards):
     inputs["base"] = "results/builder/base"
     if wildcards.builder in ("sft", "grpo_gt", "grpo_critic"):
         inputs["builder"] = f"results/builder/{wildcards.builder}"
+    if get_eval_protocol(wildcards):  # a changed prompt file in the user's checkout reruns the chunk
+        inputs["protocol"] = str(protocol_file(wildcards.evalset, get_eval_protocol(wildcards)))
     if wildcards.evalset == "shapes_gt":
         inputs["table"] = "results/data/instructions/gt.parquet"
     elif wildcards.evalset == "shapes_open":
@@ -226,6 +225,11 @@ def get_eval_prompt_style(wildcards):
     if wildcards.builder == "api":
         return config["evaluation"]["api_builder"]["prompt_style"]
     return config["builder"]["prompt_style"]
+
+
+def get_eval_protocol(wildcards):
+    """The checkout of the set's published evaluation code (evaluation.protocols), or None."""
+    return (config["evaluation"].get("protocols") or {}).get(wildcards.evalset)
 
 
 def get_eval_set_spec(wildcards):
@@ -262,9 +266,7 @@ def get_model_dir(wildcards):
 
 
 def get_report_targets():
-    return ["results/report/data_stats.png"] + expand(
-        "results/report/curves/{model}.png", model=list(model_dirs())
-    )
+    return ["results/report/data_stats.png"] + expand("results/report/curves/{model}.png", model=list(model_dirs()))
 
 
 # --- batch editing of a folder (rules/edit.smk) ---
@@ -273,9 +275,7 @@ def get_report_targets():
 def edit_section():
     section = config.get("edit") or {}
     if not section.get("folder"):
-        raise ValueError(
-            "config edit.folder is not set: name the image folder to batch-edit"
-        )
+        raise ValueError("config edit.folder is not set: name the image folder to batch-edit")
     return section
 
 
@@ -299,9 +299,7 @@ def edit_model_inputs():
 def get_edit_chunk_inputs(wildcards):
     e = edit_section()
     if int(wildcards.chunk) >= edit_chunks():
-        raise ValueError(
-            f"edit chunk {wildcards.chunk} does not exist: edit.chunks is {edit_chunks()}"
-        )
+        raise ValueError(f"edit chunk {wildcards.chunk} does not exist: edit.chunks is {edit_chunks()}")
     inputs = {"folder": e["folder"]}
     if e.get("mapping"):
         inputs["mapping"] = e["mapping"]

@@ -5,20 +5,20 @@ rule make_scenes:
     output:
         table="results/data/scenes.parquet",
         images=directory("results/data/scene_images"),
-    params:
-        seed=config["seed"],
-        scenes=config["data"]["scenes"],
     log:
         "logs/make_scenes.log",
     benchmark:
         "benchmarks/make_scenes/make_scenes.tsv"
     priority: 100
+    conda:
+        "../envs/lego-edit.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/lego-edit.yaml"
+    params:
+        seed=config["seed"],
+        scenes=config["data"]["scenes"],
     script:
         "../workflow_scripts/make_scenes.py"
 
@@ -29,20 +29,20 @@ rule make_instructions:
     output:
         table="results/data/instructions/{domain}.parquet",
         targets=directory("results/data/targets/{domain}"),
-    params:
-        seed=config["seed"],
-        instructions=get_instruction_params,
     log:
         "logs/make_instructions/{domain}.log",
     benchmark:
         "benchmarks/make_instructions/{domain}.tsv"
     priority: 100
+    conda:
+        "../envs/lego-edit.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/lego-edit.yaml"
+    params:
+        seed=config["seed"],
+        instructions=get_instruction_params,
     script:
         "../workflow_scripts/make_instructions.py"
 
@@ -52,20 +52,20 @@ rule make_shards:
         unpack(get_shard_inputs),
     output:
         shards=directory("results/data/shards/{family}"),
-    params:
-        seed=config["seed"],
-        shards=get_shard_params,
-        source=get_shard_source,
     log:
         "logs/make_shards/{family}.log",
     benchmark:
         "benchmarks/make_shards/{family}.tsv"
     priority: 100
+    conda:
+        "../envs/lego-edit.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        "../envs/lego-edit.yaml"
+    params:
+        seed=config["seed"],
+        shards=get_shard_params,
+        source=get_shard_source,
     script:
         "../workflow_scripts/make_shards.py"

@@ -7,23 +7,25 @@ rule edit_eval_chunk:
     output:
         rows="results/eval/{builder}/{evalset}/chunk_{scatteritem}.parquet",
         images=directory("results/eval/{builder}/{evalset}/images_{scatteritem}"),
+    log:
+        "logs/edit_eval_chunk/{builder}/{evalset}/{scatteritem}.log",
+    benchmark:
+        "benchmarks/edit_eval_chunk/{builder}/{evalset}/{scatteritem}.tsv"
+    conda:
+        "../envs/lego-edit.yaml"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb(4000),
+        runtime=get_runtime(60),
+        gpu=config["evaluation"]["gpus"],
     params:
         seed=config["seed"],
         builder=get_eval_builder_spec,
         evalset=get_eval_set_spec,
         style=get_eval_prompt_style,
         seconds=config["evaluation"]["execution_seconds"],
-    log:
-        "logs/edit_eval_chunk/{builder}/{evalset}/{scatteritem}.log",
-    benchmark:
-        "benchmarks/edit_eval_chunk/{builder}/{evalset}/{scatteritem}.tsv"
-    threads: 1
-    resources:
-        mem_mb=get_mem_mb(4000),
-        runtime=get_runtime(60),
-        gpu=config["evaluation"]["gpus"],
-    conda:
-        "../envs/lego-edit.yaml"
+        judge=config["evaluation"]["judge"],
+        protocol=get_eval_protocol,
     script:
         "../workflow_scripts/edit_eval_chunk.py"
 
@@ -58,6 +60,12 @@ rule summarize_eval:
             category="4. Evaluation",
             subcategory="reward model",
         ),
+        judges=report(
+            "results/eval/judges.csv",
+            caption="../report/eval_judges.rst",
+            category="4. Evaluation",
+            subcategory="judges",
+        ),
         per_item="results/eval/items.parquet",
         grids=report(
             directory("results/eval/grids"),
@@ -67,17 +75,17 @@ rule summarize_eval:
             subcategory="before / after",
             labels={"category": "{category}"},
         ),
-    params:
-        grid_samples=config["evaluation"]["grid_samples"],
     log:
         "logs/summarize_eval.log",
     benchmark:
         "benchmarks/summarize_eval/summarize_eval.tsv"
+    conda:
+        "../envs/lego-edit.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/lego-edit.yaml"
+    params:
+        grid_samples=config["evaluation"]["grid_samples"],
     script:
         "../workflow_scripts/summarize_eval.py"

@@ -18,12 +18,12 @@ rule plot_data_stats:
         ),
     log:
         "logs/plot_data_stats.log",
+    conda:
+        "../envs/lego-edit.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../envs/lego-edit.yaml"
     script:
         "../workflow_scripts/plot_data_stats.py"
 
@@ -40,11 +40,11 @@ rule plot_training_curve:
         ),
     log:
         "logs/plot_training_curve/{model}.log",
+    conda:
+        "../envs/lego-edit.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        "../envs/lego-edit.yaml"
     script:
         "../workflow_scripts/plot_training_curve.py"

@@ -25,11 +25,19 @@ def random_scenes(n: int, seed: int = 0, size: int = 64, max_objects: int = 4, e
 
 def base_scene() -> Scene:
     """Three solid/striped objects at known boxes on a plain beige background (hand-checked pixel values)."""
-    return Scene(64, 64, "beige", "plain", "day", "none", (
-        Obj("circle", "red", "solid", (6, 6, 16, 16)),
-        Obj("triangle", "blue", "striped", (40, 6, 18, 18)),
-        Obj("square", "green", "solid", (6, 40, 18, 18)),
-    ))
+    return Scene(
+        64,
+        64,
+        "beige",
+        "plain",
+        "day",
+        "none",
+        (
+            Obj("circle", "red", "solid", (6, 6, 16, 16)),
+            Obj("triangle", "blue", "striped", (40, 6, 18, 18)),
+            Obj("square", "green", "solid", (6, 40, 18, 18)),
+        ),
+    )
 
 
 def tar_samples(path: Path) -> dict[str, dict[str, bytes]]:
@@ -45,5 +53,8 @@ def tar_samples(path: Path) -> dict[str, dict[str, bytes]]:
 
 def file_digests(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root``, by path relative to it."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

@@ -19,8 +19,16 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 def snakemake(workdir: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
     """``snakemake --snakefile <repo>/Snakefile --directory workdir ...``, output captured."""
     cmd = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    return subprocess.run(cmd, cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        cmd,
+        cwd=workdir,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def digests(root: Path) -> dict[str, str]:
@@ -29,17 +37,20 @@ def digests(root: Path) -> dict[str, str]:
 
 
 def dry_run_jobs(output: str) -> list[dict]:
-    """The jobs a ``snakemake -n`` printed: [{"rule", "wildcards": {..}, "resources": {..}}] in order."""
+    """The jobs a ``snakemake -n`` printed: [{"rule", "wildcards": {..}, "resources": {..}, "input": [..]}] in
+    order."""
     jobs, current = [], None
     for line in output.splitlines():
         m = re.fullmatch(r"(?:local)?rule (\w+):", line)
         if m:
-            current = {"rule": m.group(1), "wildcards": {}, "resources": {}}
+            current = {"rule": m.group(1), "wildcards": {}, "resources": {}, "input": []}
             jobs.append(current)
         elif current is not None and line.startswith("    ") and ": " in line:
             key, value = line.strip().split(": ", 1)
             if key in ("wildcards", "resources"):
                 current[key] = dict(item.split("=", 1) for item in value.split(", ") if "=" in item)
+            elif key == "input":
+                current["input"] = value.split(", ")
         else:
             current = None
     return jobs

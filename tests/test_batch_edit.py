@@ -48,10 +48,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 def brightness_wf(*ratios: float) -> dict:
     """One BRIGHTNESS step per ratio on the input image; the result lists them all."""
-    steps = [{"step": i, "model": "BRIGHTNESS", "input": {"image": "init[image]", "ratio": r},
-              "output": {"image": f"step{i}[image]"}} for i, r in enumerate(ratios, 1)]
-    return {"process": "brightness", "pipeline": steps + [
-        {"result": "[" + ", ".join(f"step{i}[image]" for i in range(1, len(ratios) + 1)) + "]"}]}
+    steps = [
+        {
+            "step": i,
+            "model": "BRIGHTNESS",
+            "input": {"image": "init[image]", "ratio": r},
+            "output": {"image": f"step{i}[image]"},
+        }
+        for i, r in enumerate(ratios, 1)
+    ]
+    return {
+        "process": "brightness",
+        "pipeline": steps + [{"result": "[" + ", ".join(f"step{i}[image]" for i in range(1, len(ratios) + 1)) + "]"}],
+    }
 
 
 HALVE = brightness_wf(0.25)  # factor 2 * 0.25 = 0.5: every channel value v becomes rint(v / 2)
@@ -84,12 +93,28 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
 
 # ---------------------------------------------------------------- inputs
 def test_list_images_recursive_any_case_skipping_hidden_and_output(tmp_path):
-    for name in ("a.PNG", "b.jpeg", "c.JPG", "sub/deep/d.WebP", "notes.txt", "e.gif", ".hidden.png",
-                 ".cache/f.png", "out/g.png", "sub/out/h.png"):
+    for name in (
+        "a.PNG",
+        "b.jpeg",
+        "c.JPG",
+        "sub/deep/d.WebP",
+        "notes.txt",
+        "e.gif",
+        ".hidden.png",
+        ".cache/f.png",
+        "out/g.png",
+        "sub/out/h.png",
+    ):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     assert list_images(tmp_path, exclude=(tmp_path / "out",)) == [
-        "a.PNG", "b.jpeg", "c.JPG", "e.gif", "sub/deep/d.WebP", "sub/out/h.png"]
+        "a.PNG",
+        "b.jpeg",
+        "c.JPG",
+        "e.gif",
+        "sub/deep/d.WebP",
+        "sub/out/h.png",
+    ]
 
 
 def test_an_animated_gif_is_edited_as_its_first_frame(tmp_path):
@@ -100,8 +125,9 @@ def test_an_animated_gif_is_edited_as_its_first_frame(tmp_path):
     frames = [Image.new("RGB", (16, 12), (200, 100, 50)), Image.new("RGB", (16, 12), (0, 0, 0))]
     frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
     out = tmp_path / "out"
-    s = edit_folder(EditConfig(str(folder), str(out), workflow=str(write_json(tmp_path / "w.json", HALVE)),
-                               progress=False))
+    s = edit_folder(
+        EditConfig(str(folder), str(out), workflow=str(write_json(tmp_path / "w.json", HALVE)), progress=False)
+    )
     assert (s.edited, s.failed) == (1, 0)
     first = np.asarray(Image.open(folder / "anim.gif").convert("RGB")).astype(int)
     [output] = pq.read_table(s.manifest).column("outputs").to_pylist()[0]
@@ -110,40 +136,67 @@ def test_an_animated_gif_is_edited_as_its_first_frame(tmp_path):
 
 def test_read_mapping_csv_and_jsonl(tmp_path):
     csv = tmp_path / "m.csv"
-    csv.write_text('\ufefffile,instruction,mask,id\n./a.png,"make it red, please",,1\nsub/b.png,,masks/b.png,2\n'
-                   'c.png,"two\nlines",,3\n')
+    csv.write_text(
+        '\ufefffile,instruction,mask,id\n./a.png,"make it red, please",,1\nsub/b.png,,masks/b.png,2\n'
+        'c.png,"two\nlines",,3\n'
+    )
     items = read_mapping(csv, default_instruction="brighten")
     assert [(i.file, i.instruction, i.mask, i.row) for i in items] == [
         ("a.png", "make it red, please", None, "m.csv line 2"),
-        ("sub/b.png", "brighten", "masks/b.png", "m.csv line 3"), ("c.png", "two\nlines", None, "m.csv line 5")]
+        ("sub/b.png", "brighten", "masks/b.png", "m.csv line 3"),
+        ("c.png", "two\nlines", None, "m.csv line 5"),
+    ]
     jl = tmp_path / "m.jsonl"
     jl.write_text('{"path": "a.png", "instruction": "x"}\n\n{"image": "b.png", "instruction": " y ", "mask": null}\n')
     assert [(i.file, i.instruction, i.mask, i.row) for i in read_mapping(jl)] == [
-        ("a.png", "x", None, "m.jsonl line 1"), ("b.png", "y", None, "m.jsonl line 3")]
+        ("a.png", "x", None, "m.jsonl line 1"),
+        ("b.png", "y", None, "m.jsonl line 3"),
+    ]
 
 
-@pytest.mark.parametrize("name,text,message", [
-    ("m.csv", "image_file,instruction\na.png,x\n",
-     "m.csv: the header ['image_file', 'instruction'] has no 'file' column; expected file,instruction[,mask]"),
-    ("m.csv", "file,instruction\na.png,x\nb.png,\n",
-     "m.csv line 3: no instruction for 'b.png' (and no --instruction to fall back on)"),
-    ("m.csv", "file,instruction\na.png,x,extra\n",
-     "m.csv line 2: 3 fields, but the header has 2 (quote values that contain commas)"),
-    ("m.csv", "file,instruction,mask\na.png,x\n", "m.csv line 2: 2 fields, but the header has 3"),
-    ("m.csv", "file,instruction\n,x\n", "m.csv line 2: empty 'file'"),
-    ("m.csv", "file,instruction\n../a.png,x\n", "m.csv line 2: file '../a.png' points outside the input folder"),
-    ("m.csv", "file,instruction\n/etc/a.png,x\n",
-     "m.csv line 2: file '/etc/a.png' is an absolute path; give it relative to the input folder"),
-    ("m.csv", "file,instruction\na.png,x\nb.png,y\n./a.png,z\n",
-     "m.csv line 4: 'a.png' is already listed (m.csv line 2); one instruction per image"),
-    ("m.csv", "file,instruction\n", "m.csv: no rows"),
-    ("m.jsonl", '{"file": "a.png", "instruction": "x"}\n{"file": "b.png", "instruction": "y"\n',
-     "m.jsonl line 2: not valid JSON (Expecting ',' delimiter at column 37)"),
-    ("m.jsonl", '["a.png", "x"]\n', "m.jsonl line 1: expected a JSON object, got list"),
-    ("m.jsonl", '{"file": "a.png", "instruction": 3}\n', "m.jsonl line 1: 'instruction' must be a string, got 3"),
-    ("m.jsonl", '{"instruction": "x"}\n', "m.jsonl line 1: no 'file' field (fields: ['instruction'])"),
-    ("m.tsv", "file\tinstruction\n", "m.tsv: a mapping file must be .csv or .jsonl, not .tsv"),
-])
+@pytest.mark.parametrize(
+    "name,text,message",
+    [
+        (
+            "m.csv",
+            "image_file,instruction\na.png,x\n",
+            "m.csv: the header ['image_file', 'instruction'] has no 'file' column; expected file,instruction[,mask]",
+        ),
+        (
+            "m.csv",
+            "file,instruction\na.png,x\nb.png,\n",
+            "m.csv line 3: no instruction for 'b.png' (and no --instruction to fall back on)",
+        ),
+        (
+            "m.csv",
+            "file,instruction\na.png,x,extra\n",
+            "m.csv line 2: 3 fields, but the header has 2 (quote values that contain commas)",
+        ),
+        ("m.csv", "file,instruction,mask\na.png,x\n", "m.csv line 2: 2 fields, but the header has 3"),
+        ("m.csv", "file,instruction\n,x\n", "m.csv line 2: empty 'file'"),
+        ("m.csv", "file,instruction\n../a.png,x\n", "m.csv line 2: file '../a.png' points outside the input folder"),
+        (
+            "m.csv",
+            "file,instruction\n/etc/a.png,x\n",
+            "m.csv line 2: file '/etc/a.png' is an absolute path; give it relative to the input folder",
+        ),
+        (
+            "m.csv",
+            "file,instruction\na.png,x\nb.png,y\n./a.png,z\n",
+            "m.csv line 4: 'a.png' is already listed (m.csv line 2); one instruction per image",
+        ),
+        ("m.csv", "file,instruction\n", "m.csv: no rows"),
+        (
+            "m.jsonl",
+            '{"file": "a.png", "instruction": "x"}\n{"file": "b.png", "instruction": "y"\n',
+            "m.jsonl line 2: not valid JSON (Expecting ',' delimiter at column 37)",
+        ),
+        ("m.jsonl", '["a.png", "x"]\n', "m.jsonl line 1: expected a JSON object, got list"),
+        ("m.jsonl", '{"file": "a.png", "instruction": 3}\n', "m.jsonl line 1: 'instruction' must be a string, got 3"),
+        ("m.jsonl", '{"instruction": "x"}\n', "m.jsonl line 1: no 'file' field (fields: ['instruction'])"),
+        ("m.tsv", "file\tinstruction\n", "m.tsv: a mapping file must be .csv or .jsonl, not .tsv"),
+    ],
+)
 def test_bad_mapping_rows_are_named(tmp_path, name, text, message):
     (tmp_path / name).write_text(text)
     with pytest.raises(MappingError) as e:
@@ -153,8 +206,16 @@ def test_bad_mapping_rows_are_named(tmp_path, name, text, message):
 
 def test_output_stems_never_clash():
     files = ["a.png", "a.jpg", "b.png", "b_1.png", "c_1.png", "d/e.webp", "d/E.png", "f.JPEG"]
-    assert output_stems(files) == {"a.png": "a.png", "a.jpg": "a.jpg", "b.png": "b.png", "b_1.png": "b_1.png",
-                                   "c_1.png": "c_1", "d/e.webp": "d/e.webp", "d/E.png": "d/E.png", "f.JPEG": "f"}
+    assert output_stems(files) == {
+        "a.png": "a.png",
+        "a.jpg": "a.jpg",
+        "b.png": "b.png",
+        "b_1.png": "b_1.png",
+        "c_1.png": "c_1",
+        "d/e.webp": "d/e.webp",
+        "d/E.png": "d/E.png",
+        "f.JPEG": "f",
+    }
 
 
 def test_chunks_partition_by_sorted_path(tmp_path):
@@ -186,8 +247,9 @@ def odd_folder(tmp_path):
     rgba[..., :3] = (100, 40, 20)
     rgba[:, :5, 3] = 255  # left opaque, right transparent: composited on white (255 -> rint(127.5) = 128)
     Image.fromarray(rgba, "RGBA").save(d / "rgba.png")
-    expected["rgba.png"] = np.broadcast_to(np.where(np.arange(10)[None, :, None] < 5, [50, 20, 10], [128] * 3),
-                                           (10, 10, 3))
+    expected["rgba.png"] = np.broadcast_to(
+        np.where(np.arange(10)[None, :, None] < 5, [50, 20, 10], [128] * 3), (10, 10, 3)
+    )
     (d / "sub").mkdir()
     Image.fromarray(np.full((9, 9), 100, np.uint8), "L").save(d / "sub" / "gray.png")
     expected["sub/gray.png"] = np.full((9, 9, 3), 50)
@@ -222,13 +284,18 @@ def test_odd_and_broken_images(odd_folder, tmp_path, capsys):
     assert code == 1, err  # some images failed
     assert stdout.startswith("11 images: 6 edited, 5 failed, 0 already done, 0 skipped;")
     m = rows(out / "manifest.parquet")
-    assert sorted(m) == sorted([*expected, "photo_exif.JPG", "truncated.png", "truncated.jpg", "random.png",
-                                "empty.webp", "tiny.png"])
+    assert sorted(m) == sorted(
+        [*expected, "photo_exif.JPG", "truncated.png", "truncated.jpg", "random.png", "empty.webp", "tiny.png"]
+    )
     for name, want in expected.items():
         r = m[name]
         stem = name.rsplit(".", 1)[0]
         assert (r["status"], r["error"], r["outputs"], r["workflow_file"]) == (
-            "ok", None, [f"{stem}.png"], f"{stem}.workflow.json"), name
+            "ok",
+            None,
+            [f"{stem}.png"],
+            f"{stem}.workflow.json",
+        ), name
         assert np.array_equal(png(out / f"{stem}.png"), want.astype(np.uint8)), name
         assert json.loads(r["steps"])[0]["brick"] == "BRIGHTNESS" and r["brick_seconds"] > 0
     upright = png(out / "photo_exif.png").astype(int)
@@ -239,17 +306,23 @@ def test_odd_and_broken_images(odd_folder, tmp_path, capsys):
     assert failures == {
         "truncated.png": ("failed", "unreadable image: not a readable image (OSError: image file is truncated)", []),
         "truncated.jpg": ("failed", failures["truncated.jpg"][1], []),
-        "random.png": ("failed", "unreadable image: not a readable image (UnidentifiedImageError: cannot identify "
-                                 f"image file '{folder / 'random.png'}')", []),
+        "random.png": (
+            "failed",
+            "unreadable image: not a readable image (UnidentifiedImageError: cannot identify "
+            f"image file '{folder / 'random.png'}')",
+            [],
+        ),
         "empty.webp": ("failed", "unreadable image: empty file (0 bytes)", []),
         "tiny.png": ("failed", "unreadable image: image is 1x1, smaller than the 8-pixel minimum side", []),
     }
     assert failures["truncated.jpg"][1].startswith(
-        "unreadable image: not a readable image (OSError: image file is truncated (")
+        "unreadable image: not a readable image (OSError: image file is truncated ("
+    )
     doc = json.loads((out / "sub" / "gray.workflow.json").read_text())
     assert (doc["instruction"], doc["workflow"], doc["outputs"]) == ("brightness", HALVE, ["sub/gray.png"])
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == sorted(
-        f"{n.rsplit('.', 1)[0]}.png" for n in [*expected, "photo_exif.JPG"])
+        f"{n.rsplit('.', 1)[0]}.png" for n in [*expected, "photo_exif.JPG"]
+    )
 
 
 # ---------------------------------------------------------------- the Builder, batched
@@ -276,19 +349,50 @@ def test_builder_batches_and_per_item_failures(tmp_path):
     for i, name in enumerate(("a.png", "b.png", "c.png", "d.png", "e.png", "f.png")):
         solid(folder / name, 40 * (i + 1))
     mapping = tmp_path / "m.jsonl"
-    mapping.write_text("".join(json.dumps({"file": f, "instruction": t}) + "\n" for f, t in [
-        ("a.png", "darken"), ("b.png", "both"), ("c.png", "chatter"), ("d.png", "magic"), ("e.png", "explode"),
-        ("f.png", "offline")]))
+    mapping.write_text(
+        "".join(
+            json.dumps({"file": f, "instruction": t}) + "\n"
+            for f, t in [
+                ("a.png", "darken"),
+                ("b.png", "both"),
+                ("c.png", "chatter"),
+                ("d.png", "magic"),
+                ("e.png", "explode"),
+                ("f.png", "offline"),
+            ]
+        )
+    )
     answers = {
         "darken": "<think>halve it</think>" + json.dumps(HALVE),
         "both": json.dumps(brightness_wf(0.25, 0.75)),
         "chatter": "I would rather not.",
-        "magic": json.dumps({"pipeline": [{"step": 1, "model": "MAGIC", "input": {"image": "init[image]"},
-                                           "output": {"image": "step1[image]"}}, {"result": "[step1[image]]"}]}),
+        "magic": json.dumps(
+            {
+                "pipeline": [
+                    {
+                        "step": 1,
+                        "model": "MAGIC",
+                        "input": {"image": "init[image]"},
+                        "output": {"image": "step1[image]"},
+                    },
+                    {"result": "[step1[image]]"},
+                ]
+            }
+        ),
         "offline": BackendError("connection refused", 1),
-        "explode": json.dumps({"pipeline": [{"step": 1, "model": "RESIZE", "input": {"image": "init[image]",
-                                                                                     "ratio": 0.5},
-                                             "output": {"image": "step1[image]"}}, {"result": "[step1[image]]"}]}),
+        "explode": json.dumps(
+            {
+                "pipeline": [
+                    {
+                        "step": 1,
+                        "model": "RESIZE",
+                        "input": {"image": "init[image]", "ratio": 0.5},
+                        "output": {"image": "step1[image]"},
+                    },
+                    {"result": "[step1[image]]"},
+                ]
+            }
+        ),
     }
     registry = default_registry(plugins=False)
 
@@ -298,8 +402,15 @@ def test_builder_batches_and_per_item_failures(tmp_path):
     registry.bind("RESIZE", boom)
     backend = FakeBuilder(answers)
     out = tmp_path / "out"
-    cfg = EditConfig(str(folder), str(out), mapping=str(mapping), run=str(fake_run(tmp_path)), builder="sft",
-                     batch_size=2, progress=False)
+    cfg = EditConfig(
+        str(folder),
+        str(out),
+        mapping=str(mapping),
+        run=str(fake_run(tmp_path)),
+        builder="sft",
+        batch_size=2,
+        progress=False,
+    )
     summary = edit_folder(cfg, registry=registry, backend=backend)
     assert backend.calls == [2, 2, 2]
     assert (summary.items, summary.edited, summary.failed) == (6, 2, 4)
@@ -319,7 +430,11 @@ def test_builder_batches_and_per_item_failures(tmp_path):
     assert np.array_equal(png(out / "b_2.png"), np.full((16, 16, 3), 120, np.uint8))
     doc = json.loads((out / "a.workflow.json").read_text())
     assert (doc["instruction"], doc["reasoning"], doc["workflow"], doc["answer"]) == (
-        "darken", "halve it", HALVE, answers["darken"])
+        "darken",
+        "halve it",
+        HALVE,
+        answers["darken"],
+    )
     doc = json.loads((out / "c.workflow.json").read_text())
     assert (doc["workflow"], doc["answer"], doc["status"]) == (None, "I would rather not.", "failed")
 
@@ -329,7 +444,11 @@ def test_endpoint_builder_identity_and_backend():
     assert (label, style) == ("openai:served@http://127.0.0.1:9/v1", "registry")
     backend = load_builder(None, "grpo_critic", "http://127.0.0.1:9/v1", "served", max_new_tokens=77, concurrency=3)
     assert (type(backend).__name__, backend.model, backend.concurrency, backend.params["max_tokens"]) == (
-        "OpenAIChatBackend", "served", 3, 77)
+        "OpenAIChatBackend",
+        "served",
+        3,
+        77,
+    )
 
 
 def test_local_builder_loads_once_from_the_run(tmp_path, monkeypatch):
@@ -351,12 +470,29 @@ def test_local_builder_loads_once_from_the_run(tmp_path, monkeypatch):
     write_json(run / "builder" / "grpo_critic" / "adapter_base.json", {"base": "/elsewhere/results/builder/base"})
     for i in range(3):
         solid(tmp_path / "in" / f"{i}.png", 10)
-    cfg = EditConfig(str(tmp_path / "in"), str(tmp_path / "out"), instruction="darken", run=str(run), batch_size=2,
-                     progress=False, max_new_tokens=99)
+    cfg = EditConfig(
+        str(tmp_path / "in"),
+        str(tmp_path / "out"),
+        instruction="darken",
+        run=str(run),
+        batch_size=2,
+        progress=False,
+        max_new_tokens=99,
+    )
     summary = edit_folder(cfg)
     assert (summary.edited, summary.failed) == (3, 0)
-    assert made == [("resolved:base", {"adapter": run / "builder" / "grpo_critic", "device": None,
-                                       "max_new_tokens": 99, "batch_size": 2, "seed": 0})]
+    assert made == [
+        (
+            "resolved:base",
+            {
+                "adapter": run / "builder" / "grpo_critic",
+                "device": None,
+                "max_new_tokens": 99,
+                "batch_size": 2,
+                "seed": 0,
+            },
+        )
+    ]
 
 
 # ---------------------------------------------------------------- resume
@@ -373,8 +509,10 @@ def test_rerun_skips_done_retries_failed_only_when_asked(tmp_path, capsys):
     assert len(first) == 3
     code, stdout, _ = run_cli(capsys, *args)
     assert code == 1
-    assert stdout.startswith("4 images: 0 edited, 0 failed, 3 already done, 0 skipped, 1 failed earlier (not "
-                             "retried; --retry-failed retries them);")
+    assert stdout.startswith(
+        "4 images: 0 edited, 0 failed, 3 already done, 0 skipped, 1 failed earlier (not "
+        "retried; --retry-failed retries them);"
+    )
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == first
     (folder / "bad.png").write_bytes((folder / "a.png").read_bytes())  # fixed by the user
     (out / "b.png").unlink()  # a lost output is redone
@@ -383,11 +521,23 @@ def test_rerun_skips_done_retries_failed_only_when_asked(tmp_path, capsys):
     assert stdout.startswith("4 images: 2 edited, 0 failed, 2 already done, 0 skipped;")
     m = rows(out / "manifest.parquet")
     assert [(f, r["status"]) for f, r in sorted(m.items())] == [
-        ("a.png", "ok"), ("b.png", "ok"), ("bad.png", "ok"), ("sub/c.png", "ok")]
+        ("a.png", "ok"),
+        ("b.png", "ok"),
+        ("bad.png", "ok"),
+        ("sub/c.png", "ok"),
+    ]
     code, stdout, _ = run_cli(capsys, folder, "--out", out, "--workflow", write_json(wf, brightness_wf(0.25, 0.5)))
     assert stdout.startswith("4 images: 4 edited, 0 failed, 0 already done, 0 skipped;")  # another workflow
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
-        "a_1.png", "a_2.png", "b_1.png", "b_2.png", "bad_1.png", "bad_2.png", "sub/c_1.png", "sub/c_2.png"]
+        "a_1.png",
+        "a_2.png",
+        "b_1.png",
+        "b_2.png",
+        "bad_1.png",
+        "bad_2.png",
+        "sub/c_1.png",
+        "sub/c_2.png",
+    ]
 
 
 SLOW_DRIVER = textwrap.dedent("""
@@ -414,12 +564,22 @@ def test_an_item_past_its_time_bound_fails_alone(tmp_path):
         solid(folder / f"{i}.png", 40 * (i + 1))
     registry = default_registry(plugins=False)
     # the second image's edit hangs (a brick stuck on one input); the others take no time
-    registry.bind("BRIGHTNESS", lambda ctx, image, **kw: (time.sleep(5 if image[0, 0, 0] == 80 else 0),
-                                                            brightness(ctx, image=image, **kw))[1])
+    registry.bind(
+        "BRIGHTNESS",
+        lambda ctx, image, **kw: (time.sleep(5 if image[0, 0, 0] == 80 else 0), brightness(ctx, image=image, **kw))[1],
+    )
     out = tmp_path / "out"
     start = time.perf_counter()
-    s = edit_folder(EditConfig(str(folder), str(out), workflow=str(write_json(tmp_path / "w.json", HALVE)),
-                               item_seconds=0.5, progress=False), registry=registry)
+    s = edit_folder(
+        EditConfig(
+            str(folder),
+            str(out),
+            workflow=str(write_json(tmp_path / "w.json", HALVE)),
+            item_seconds=0.5,
+            progress=False,
+        ),
+        registry=registry,
+    )
     assert time.perf_counter() - start < 4
     table = pq.read_table(s.manifest).to_pylist()
     assert [(r["file"], r["status"]) for r in table] == [("0.png", "ok"), ("1.png", "failed"), ("2.png", "ok")]
@@ -431,8 +591,12 @@ def test_sigkill_midway_then_rerun_finishes_the_rest(tmp_path, capsys):
     for i in range(12):
         solid(folder / f"img{i:02d}.png", 2 * i)
     wf = write_json(tmp_path / "w.json", HALVE)
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_DRIVER, str(folder), str(out), str(wf)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_DRIVER, str(folder), str(out), str(wf)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -467,17 +631,29 @@ def test_mapping_with_masks_and_unnamed_images_skipped(tmp_path, capsys):
     mask[4:8, 2:6] = 255
     Image.fromarray(mask).save(tmp_path / "in" / ".masks.png")  # hidden: not itself an image to edit
     (tmp_path / "m.csv").write_text("file,mask\na.png,.masks.png\nb.png,missing.png\nsub/gone.png,\n")
-    bbox_then_brighten = {"pipeline": [
-        {"step": 1, "model": "BBOX", "input": {"mask": "init[mask]"}, "output": {"mask": "step1[mask]"}},
-        {"step": 2, "model": "FASTINPAINT", "input": {"image": "init[image]", "mask": "step1[mask]"},
-         "output": {"image": "step2[image]", "score": "step2[score]"}},
-        {"step": 3, "model": "INVERSE", "input": {"mask2": "step1[mask]"}, "output": {"mask": "step3[mask]"}},
-        {"step": 4, "model": "BRIGHTNESS", "input": {"image": "step2[image]", "ratio": 0.25},
-         "output": {"image": "step4[image]"}},
-        {"result": "[step4[image]]"}]}
+    bbox_then_brighten = {
+        "pipeline": [
+            {"step": 1, "model": "BBOX", "input": {"mask": "init[mask]"}, "output": {"mask": "step1[mask]"}},
+            {
+                "step": 2,
+                "model": "FASTINPAINT",
+                "input": {"image": "init[image]", "mask": "step1[mask]"},
+                "output": {"image": "step2[image]", "score": "step2[score]"},
+            },
+            {"step": 3, "model": "INVERSE", "input": {"mask2": "step1[mask]"}, "output": {"mask": "step3[mask]"}},
+            {
+                "step": 4,
+                "model": "BRIGHTNESS",
+                "input": {"image": "step2[image]", "ratio": 0.25},
+                "output": {"image": "step4[image]"},
+            },
+            {"result": "[step4[image]]"},
+        ]
+    }
     wf = write_json(tmp_path / "w.json", bbox_then_brighten)
-    code, stdout, _ = run_cli(capsys, folder, "--out", tmp_path / "out", "--workflow", wf, "--mapping",
-                              tmp_path / "m.csv")
+    code, stdout, _ = run_cli(
+        capsys, folder, "--out", tmp_path / "out", "--workflow", wf, "--mapping", tmp_path / "m.csv"
+    )
     assert code == 1
     m = rows(tmp_path / "out" / "manifest.parquet")
     assert {f: (r["status"], r["instruction"], r["mask"], r["error"]) for f, r in m.items()} == {
@@ -504,8 +680,11 @@ def test_chunks_then_merge_equal_one_run(tmp_path):
         s = edit_folder(EditConfig(str(folder), str(out), workflow=str(wf), chunk=k, chunks=3, progress=False))
         assert s.manifest == str(out / f"manifest.chunk-{k}-of-3.parquet")
         paths.append(s.manifest)
-    assert [sorted(rows(Path(p))) for p in paths] == [["d0/0.png", "d0/6.png", "d1/5.png"],
-                                                      ["d0/2.png", "d1/1.png"], ["d0/4.png", "d1/3.png"]]
+    assert [sorted(rows(Path(p))) for p in paths] == [
+        ["d0/0.png", "d0/6.png", "d1/5.png"],
+        ["d0/2.png", "d1/1.png"],
+        ["d0/4.png", "d1/3.png"],
+    ]
     counts = merge_manifests(paths, out / "manifest.parquet")
     assert counts == {"ok": 7, "failed": 0, "skipped": 0}
     merged = pq.read_table(out / "manifest.parquet")
@@ -539,34 +718,66 @@ def test_manifest_journal_bounds_rewrites_and_survives_a_cut_line(tmp_path):
     m.remove("a")
     m.flush()  # a journal only adds rows: removing one takes a snapshot
     assert [(r["file"], r["status"]) for r in read_manifest(path)] == [
-        ("b", "ok"), ("c", "ok"), ("d", "failed"), ("e", "ok")]
+        ("b", "ok"),
+        ("c", "ok"),
+        ("d", "failed"),
+        ("e", "ok"),
+    ]
 
 
 # ---------------------------------------------------------------- usage errors
-@pytest.mark.parametrize("extra,message", [
-    ([], "error: give --instruction, --mapping or --workflow"),
-    (["--instruction", "x"], "error: a Builder is needed to write the workflows: --run <results folder> (with "
-                             "--builder grpo_critic|grpo_gt|sft|base) or --builder-url/--builder-model; or give a "
-                             "fixed --workflow"),
-    (["--instruction", "x", "--run", "{tmp}/results"], "error: {tmp}/results/builder/grpo_critic: no Builder stage "
-     "'grpo_critic' in this run (train it first, or choose another with --builder grpo_critic|grpo_gt|sft|base)"),
-    (["--workflow", "{tmp}/fill.json"], "error: {tmp}/fill.json: the workflow uses FILL, which need trained models: "
-                                        "pass --run <results folder> to bind the models"),
-    (["--workflow", "{tmp}/bad.json"], "error: {tmp}/bad.json: invalid workflow:\n  step 1, model: unknown brick "
-                                       "'NOPE'"),
-    (["--mapping", "{tmp}/m.csv", "--workflow", "{tmp}/halve.json"], "error: m.csv line 3: empty 'file'"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ([], "error: give --instruction, --mapping or --workflow"),
+        (
+            ["--instruction", "x"],
+            "error: a Builder is needed to write the workflows: --run <results folder> (with "
+            "--builder grpo_critic|grpo_gt|sft|base) or --builder-url/--builder-model; or give a "
+            "fixed --workflow",
+        ),
+        (
+            ["--instruction", "x", "--run", "{tmp}/results"],
+            "error: {tmp}/results/builder/grpo_critic: no Builder stage "
+            "'grpo_critic' in this run (train it first, or choose another with --builder grpo_critic|grpo_gt|sft|base)",
+        ),
+        (
+            ["--workflow", "{tmp}/fill.json"],
+            "error: {tmp}/fill.json: the workflow uses FILL, which need trained models: "
+            "pass --run <results folder> to bind the models",
+        ),
+        (
+            ["--workflow", "{tmp}/bad.json"],
+            "error: {tmp}/bad.json: invalid workflow:\n  step 1, model: unknown brick 'NOPE'",
+        ),
+        (["--mapping", "{tmp}/m.csv", "--workflow", "{tmp}/halve.json"], "error: m.csv line 3: empty 'file'"),
+    ],
+)
 def test_usage_errors_exit_2_before_any_image(tmp_path, capsys, extra, message):
     solid(tmp_path / "in" / "a.png", 0)
-    write_json(tmp_path / "fill.json", {"pipeline": [
-        {"step": 1, "model": "FLUX-FILL", "input": {"image": "init[image]", "mask": "init[mask]", "prompt": "a cat"},
-         "output": {"image": "step1[image]"}}, {"result": "[step1[image]]"}]})
-    write_json(tmp_path / "bad.json", {"pipeline": [{"step": 1, "model": "NOPE", "input": {}, "output": {}},
-                                                    {"result": "[init[image]]"}]})
+    write_json(
+        tmp_path / "fill.json",
+        {
+            "pipeline": [
+                {
+                    "step": 1,
+                    "model": "FLUX-FILL",
+                    "input": {"image": "init[image]", "mask": "init[mask]", "prompt": "a cat"},
+                    "output": {"image": "step1[image]"},
+                },
+                {"result": "[step1[image]]"},
+            ]
+        },
+    )
+    write_json(
+        tmp_path / "bad.json",
+        {"pipeline": [{"step": 1, "model": "NOPE", "input": {}, "output": {}}, {"result": "[init[image]]"}]},
+    )
     write_json(tmp_path / "halve.json", HALVE)
     (tmp_path / "m.csv").write_text("file,instruction\na.png,x\n,y\n")
-    code, stdout, err = run_cli(capsys, tmp_path / "in", "--out", tmp_path / "out",
-                                *[a.format(tmp=tmp_path) for a in extra])
+    code, stdout, err = run_cli(
+        capsys, tmp_path / "in", "--out", tmp_path / "out", *[a.format(tmp=tmp_path) for a in extra]
+    )
     assert (code, stdout) == (2, "")
     assert err.strip() == message.format(tmp=tmp_path)
     assert not (tmp_path / "out" / "a.png").exists()
@@ -579,20 +790,42 @@ def test_edit_config_rejects_the_input_folder_as_output(tmp_path):
 
 
 def test_model_inputs_of_a_fixed_workflow_or_a_builder(tmp_path):
-    wf = write_json(tmp_path / "w.json", {"pipeline": [
-        {"step": 1, "model": "RES", "input": {"image": "init[image]", "prompt": "dog"},
-         "output": {"mask": "step1[mask]"}},
-        {"step": 2, "model": "FLUX-INPAINT", "input": {"image": "init[image]", "mask": "step1[mask]",
-                                                       "preimage": "init[image]", "score": 0.5},
-         "output": {"image": "step2[image]"}}, {"result": "[step2[image]]"}]})
-    assert model_inputs(wf) == ["results/bricks/segmentation", "results/bricks/edit_base",
-                                "results/bricks/edit_lora/INPAINT"]
+    wf = write_json(
+        tmp_path / "w.json",
+        {
+            "pipeline": [
+                {
+                    "step": 1,
+                    "model": "RES",
+                    "input": {"image": "init[image]", "prompt": "dog"},
+                    "output": {"mask": "step1[mask]"},
+                },
+                {
+                    "step": 2,
+                    "model": "FLUX-INPAINT",
+                    "input": {"image": "init[image]", "mask": "step1[mask]", "preimage": "init[image]", "score": 0.5},
+                    "output": {"image": "step2[image]"},
+                },
+                {"result": "[step2[image]]"},
+            ]
+        },
+    )
+    assert model_inputs(wf) == [
+        "results/bricks/segmentation",
+        "results/bricks/edit_base",
+        "results/bricks/edit_lora/INPAINT",
+    ]
     assert model_inputs(wf, "r", edit_bricks=("FILL",)) == ["r/bricks/segmentation", "r/bricks/edit_base"]
     assert model_inputs(write_json(tmp_path / "h.json", HALVE)) == []
     assert model_inputs(None, "results", ("FILL", "RCM")) == [
-        "results/bricks/segmentation", "results/builder/base", "results/bricks/placement",
-        "results/bricks/captioning", "results/bricks/edit_base", "results/bricks/edit_lora/FILL",
-        "results/bricks/edit_lora/RCM"]
+        "results/bricks/segmentation",
+        "results/builder/base",
+        "results/bricks/placement",
+        "results/bricks/captioning",
+        "results/bricks/edit_base",
+        "results/bricks/edit_lora/FILL",
+        "results/bricks/edit_lora/RCM",
+    ]
 
 
 # ---------------------------------------------------------------- the Snakemake rules
@@ -605,16 +838,37 @@ def test_snakemake_rules_edit_in_chunks_and_gather(tmp_path):
     write_json(tmp_path / "w.json", HALVE)
     # The real Snakefile with the small test config and an edit section; only the edit targets are asked for,
     # and a fixed workflow of function bricks needs no trained model.
-    (tmp_path / "edit.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "edit.yaml").write_text(
+        textwrap.dedent("""
         edit: {folder: imgs, instruction: null, mapping: null, workflow: w.json, builder: grpo_critic, chunks: 2}
-        """))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-c1", "-q", "--snakefile", str(REPO / "Snakefile"),
-                           "--configfile", str(REPO / ".test/config/config.yaml"), str(tmp_path / "edit.yaml"),
-                           "--directory", str(tmp_path), "results/edit/manifest.parquet"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        """)
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-c1",
+            "-q",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            str(REPO / ".test/config/config.yaml"),
+            str(tmp_path / "edit.yaml"),
+            "--directory",
+            str(tmp_path),
+            "results/edit/manifest.parquet",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = rows(tmp_path / "results" / "edit" / "manifest.parquet")
     assert {f: r["status"] for f, r in m.items()} == {**{f"{i}.png": "ok" for i in range(5)}, "broken.png": "failed"}
     assert [sorted(rows(tmp_path / "results" / "edit" / "chunks" / f"{k}.parquet")) for k in range(2)] == [
-        ["0.png", "2.png", "4.png"], ["1.png", "3.png", "broken.png"]]
+        ["0.png", "2.png", "4.png"],
+        ["1.png", "3.png", "broken.png"],
+    ]
     assert np.array_equal(png(tmp_path / "results" / "edit" / "3.png"), np.full((16, 16, 3), 30, np.uint8))

@@ -88,8 +88,9 @@ def test_gedit_images_decode_lazily_to_rgb(layout, request):
 
 def test_both_gedit_layouts_hold_the_same_rows(gedit_parquet, gedit_arrow):
     a, b = read_gedit(gedit_parquet, None), read_gedit(gedit_arrow, None)
-    assert [(i.key, i.instruction, i.task_type, i.extra["intersection_exist"]) for i in a] == \
-        [(i.key, i.instruction, i.task_type, i.extra["intersection_exist"]) for i in b]
+    assert [(i.key, i.instruction, i.task_type, i.extra["intersection_exist"]) for i in a] == [
+        (i.key, i.instruction, i.task_type, i.extra["intersection_exist"]) for i in b
+    ]
     for i, j in zip(a[::7], b[::7]):
         assert np.array_equal(i.load_image(), j.load_image())
 
@@ -147,6 +148,7 @@ def test_gedit_wrong_layouts_raise_clearly(tmp_path, gedit_parquet):
 
 def test_gedit_dataset_dict_without_train_split(tmp_path):
     import datasets
+
     datasets.Dataset.from_dict({"a": [1]}).save_to_disk(str(tmp_path / "one"))
     with pytest.raises(BenchmarkLayoutError, match=r"missing GEdit-Bench column.*task_type"):
         read_gedit(tmp_path / "one")
@@ -160,6 +162,7 @@ def test_gedit_bad_values_raise(gedit_parquet, tmp_path):
     rows = table.to_pylist()
     rows[0]["task_type"] = "teleport"
     import pyarrow as pa
+
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), tmp_path / "t.parquet")
     with pytest.raises(BenchmarkLayoutError, match="task_type 'teleport'"):
         read_gedit(tmp_path / "t.parquet")
@@ -171,6 +174,7 @@ def test_gedit_bad_values_raise(gedit_parquet, tmp_path):
 
 def test_gedit_corrupt_image_bytes_fail_at_load_naming_the_item(gedit_parquet, tmp_path):
     import pyarrow as pa
+
     table = pq.read_table(gedit_parquet / "data" / "train-00000-of-00002.parquet")
     rows = table.to_pylist()
     rows[0]["input_image"] = {"bytes": b"garbage", "path": None}
@@ -182,8 +186,10 @@ def test_gedit_corrupt_image_bytes_fail_at_load_naming_the_item(gedit_parquet, t
 
 
 def test_readers_stay_light():
-    code = ("import sys, lego_edit.evaluation.benchmarks, lego_edit.evaluation.judge; "
-            "bad = [m for m in ('torch', 'snakemake') if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sys, lego_edit.evaluation.benchmarks, lego_edit.evaluation.judge; "
+        "bad = [m for m in ('torch', 'snakemake') if m in sys.modules]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -230,14 +236,17 @@ def test_imgedit_first_release_alter_is_adjust(tmp_path, imgedit):
     assert item.task_type == "adjust" and item.extra["edit_type"] == "alter"
 
 
-@pytest.mark.parametrize("content, message", [
-    ([{"id": "a.jpg"}], "expected a JSON object keyed by id"),
-    ({"1": {"id": "a.jpg", "edit_type": "add"}}, r"entry '1'.*missing.*\['prompt'\]"),
-    ({"1": {"id": "a.jpg", "prompt": "p", "edit_type": "teleport"}}, "edit_type 'teleport'"),
-    ({"1": {"id": "../../etc/passwd", "prompt": "p", "edit_type": "add"}}, "inside the image root"),
-    ({"a/b": {"id": "a.jpg", "prompt": "p", "edit_type": "add"}}, "not a safe file-name stem"),
-    ({}, "no entries"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ([{"id": "a.jpg"}], "expected a JSON object keyed by id"),
+        ({"1": {"id": "a.jpg", "edit_type": "add"}}, r"entry '1'.*missing.*\['prompt'\]"),
+        ({"1": {"id": "a.jpg", "prompt": "p", "edit_type": "teleport"}}, "edit_type 'teleport'"),
+        ({"1": {"id": "../../etc/passwd", "prompt": "p", "edit_type": "add"}}, "inside the image root"),
+        ({"a/b": {"id": "a.jpg", "prompt": "p", "edit_type": "add"}}, "not a safe file-name stem"),
+        ({}, "no entries"),
+    ],
+)
 def test_imgedit_bad_json(tmp_path, content, message):
     (tmp_path / "b.json").write_text(json.dumps(content))
     with pytest.raises(BenchmarkLayoutError, match=message):

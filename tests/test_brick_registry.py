@@ -29,12 +29,17 @@ from lego_edit.workflow import Kind, check_workflow, parse_workflow, run_workflo
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # the console script of the interpreter running the tests (its venv), else the one on PATH
-LEGO_EDIT = str(Path(sys.executable).with_name("lego-edit")) if Path(sys.executable).with_name(
-    "lego-edit").exists() else shutil.which("lego-edit")
+LEGO_EDIT = (
+    str(Path(sys.executable).with_name("lego-edit"))
+    if Path(sys.executable).with_name("lego-edit").exists()
+    else shutil.which("lego-edit")
+)
 PLUGIN_DIST = "lego-edit-invert-colors"
 PLUGIN_MODULE = "lego_edit_invert_colors"
-BROKEN_MESSAGE = ("brick plugin 'broken_example' (lego_edit_invert_colors.broken:register) failed to load: "
-                  "RuntimeError: this plugin is broken on purpose")
+BROKEN_MESSAGE = (
+    "brick plugin 'broken_example' (lego_edit_invert_colors.broken:register) failed to load: "
+    "RuntimeError: this plugin is broken on purpose"
+)
 
 # (inputs, outputs) of every brick of the published release (ANCHORS.md), by its published name
 PUBLISHED_SIGNATURES = {
@@ -60,8 +65,15 @@ PUBLISHED_SIGNATURES = {
 
 
 def spec(name="SHARPEN", aliases=(), **kw):
-    return BrickSpec(name, "edit", "Sharpen the image", (Port("image", Kind.IMAGE),), (Port("image", Kind.IMAGE),),
-                     aliases=aliases, **kw)
+    return BrickSpec(
+        name,
+        "edit",
+        "Sharpen the image",
+        (Port("image", Kind.IMAGE),),
+        (Port("image", Kind.IMAGE),),
+        aliases=aliases,
+        **kw,
+    )
 
 
 def identity(ctx, image):
@@ -72,14 +84,50 @@ def identity(ctx, image):
 
 
 def test_builtin_bricks_in_catalogue_order(registry):
-    assert registry.names() == ["INVERSE", "RES", "SOS", "MASK-SEG", "ADD-PRED", "CMI-PRED", "BBOX", "FASTINPAINT",
-                                "FILL", "RCM", "INPAINT", "CBG", "STYLE", "COMPOSE", "RESIZE", "ENV", "POSE",
-                                "BRIGHTNESS"]
+    assert registry.names() == [
+        "INVERSE",
+        "RES",
+        "SOS",
+        "MASK-SEG",
+        "ADD-PRED",
+        "CMI-PRED",
+        "BBOX",
+        "FASTINPAINT",
+        "FILL",
+        "RCM",
+        "INPAINT",
+        "CBG",
+        "STYLE",
+        "COMPOSE",
+        "RESIZE",
+        "ENV",
+        "POSE",
+        "BRIGHTNESS",
+    ]
     assert len(registry) == 18
-    assert [s.name for s in registry if s.category == "predict"] == ["INVERSE", "RES", "SOS", "MASK-SEG", "ADD-PRED",
-                                                                     "CMI-PRED", "BBOX"]
-    assert set(MODEL_BRICKS) == {"RES", "SOS", "MASK-SEG", "ADD-PRED", "CMI-PRED", "FILL", "RCM", "INPAINT", "CBG",
-                                 "STYLE", "ENV", "POSE"}
+    assert [s.name for s in registry if s.category == "predict"] == [
+        "INVERSE",
+        "RES",
+        "SOS",
+        "MASK-SEG",
+        "ADD-PRED",
+        "CMI-PRED",
+        "BBOX",
+    ]
+    assert set(MODEL_BRICKS) == {
+        "RES",
+        "SOS",
+        "MASK-SEG",
+        "ADD-PRED",
+        "CMI-PRED",
+        "FILL",
+        "RCM",
+        "INPAINT",
+        "CBG",
+        "STYLE",
+        "ENV",
+        "POSE",
+    }
     assert {registry.source(n) for n in registry.names()} == {"lego_edit (built-in)"}
 
 
@@ -93,10 +141,19 @@ def test_published_signatures(registry, name):
 
 
 def test_port_kinds_and_ranges(registry):
-    kinds = {s.name: ({p.name: str(p.kind) for p in s.inputs}, {p.name: str(p.kind) for p in s.outputs})
-             for s in registry}
-    assert kinds["CMI-PRED"] == ({"image": "Image", "left_ratio": "Float", "right_ratio": "Float", "top_ratio": "Float",
-                                  "bottom_ratio": "Float"}, {"caption": "Str", "image": "Image", "mask": "Mask"})
+    kinds = {
+        s.name: ({p.name: str(p.kind) for p in s.inputs}, {p.name: str(p.kind) for p in s.outputs}) for s in registry
+    }
+    assert kinds["CMI-PRED"] == (
+        {
+            "image": "Image",
+            "left_ratio": "Float",
+            "right_ratio": "Float",
+            "top_ratio": "Float",
+            "bottom_ratio": "Float",
+        },
+        {"caption": "Str", "image": "Image", "mask": "Mask"},
+    )
     assert kinds["FASTINPAINT"][1] == {"image": "Image", "score": "Float"}
     assert kinds["ADD-PRED"] == ({"image": "Image", "prompt": "Str", "mask": "Mask"}, {"mask": "Mask"})
     assert registry.resolve("RESIZE").input("ratio").range == (0.1, 4.0)
@@ -106,10 +163,18 @@ def test_port_kinds_and_ranges(registry):
 
 
 def test_aliases_resolve_case_insensitively(registry):
-    for alias, name in [("FLUX-FILL", "FILL"), ("flux-rcm", "RCM"), ("Flux-Inpaint", "INPAINT"), ("FLUX-CBG", "CBG"),
-                        ("FLUX-STYLE", "STYLE"), ("FLUX-ENV", "ENV"), ("FLUX-POSE", "POSE"), ("FLUX-BRIGHT",
-                                                                                              "BRIGHTNESS"),
-                        ("res", "RES"), ("mask-seg", "MASK-SEG")]:
+    for alias, name in [
+        ("FLUX-FILL", "FILL"),
+        ("flux-rcm", "RCM"),
+        ("Flux-Inpaint", "INPAINT"),
+        ("FLUX-CBG", "CBG"),
+        ("FLUX-STYLE", "STYLE"),
+        ("FLUX-ENV", "ENV"),
+        ("FLUX-POSE", "POSE"),
+        ("FLUX-BRIGHT", "BRIGHTNESS"),
+        ("res", "RES"),
+        ("mask-seg", "MASK-SEG"),
+    ]:
         assert registry.resolve(alias).name == name
         assert alias in registry
     assert registry.resolve("FLUX-RES") is None and "FLUX-RES" not in registry
@@ -139,11 +204,23 @@ def test_spec_checks_itself():
     with pytest.raises(ValueError, match=r"brick X: duplicate input names \['a', 'a'\]"):
         BrickSpec("X", "edit", "d", (Port("a", Kind.IMAGE), Port("a", Kind.MASK)), ())
     with pytest.raises(ValueError, match=r"brick X: mode 'm' uses unknown inputs \['b'\]"):
-        BrickSpec("X", "edit", "d", (Port("a", Kind.IMAGE),), (Port("o", Kind.IMAGE),),
-                  modes=(Mode(("a", "b"), ("o",), label="m"),))
+        BrickSpec(
+            "X",
+            "edit",
+            "d",
+            (Port("a", Kind.IMAGE),),
+            (Port("o", Kind.IMAGE),),
+            modes=(Mode(("a", "b"), ("o",), label="m"),),
+        )
     with pytest.raises(ValueError, match=r"brick X: mode 'm' produces unknown outputs"):
-        BrickSpec("X", "edit", "d", (Port("a", Kind.IMAGE),), (Port("o", Kind.IMAGE),),
-                  modes=(Mode(("a",), ("p",), label="m"),))
+        BrickSpec(
+            "X",
+            "edit",
+            "d",
+            (Port("a", Kind.IMAGE),),
+            (Port("o", Kind.IMAGE),),
+            modes=(Mode(("a",), ("p",), label="m"),),
+        )
 
 
 # --------------------------------------------------------------------------------------------- registration
@@ -152,8 +229,9 @@ def test_spec_checks_itself():
 def test_register_refuses_taken_names_unless_replacing(registry):
     with pytest.raises(ValueError) as info:
         registry.register(spec("res"))
-    assert str(info.value) == ("brick name(s) ['res'] already registered (by lego_edit (built-in)); pass "
-                               "replace=True to override")
+    assert str(info.value) == (
+        "brick name(s) ['res'] already registered (by lego_edit (built-in)); pass replace=True to override"
+    )
     with pytest.raises(ValueError, match=r"\['FLUX-FILL'\] already registered"):
         registry.register(spec("MYFILL", aliases=("FLUX-FILL",)))
     assert "MYFILL" not in registry
@@ -192,13 +270,20 @@ def test_copy_is_independent(registry):
 
 def test_a_registered_brick_validates_executes_and_is_offered_to_the_builder(registry):
     registry.register(spec(), lambda ctx, image: {"image": 255 - image})
-    wf = parse_workflow({"pipeline": [{"step": 1, "model": "sharpen", "input": {"image": "init[image]"},
-                                       "output": {"image": "step1[image]"}}, {"result": "[step1[image]]"}]})
+    wf = parse_workflow(
+        {
+            "pipeline": [
+                {"step": 1, "model": "sharpen", "input": {"image": "init[image]"}, "output": {"image": "step1[image]"}},
+                {"result": "[step1[image]]"},
+            ]
+        }
+    )
     assert check_workflow(wf, registry).ok
     image = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
     np.testing.assert_array_equal(run_workflow(wf, image, registry=registry).images[0], 255 - image)
-    assert "\n12.SHARPEN (Sharpen the image)\nInput: {Image[image]}\nOutput: {Image[image]}\n" in \
-        render_system_prompt(registry)
+    assert "\n12.SHARPEN (Sharpen the image)\nInput: {Image[image]}\nOutput: {Image[image]}\n" in render_system_prompt(
+        registry
+    )
 
 
 # ------------------------------------------------------------------------------ entry points, in process
@@ -229,13 +314,21 @@ def test_plugins_load_and_broken_ones_are_warnings(monkeypatch, caplog):
     def register_raises(registry):
         raise RuntimeError("boom")
 
-    fake_entry_points(monkeypatch, {
-        "good_plugin": module("good_plugin", lambda reg: reg.register(spec(), identity)),
-        "conflict_plugin": module("conflict_plugin", register_conflict),
-        "raising_plugin": module("raising_plugin", register_raises),
-    }, [("good", "good_plugin:register"), ("missing", "no_such_module_xyz:register"),
-        ("conflict", "conflict_plugin:register"), ("raises", "raising_plugin:register"),
-        ("noattr", "good_plugin:nothing_here")])
+    fake_entry_points(
+        monkeypatch,
+        {
+            "good_plugin": module("good_plugin", lambda reg: reg.register(spec(), identity)),
+            "conflict_plugin": module("conflict_plugin", register_conflict),
+            "raising_plugin": module("raising_plugin", register_raises),
+        },
+        [
+            ("good", "good_plugin:register"),
+            ("missing", "no_such_module_xyz:register"),
+            ("conflict", "conflict_plugin:register"),
+            ("raises", "raising_plugin:register"),
+            ("noattr", "good_plugin:nothing_here"),
+        ],
+    )
     with caplog.at_level(logging.WARNING, logger="lego_edit.bricks.registry"):
         registry = default_registry()
     assert registry.names()[-1] == "SHARPEN" and len(registry) == 19
@@ -266,9 +359,26 @@ def plugin_site(tmp_path_factory):
     work = tmp_path_factory.mktemp("plugin")
     shutil.copytree(FIXTURES / "plugin_pkg", work / "src")
     site = work / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-                    "--quiet", "--disable-pip-version-check", "--target", str(site), str(work / "src")],
-                   check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(work / "src"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert (site / PLUGIN_MODULE / "__init__.py").is_file()
     yield site
     for name in [m for m in sys.modules if m == PLUGIN_MODULE or m.startswith(PLUGIN_MODULE + ".")]:
@@ -285,19 +395,36 @@ def cli(*args, env=None, stdin=None):
     return subprocess.run([LEGO_EDIT, *args], capture_output=True, text=True, env=env, input=stdin, timeout=120)
 
 
-NEGATIVE_WORKFLOW = json.dumps({"process": "make a negative", "pipeline": [
-    {"step": 1, "model": "INVERT-COLORS", "input": {"image": "init[image]"}, "output": {"image": "step1[image]"}},
-    {"step": 2, "model": "negative", "input": {"image": "step1[image]"}, "output": {"image": "step2[image]"}},
-    {"step": 3, "model": "INVERSE", "input": {"image1": "step1[image]", "image2": "init[image]"},
-     "output": {"image": "step3[image]"}},
-    {"result": "[step1[image], step2[image], step3[image]]"}]})
+NEGATIVE_WORKFLOW = json.dumps(
+    {
+        "process": "make a negative",
+        "pipeline": [
+            {
+                "step": 1,
+                "model": "INVERT-COLORS",
+                "input": {"image": "init[image]"},
+                "output": {"image": "step1[image]"},
+            },
+            {"step": 2, "model": "negative", "input": {"image": "step1[image]"}, "output": {"image": "step2[image]"}},
+            {
+                "step": 3,
+                "model": "INVERSE",
+                "input": {"image1": "step1[image]", "image2": "init[image]"},
+                "output": {"image": "step3[image]"},
+            },
+            {"result": "[step1[image], step2[image], step3[image]]"},
+        ],
+    }
+)
 
 
 def test_installed_plugin_in_process(plugin_site, monkeypatch):
     with monkeypatch.context() as m:
         m.syspath_prepend(str(plugin_site))
         assert importlib.metadata.distribution(PLUGIN_DIST).entry_points.select(group=ENTRY_POINT_GROUP).names == {
-            "invert_colors", "broken_example"}
+            "invert_colors",
+            "broken_example",
+        }
         registry = default_registry()
         assert registry.names()[-1] == "INVERT-COLORS"
         assert registry.resolve("negative").name == "INVERT-COLORS"
@@ -326,14 +453,23 @@ def test_installed_plugin_through_the_cli(plugin_site, tmp_path):
     assert row.split() == ["INVERT-COLORS", "edit", "image:Image", "image:Image", "ready", "(plugin)", "NEGATIVE"]
     assert f"warning: {BROKEN_MESSAGE}" in listing.stderr.splitlines()
     as_json = json.loads(cli("bricks", "--json", env=env).stdout)
-    assert as_json[-1] == {"name": "INVERT-COLORS", "aliases": ["NEGATIVE"], "category": "edit",
-                           "backend": "function", "inputs": {"image": "Image"}, "outputs": {"image": "Image"},
-                           "available": True, "source": "plugin invert_colors (lego_edit_invert_colors:register)"}
+    assert as_json[-1] == {
+        "name": "INVERT-COLORS",
+        "aliases": ["NEGATIVE"],
+        "category": "edit",
+        "backend": "function",
+        "inputs": {"image": "Image"},
+        "outputs": {"image": "Image"},
+        "available": True,
+        "source": "plugin invert_colors (lego_edit_invert_colors:register)",
+    }
     prompt = cli("prompt", "make it a negative", env=env)
     assert prompt.returncode == 0
-    assert ("INVERT-COLORS (Turn the image into its photographic negative)\nInput: {Image[image]}\n"
-            "Output: {Image[image]}\nConstraint: Use it only when the user asks for a negative or inverted colours.\n"
-            in prompt.stdout)
+    assert (
+        "INVERT-COLORS (Turn the image into its photographic negative)\nInput: {Image[image]}\n"
+        "Output: {Image[image]}\nConstraint: Use it only when the user asks for a negative or inverted colours.\n"
+        in prompt.stdout
+    )
     assert prompt.stdout.rstrip().endswith('"make it a negative". Write the workflow JSON.')
 
     (tmp_path / "wf.json").write_text(NEGATIVE_WORKFLOW, encoding="utf-8")
@@ -341,8 +477,15 @@ def test_installed_plugin_through_the_cli(plugin_site, tmp_path):
     assert (valid.returncode, valid.stdout) == (0, "valid\n")
     image = np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3)
     Image.fromarray(image).save(tmp_path / "in.png")
-    run = cli("run-workflow", str(tmp_path / "wf.json"), "--image", str(tmp_path / "in.png"), "--out",
-              str(tmp_path / "out"), env=env)
+    run = cli(
+        "run-workflow",
+        str(tmp_path / "wf.json"),
+        "--image",
+        str(tmp_path / "in.png"),
+        "--out",
+        str(tmp_path / "out"),
+        env=env,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == [str(tmp_path / "out" / f"result_{i}.png") for i in range(3)]
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "result_0.png")), 255 - image)

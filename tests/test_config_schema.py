@@ -15,11 +15,19 @@ from lego_edit.config_schema import build_schema, schema_yaml
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "config" / "schema.yaml"
 PAPER_SET_ME_KEYS = [
-    "data.shards.sources.segmentation.listing", "data.shards.sources.segmentation.root",
-    "data.shards.sources.captioning.listing", "data.shards.sources.captioning.root",
-    "data.shards.sources.edit.listing", "data.shards.sources.edit.root",
+    "data.shards.sources.segmentation.listing",
+    "data.shards.sources.segmentation.root",
+    "data.shards.sources.captioning.listing",
+    "data.shards.sources.captioning.root",
+    "data.shards.sources.edit.listing",
+    "data.shards.sources.edit.root",
     "bricks.critic.openai.base_url",
-    "evaluation.gedit.path", "evaluation.imgedit.json", "evaluation.imgedit.images",
+    "evaluation.gedit.path",
+    "evaluation.imgedit.json",
+    "evaluation.imgedit.images",
+    "evaluation.judge.base_url",
+    "evaluation.protocols.gedit",
+    "evaluation.protocols.imgedit",
 ]
 
 
@@ -35,8 +43,9 @@ def validated(config: dict) -> dict:
 
 
 def test_schema_file_is_current():
-    assert SCHEMA.read_text() == schema_yaml(), \
+    assert SCHEMA.read_text() == schema_yaml(), (
         "config/schema.yaml is stale: run `python -m lego_edit.config_schema > config/schema.yaml`"
+    )
     assert yaml.safe_load(SCHEMA.read_text()) == build_schema()
 
 
@@ -70,8 +79,12 @@ def test_every_object_is_closed_and_every_property_described():
     for w, n in objects:
         if "properties" not in n:
             assert n.get("description"), w
-    undescribed = [f"{w}.{name}" for w, n in walk(schema) for name, prop in n.get("properties", {}).items()
-                   if not (isinstance(prop.get("description"), str) and prop["description"].strip())]
+    undescribed = [
+        f"{w}.{name}"
+        for w, n in walk(schema)
+        for name, prop in n.get("properties", {}).items()
+        if not (isinstance(prop.get("description"), str) and prop["description"].strip())
+    ]
     assert undescribed == []
 
 
@@ -100,8 +113,9 @@ def test_missing_listing_is_named(tmp_path):
     config["data"]["shards"]["sources"] = {"segmentation": {"listing": str(missing), "root": str(tmp_path)}}
     with pytest.raises(ConfigError) as err:
         check_config(config)
-    assert str(err.value) == \
-        f"config key data.shards.sources.segmentation.listing: file {str(missing)!r} does not exist"
+    assert (
+        str(err.value) == f"config key data.shards.sources.segmentation.listing: file {str(missing)!r} does not exist"
+    )
     # with the listing present, a missing root folder is named instead
     missing.write_text("")
     config["data"]["shards"]["sources"]["segmentation"]["root"] = str(tmp_path / "no_dir")

@@ -14,8 +14,15 @@ from lego_edit.data.shapes import Obj, Scene
 from lego_edit.training.critic_samples import PERTURBATIONS, _swap_word, perturb
 from lego_edit.workflow import parse_workflow
 
-SCENE = Scene(64, 64, objects=(Obj("circle", "red", box=(4, 4, 16, 16)), Obj("square", "blue", box=(40, 40, 16, 16)),
-                               Obj("triangle", "green", box=(40, 4, 16, 16))))
+SCENE = Scene(
+    64,
+    64,
+    objects=(
+        Obj("circle", "red", box=(4, 4, 16, 16)),
+        Obj("square", "blue", box=(40, 40, 16, 16)),
+        Obj("triangle", "green", box=(40, 4, 16, 16)),
+    ),
+)
 
 
 def gt(category, seed=0):
@@ -28,8 +35,13 @@ def gt(category, seed=0):
 
 
 def literals(wf):
-    return [(s["model"], k, v) for s in wf["pipeline"] if "model" in s for k, v in s["input"].items()
-            if not (isinstance(v, str) and "[" in v)]
+    return [
+        (s["model"], k, v)
+        for s in wf["pipeline"]
+        if "model" in s
+        for k, v in s["input"].items()
+        if not (isinstance(v, str) and "[" in v)
+    ]
 
 
 @pytest.mark.parametrize("category", ["remove", "recolour", "add", "background", "resize", "pose", "environment"])

@@ -37,10 +37,22 @@ def colour_samples(n_sources: int = 4, colours=tuple(COLOURS)) -> list[dict]:
         for name in colours:
             rgb = COLOURS[name]
             key = f"s{i}_{name}"
-            cands = [(solid(rgb), 1, "target")] + [(solid(o), 0, "same_category") for k, o in COLOURS.items()
-                                                   if k != name] + [(source, 0, "no_edit")]
-            out += [{"__key__": f"{key}_{j}", "instruction": f"make it {name}", "source": source, "candidate": c,
-                     "label": lab, "kind": kind} for j, (c, lab, kind) in enumerate(cands)]
+            cands = (
+                [(solid(rgb), 1, "target")]
+                + [(solid(o), 0, "same_category") for k, o in COLOURS.items() if k != name]
+                + [(source, 0, "no_edit")]
+            )
+            out += [
+                {
+                    "__key__": f"{key}_{j}",
+                    "instruction": f"make it {name}",
+                    "source": source,
+                    "candidate": c,
+                    "label": lab,
+                    "kind": kind,
+                }
+                for j, (c, lab, kind) in enumerate(cands)
+            ]
     return out
 
 
@@ -69,20 +81,27 @@ def test_pairwise_critic_learns_to_rank_by_the_pixels(tmp_path):
     model, processor = vlm.build_tiny_vlm(TINY, tok)
     vlm.save_vlm(model, processor, tmp_path / "base")
     samples = colour_samples(colours=("blue",))
-    cfg = CriticTrainConfig(base=str(tmp_path / "base"), output_dir=str(tmp_path / "critic"),
-                            checkpoint_dir=str(tmp_path / "ckpt"), seed=0,
-                            train=SFTSettings(steps=40, batch_size=8, lr=3e-3, warmup_steps=2, log_every=10,
-                                              checkpoint_every=20))
+    cfg = CriticTrainConfig(
+        base=str(tmp_path / "base"),
+        output_dir=str(tmp_path / "critic"),
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        seed=0,
+        train=SFTSettings(steps=40, batch_size=8, lr=3e-3, warmup_steps=2, log_every=10, checkpoint_every=20),
+    )
     before = ranking_accuracy(LocalCritic(model=(model, processor)), [dict(s) for s in samples], 100)
     trained, proc, history = train_pairwise(cfg, samples, tmp_path / "critic", tmp_path / "ckpt")
     after = ranking_accuracy(LocalCritic(model=(trained, proc)), [dict(s) for s in samples], 100)
     assert before["ranking_accuracy/same_category"] < 1.0 and after["ranking_accuracy/same_category"] == 1.0, (
-        before, after, history[-1])
+        before,
+        after,
+        history[-1],
+    )
     reloaded = LocalCritic(str(tmp_path / "critic"), device="cpu")
     s = samples[:4]
     args = ([x["instruction"] for x in s], [x["source"] for x in s], [x["candidate"] for x in s])
     assert [c.score for c in reloaded.score(*args)] == pytest.approx(
-        [c.score for c in LocalCritic(model=(trained, proc)).score(*args)], rel=1e-5)
+        [c.score for c in LocalCritic(model=(trained, proc)).score(*args)], rel=1e-5
+    )
 
 
 def test_film_critic_ties_the_colour_word_to_the_pixels(tmp_path):
@@ -91,9 +110,11 @@ def test_film_critic_ties_the_colour_word_to_the_pixels(tmp_path):
     from lego_edit.training.critic import train_film
 
     samples = colour_samples()
-    cfg = CriticTrainConfig(output_dir=str(tmp_path / "critic"), seed=0,
-                            train=SFTSettings(steps=120, batch_size=16, lr=3e-3, warmup_steps=5, log_every=20,
-                                              checkpoint_every=60))
+    cfg = CriticTrainConfig(
+        output_dir=str(tmp_path / "critic"),
+        seed=0,
+        train=SFTSettings(steps=120, batch_size=16, lr=3e-3, warmup_steps=5, log_every=20, checkpoint_every=60),
+    )
     trained, history = train_film(cfg, samples, tmp_path / "critic", tmp_path / "ckpt")
     after = ranking_accuracy(FilmCriticScorer(model=trained), [dict(s) for s in samples], 100)
     assert after["ranking_accuracy"] == 1.0, (after, history[-1])
@@ -102,15 +123,61 @@ def test_film_critic_ties_the_colour_word_to_the_pixels(tmp_path):
     s = samples[:6]
     args = ([x["instruction"] for x in s], [x["source"] for x in s], [x["candidate"] for x in s])
     assert [c.score for c in reloaded.score(*args)] == pytest.approx(
-        [c.score for c in FilmCriticScorer(model=trained).score(*args)], rel=1e-5)
+        [c.score for c in FilmCriticScorer(model=trained).score(*args)], rel=1e-5
+    )
 
 
 def test_quality_pairs_rank_by_psnr_and_fall_back_to_labels():
     from lego_edit.training.critic import quality_pairs, ranking_groups
 
-    samples = [{"__key__": "a_0", "label": 1, "psnr": 60.0}, {"__key__": "a_x1", "label": 0, "psnr": 20.0},
-               {"__key__": "a_x2", "label": 0, "psnr": 20.5}, {"__key__": "a_3", "label": 0},
-               {"__key__": "b_0", "label": 0, "psnr": 18.0}]
+    samples = [
+        {"__key__": "a_0", "label": 1, "psnr": 60.0},
+        {"__key__": "a_x1", "label": 0, "psnr": 20.0},
+        {"__key__": "a_x2", "label": 0, "psnr": 20.5},
+        {"__key__": "a_3", "label": 0},
+        {"__key__": "b_0", "label": 0, "psnr": 18.0},
+    ]
     assert sorted(quality_pairs(samples, [0, 1, 2, 3], 1.0)) == [(0, 1), (0, 2), (0, 3)]  # 0.5 dB is no pair
     groups = ranking_groups(samples, 1.0)
     assert [g for g, _ in groups] == [[0, 1, 2, 3]]  # b has one candidate: no pair, left out
+
+
+def test_scene_cross_targets_pair_the_other_instructions_targets_of_a_scene():
+    from lego_edit.training.critic import ranking_groups, scene_cross_targets
+
+    red, blue, grey = solid((220, 30, 30)), solid((30, 30, 220)), solid((128, 128, 128))
+
+    def sample(key, candidate, label):
+        return {"__key__": key, "source": grey, "candidate": candidate, "label": label}
+
+    samples = [
+        sample("gt_000001_0_0", red, 1),
+        sample("gt_000001_0_1", grey, 0),
+        sample("gt_000001_1_0", blue, 1),
+        sample("gt_000001_1_1", grey, 0),
+        sample("open_000001_0_0", red, 1),
+        sample("open_000001_0_1", grey, 0),  # same scene, same image
+        sample("gt_000002_0_0", blue, 1),
+        sample("gt_000002_0_1", grey, 0),
+    ]  # another scene
+    groups = ranking_groups(samples, 1.0)
+    planes = np.stack([np.concatenate([s["source"], s["candidate"]], axis=2).transpose(2, 0, 1) for s in samples])
+    cross = scene_cross_targets(samples, groups, planes)
+    assert [sorted(c) for c in cross] == [[2], [0, 4], [], [2]]  # groups in key order: gt_1_0, gt_1_1, gt_2_0, open_1_0
+
+
+def test_film_critic_learns_which_edit_from_cross_negatives_alone(tmp_path):
+    """Only "nothing changed" as a wrong edit: the colour word is learnt from the other instructions' targets."""
+    from lego_edit.models.critic import FilmCriticScorer
+    from lego_edit.training.critic import train_film
+
+    train = [s for s in colour_samples() if s["kind"] in ("target", "no_edit")]
+    cfg = CriticTrainConfig(
+        output_dir=str(tmp_path / "critic"),
+        seed=0,
+        cross_negatives=2,
+        train=SFTSettings(steps=120, batch_size=16, lr=3e-3, warmup_steps=5, log_every=20, checkpoint_every=60),
+    )
+    trained, history = train_film(cfg, train, tmp_path / "critic", tmp_path / "ckpt")
+    after = ranking_accuracy(FilmCriticScorer(model=trained), colour_samples(), 100)
+    assert after["ranking_accuracy/same_category"] == 1.0, (after, history[-1])

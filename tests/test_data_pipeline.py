@@ -19,19 +19,43 @@ from lego_edit.pipeline import sort_keys_in_place
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 FAMILIES = ("captioning", "critic", "edit", "placement", "segmentation")
-ALL_JOBS = {("make_scenes", ""), ("make_instructions", "domain=gt"), ("make_instructions", "domain=open"),
-            *(("make_shards", f"family={f}") for f in FAMILIES)}
+ALL_JOBS = {
+    ("make_scenes", ""),
+    ("make_instructions", "domain=gt"),
+    ("make_instructions", "domain=open"),
+    *(("make_shards", f"family={f}") for f in FAMILIES),
+}
 # The data stage's products: these tests run the data rules only (tests/test_pipeline.py runs the whole DAG).
-DATA_TARGETS = ("results/data/scenes.parquet", "results/data/instructions/gt.parquet",
-                "results/data/instructions/open.parquet", *(f"results/data/shards/{f}" for f in FAMILIES))
+DATA_TARGETS = (
+    "results/data/scenes.parquet",
+    "results/data/instructions/gt.parquet",
+    "results/data/instructions/open.parquet",
+    *(f"results/data/shards/{f}" for f in FAMILIES),
+)
 
 
 def snakemake(workdir: Path, configfile: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--configfile", str(configfile),
-           "--directory", str(workdir), "--cores", "2", *args]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    cmd = [
+        SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--configfile",
+        str(configfile),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        *args,
+    ]
+    return subprocess.run(
+        cmd,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
 
 
 def _ok(proc: subprocess.CompletedProcess) -> str:
@@ -74,10 +98,21 @@ def test_test_config_is_the_default_config_cut_down():
     small = yaml.safe_load(TEST_CONFIG.read_text())
 
     def paths(d, prefix=""):
-        return {p for k, v in d.items() for p in ([f"{prefix}{k}"] + (sorted(paths(v, f"{prefix}{k}.")) if
-                                                                           isinstance(v, dict) else []))}
-    assert paths(default) - {"edit.folder", "edit.instruction", "edit.mapping", "edit.workflow", "edit.builder",
-                             "edit.chunks", "edit"} <= paths(small)
+        return {
+            p
+            for k, v in d.items()
+            for p in ([f"{prefix}{k}"] + (sorted(paths(v, f"{prefix}{k}.")) if isinstance(v, dict) else []))
+        }
+
+    assert paths(default) - {
+        "edit.folder",
+        "edit.instruction",
+        "edit.mapping",
+        "edit.workflow",
+        "edit.builder",
+        "edit.chunks",
+        "edit",
+    } <= paths(small)
     assert [small["data"]["scenes"][s] for s in ("train", "val", "test")] == [60, 10, 20]
     assert TEST_CONFIG.read_text().startswith("# The small test config for CI")
 
@@ -121,12 +156,12 @@ def test_config_change_reruns_only_the_affected_jobs(first_run, tmp_path):
     def seed(c):
         c["seed"] = 1
 
-    assert scheduled(first_run, _config(tmp_path, "placement", placement)) == {
-        ("make_shards", "family=placement")}
-    assert scheduled(first_run, _config(tmp_path, "bricks", edit_bricks)) == {
-        ("make_shards", "family=edit")}
+    assert scheduled(first_run, _config(tmp_path, "placement", placement)) == {("make_shards", "family=placement")}
+    assert scheduled(first_run, _config(tmp_path, "bricks", edit_bricks)) == {("make_shards", "family=edit")}
     assert scheduled(first_run, _config(tmp_path, "gt", gt_instructions)) == {
-        ("make_instructions", "domain=gt"), ("make_shards", "family=critic")}
+        ("make_instructions", "domain=gt"),
+        ("make_shards", "family=critic"),
+    }
     assert scheduled(first_run, _config(tmp_path, "scenes", test_scenes)) == ALL_JOBS
     assert scheduled(first_run, _config(tmp_path, "seed", seed)) == ALL_JOBS
 
@@ -135,15 +170,23 @@ def _bad(config: dict) -> None:
     config["data"]["shards"]["families"]["edit"]["bricks"].append("FLUX-FILL")
 
 
-@pytest.mark.parametrize("change,key", [
-    (_bad, "['data']['shards']['families']['edit']['bricks']"),
-    (lambda c: c["data"]["scenes"].__setitem__("test", -3), "['data']['scenes']['test']"),
-    (lambda c: c["data"]["shards"]["families"]["placement"].__setitem__("per_scene", 0),
-     "['data']['shards']['families']['placement']['per_scene']"),
-    (lambda c: c["data"]["scenes"].__setitem__("colour_jitter", 3), "'colour_jitter' was unexpected"),
-    (lambda c: c["data"]["shards"]["sources"].__setitem__("captioning", {"listing": "nope/listing.csv"}),
-     "data.shards.sources.captioning.listing"),
-], ids=["unknown-brick", "negative-count", "zero-per-scene", "unknown-key", "missing-listing"])
+@pytest.mark.parametrize(
+    "change,key",
+    [
+        (_bad, "['data']['shards']['families']['edit']['bricks']"),
+        (lambda c: c["data"]["scenes"].__setitem__("test", -3), "['data']['scenes']['test']"),
+        (
+            lambda c: c["data"]["shards"]["families"]["placement"].__setitem__("per_scene", 0),
+            "['data']['shards']['families']['placement']['per_scene']",
+        ),
+        (lambda c: c["data"]["scenes"].__setitem__("colour_jitter", 3), "'colour_jitter' was unexpected"),
+        (
+            lambda c: c["data"]["shards"]["sources"].__setitem__("captioning", {"listing": "nope/listing.csv"}),
+            "data.shards.sources.captioning.listing",
+        ),
+    ],
+    ids=["unknown-brick", "negative-count", "zero-per-scene", "unknown-key", "missing-listing"],
+)
 def test_bad_config_is_rejected_before_any_job(tmp_path, change, key):
     workdir = tmp_path / "run"
     proc = snakemake(workdir, _config(tmp_path, "bad", change))
@@ -160,9 +203,12 @@ def test_lint_is_clean(tmp_path):
 
 
 def test_sort_keys_in_place():
-    config = {"seed": 0,
-              "data": {"shards": {"b": 1, "a": [{"z": 1, "y": 2}]}, "instructions": {"categories": ["x", "a"]}}}
+    config = {
+        "seed": 0,
+        "data": {"shards": {"b": 1, "a": [{"z": 1, "y": 2}]}, "instructions": {"categories": ["x", "a"]}},
+    }
     same = sort_keys_in_place(config)
     assert same is config
-    assert repr(config) == ("{'data': {'instructions': {'categories': ['x', 'a']}, 'shards': {'a': [{'z': 1, 'y': 2}], "
-                            "'b': 1}}, 'seed': 0}")  # lists, and mappings inside lists, keep their order
+    assert repr(config) == (
+        "{'data': {'instructions': {'categories': ['x', 'a']}, 'shards': {'a': [{'z': 1, 'y': 2}], 'b': 1}}, 'seed': 0}"
+    )  # lists, and mappings inside lists, keep their order

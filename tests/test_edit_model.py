@@ -16,10 +16,16 @@ TEXTS = ["RCM: blue", "POSE: make the red triangle point left", "FILL: red circl
 
 
 def tiny(prediction="residual", box_coords=True) -> UNetInpainter:
-    cfg = EditModelConfig(crop_size=16, text=TextEncoderConfig(hidden_size=16, num_layers=1, num_heads=2,
-                                                               intermediate_size=32, max_length=12, vocab_size=300),
-                          unet=UNetConfig(block_out_channels=[8, 16], attention_levels=1, norm_num_groups=4),
-                          sampling_steps=2, prediction=prediction, box_coords=box_coords)
+    cfg = EditModelConfig(
+        crop_size=16,
+        text=TextEncoderConfig(
+            hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_length=12, vocab_size=300
+        ),
+        unet=UNetConfig(block_out_channels=[8, 16], attention_levels=1, norm_num_groups=4),
+        sampling_steps=2,
+        prediction=prediction,
+        box_coords=box_coords,
+    )
     torch.manual_seed(0)
     return UNetInpainter.build(cfg, TEXTS)
 
@@ -48,8 +54,9 @@ def test_a_residual_model_that_changes_nothing_keeps_the_start_it_refines():
     torch.nn.init.zeros_(model.unet.conv_out.bias)
     image, mask = scene()
     start = (image // 2).astype(np.uint8)  # a refining brick's preimage
-    out = model.edit("POSE", [image], [mask], ["make the red triangle point left"], preimages=[start],
-                     strengths=[0.05])[0]
+    out = model.edit(
+        "POSE", [image], [mask], ["make the red triangle point left"], preimages=[start], strengths=[0.05]
+    )[0]
     inside = mask > 0
     assert np.abs(out[inside].astype(int) - start[inside].astype(int)).max() <= 1
     assert np.array_equal(out[~inside], image[~inside])
@@ -103,8 +110,14 @@ def test_start_gain_keeps_a_refining_brick_at_or_above_its_start(tmp_path):
     image, mask = scene()
     start = image.copy()
     start[mask > 0] = 200
-    sample = {"brick": "POSE", "prompt": "make the red triangle point left", "source": image, "mask": mask,
-              "target": start, "preimage": start}
+    sample = {
+        "brick": "POSE",
+        "prompt": "make the red triangle point left",
+        "source": image,
+        "mask": mask,
+        "target": start,
+        "preimage": start,
+    }
     assert calibrate_start_gain(model, [sample] * 3, ["POSE"], 3, seed=0) == {"POSE": 0.0}
     out = model.edit("POSE", [image], [mask], [sample["prompt"]], preimages=[start], strengths=[0.05])[0]
     assert np.array_equal(out, start)
@@ -130,8 +143,9 @@ def test_start_gain_needs_a_clear_paired_gain_over_the_start():
     mask[4:12, 4:12] = 1
     targets = [rng.integers(0, 256, (16, 16, 3)).astype(np.uint8) for _ in range(6)]
     starts = [np.clip(t.astype(int) + 30, 0, 255).astype(np.uint8) for t in targets]
-    rows = [{"brick": "INPAINT", "source": s, "mask": mask, "target": t, "preimage": s}
-            for s, t in zip(starts, targets)]
+    rows = [
+        {"brick": "INPAINT", "source": s, "mask": mask, "target": t, "preimage": s} for s, t in zip(starts, targets)
+    ]
     # The change lands on the target on every sample: a clear gain, kept in full.
     assert calibrate_start_gain(_Refiner(targets), rows, ["INPAINT"], 6, seed=0) == {"INPAINT": 1.0}
     # The change hits the target on one sample and hurts the other five: the best mean (g = 1, +1.1 dB) rests on
@@ -149,9 +163,11 @@ def test_a_saved_lora_has_the_same_bytes_whatever_the_hash_seed(tmp_path):
     import sys
     from pathlib import Path
 
-    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-              "from test_edit_model import tiny\n"
-              "m = tiny(); m.add_lora('RCM', 4); m.save_lora('RCM', sys.argv[1])\n")
+    script = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_edit_model import tiny\n"
+        "m = tiny(); m.add_lora('RCM', 4); m.save_lora('RCM', sys.argv[1])\n"
+    )
     digests = []
     for seed in ("1", "2", "3"):
         out = tmp_path / seed

@@ -70,7 +70,8 @@ def test_a_larger_canvas_places_the_input_where_it_matches_and_scores_the_new_ar
     assert np.array_equal(placed[:, 4:], source) and (placed[:, :4] == 255).all()
     unedited = score_edit(source, None, target)
     assert not unedited.success and unedited.psnr_input == pytest.approx(
-        10 * math.log10(255**2 / ((255 - 90) ** 2 / 3)))  # only the new third is wrong
+        10 * math.log10(255**2 / ((255 - 90) ** 2 / 3))
+    )  # only the new third is wrong
     assert score_edit(source, target, target).success
     half_right = target.copy()
     half_right[:, :4] = 172  # halfway from white to the target grey: a quarter of the error
@@ -96,15 +97,31 @@ def test_paired_bootstrap_interval():
 
 
 def rows(builder, successes, set_name="shapes_gt", psnr=None, critic=None):
-    return [{"id": f"i{k}", "set": set_name, "category": "remove", "builder": builder, "executed": True,
-             "success": s, "psnr": (psnr[k] if psnr else 20.0), "region_iou": 0.5, "exact_match": s,
-             "critic": (critic[k] if critic else 0.5)} for k, s in enumerate(successes)]
+    return [
+        {
+            "id": f"i{k}",
+            "set": set_name,
+            "category": "remove",
+            "builder": builder,
+            "executed": True,
+            "success": s,
+            "psnr": (psnr[k] if psnr else 20.0),
+            "region_iou": 0.5,
+            "exact_match": s,
+            "critic": (critic[k] if critic else 0.5),
+        }
+        for k, s in enumerate(successes)
+    ]
 
 
 def test_stage_table_pairs_each_stage_with_the_one_before():
     n = 40
-    df = pd.DataFrame(rows("sft", [False] * n) + rows("grpo_gt", [k < 10 for k in range(n)])
-                      + rows("grpo_critic", [k < 10 for k in range(n)]) + rows("oracle", [True] * n))
+    df = pd.DataFrame(
+        rows("sft", [False] * n)
+        + rows("grpo_gt", [k < 10 for k in range(n)])
+        + rows("grpo_critic", [k < 10 for k in range(n)])
+        + rows("oracle", [True] * n)
+    )
     st = stage_table(df, resamples=2000).set_index(["stage", "figure"])
     gain = st.loc[("grpo_gt", "success")]
     assert gain["vs"] == "sft" and gain["n"] == n and gain["difference"] == pytest.approx(0.25)
@@ -117,7 +134,8 @@ def test_stage_table_pairs_each_stage_with_the_one_before():
 def test_reward_model_agreement_counts_pairs_more_than_a_decibel_apart():
     df = pd.DataFrame(
         rows("sft", [False] * 3, psnr=[20.0, 20.0, 20.0], critic=[0.2, 0.2, 0.9])
-        + rows("grpo_gt", [True] * 3, psnr=[25.0, 20.5, 30.0], critic=[0.8, 0.1, 0.3]))
+        + rows("grpo_gt", [True] * 3, psnr=[25.0, 20.5, 30.0], critic=[0.8, 0.1, 0.3])
+    )
     ag = reward_model_agreement(df).set_index("set").loc["shapes_gt"]
     # i0: +5 dB, critic up (agrees); i1: 0.5 dB apart (not counted); i2: +10 dB, critic down (disagrees)
     assert ag["pairs"] == 2 and ag["agreement"] == 0.5

@@ -9,6 +9,7 @@ import numpy as np
 import openai_server
 import pandas as pd
 import pytest
+from judge_fixtures import BRIGHTEN
 
 from lego_edit.bricks.registry import default_registry
 from lego_edit.evaluation.benchmarks import write_gedit_fixture, write_imgedit_fixture
@@ -18,14 +19,20 @@ from lego_edit.models.critic import CriticScore, OpenAICritic, OpenAICriticConfi
 
 served_vlm = openai_server.served_vlm
 
-BRIGHTEN = json.dumps({"process": "brighten", "pipeline": [
-    {"step": 1, "model": "BRIGHTNESS", "input": {"image": "init[image]", "ratio": 0.75},
-     "output": {"image": "step1[image]"}},
-    {"result": "[step1[image]]"}]})
-BROKEN = json.dumps({"process": "x", "pipeline": [
-    {"step": 1, "model": "RES", "input": {"image": "init[image]", "prompt": "cat"},
-     "output": {"mask": "step1[mask]", "image": "step1[image]"}},
-    {"result": "[step1[image]]"}]})
+BROKEN = json.dumps(
+    {
+        "process": "x",
+        "pipeline": [
+            {
+                "step": 1,
+                "model": "RES",
+                "input": {"image": "init[image]", "prompt": "cat"},
+                "output": {"mask": "step1[mask]", "image": "step1[image]"},
+            },
+            {"result": "[step1[image]]"},
+        ],
+    }
+)
 
 
 class FixedCritic:
@@ -55,9 +62,15 @@ def test_benchmark_sets_in_published_layouts_run_through_a_chunk(tmp_path):
         it.workflow = BROKEN if i % 3 == 0 else BRIGHTEN
     rows = []
     for name, items in (("gedit", gedit), ("imgedit", imgedit)):
-        table = run_chunk(items, {"name": "oracle", "kind": "oracle"}, tmp_path, tmp_path / name / "images",
-                          tmp_path / name / "rows.parquet", registry=default_registry(plugins=False),
-                          critic=FixedCritic())
+        table = run_chunk(
+            items,
+            {"name": "oracle", "kind": "oracle"},
+            tmp_path,
+            tmp_path / name / "images",
+            tmp_path / name / "rows.parquet",
+            registry=default_registry(plugins=False),
+            critic=FixedCritic(),
+        )
         rows.append(table.to_pandas())
     df = pd.concat(rows, ignore_index=True)
     failed = df[~df["executed"]]
@@ -79,19 +92,62 @@ def test_benchmark_sets_in_published_layouts_run_through_a_chunk(tmp_path):
 
 
 def test_shapes_tables_rows_and_categories():
-    df = pd.DataFrame([
-        {"id": "a", "set": "shapes_gt", "category": "remove", "builder": "sft", "parsed": True, "valid": True,
-         "executed": True, "brick_f1": 1.0, "exact_match": True, "success": True, "psnr": 30.0, "region_iou": 0.5,
-         "critic": 0.8},
-        {"id": "b", "set": "shapes_gt", "category": "add", "builder": "sft", "parsed": False, "valid": False,
-         "executed": False, "brick_f1": 0.0, "exact_match": False, "success": False, "psnr": 20.0,
-         "region_iou": 0.0, "critic": None},
-        {"id": "c", "set": "shapes_open", "category": "add", "builder": "sft", "parsed": True, "valid": True,
-         "executed": True, "success": True, "psnr": 25.0, "region_iou": 0.75, "critic": 0.6},
-    ])
+    df = pd.DataFrame(
+        [
+            {
+                "id": "a",
+                "set": "shapes_gt",
+                "category": "remove",
+                "builder": "sft",
+                "parsed": True,
+                "valid": True,
+                "executed": True,
+                "brick_f1": 1.0,
+                "exact_match": True,
+                "success": True,
+                "psnr": 30.0,
+                "region_iou": 0.5,
+                "critic": 0.8,
+            },
+            {
+                "id": "b",
+                "set": "shapes_gt",
+                "category": "add",
+                "builder": "sft",
+                "parsed": False,
+                "valid": False,
+                "executed": False,
+                "brick_f1": 0.0,
+                "exact_match": False,
+                "success": False,
+                "psnr": 20.0,
+                "region_iou": 0.0,
+                "critic": None,
+            },
+            {
+                "id": "c",
+                "set": "shapes_open",
+                "category": "add",
+                "builder": "sft",
+                "parsed": True,
+                "valid": True,
+                "executed": True,
+                "success": True,
+                "psnr": 25.0,
+                "region_iou": 0.75,
+                "critic": 0.6,
+            },
+        ]
+    )
     bt = builder_table(df).set_index("builder").loc["sft"]
-    assert (bt["gt_parse_rate"], bt["gt_valid_rate"], bt["gt_executable_rate"], bt["gt_brick_f1"],
-            bt["gt_exact_match"], bt["gt_success"]) == (0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
+    assert (
+        bt["gt_parse_rate"],
+        bt["gt_valid_rate"],
+        bt["gt_executable_rate"],
+        bt["gt_brick_f1"],
+        bt["gt_exact_match"],
+        bt["gt_success"],
+    ) == (0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
     # a failed item is scored as the unedited input (its PSNR is the input's), never dropped
     assert bt["gt_psnr"] == 25.0 and bt["gt_region_iou"] == 0.25
     assert bt["open_valid_rate"] == 1.0 and bt["open_success"] == 1.0 and bt["open_psnr"] == 25.0
@@ -106,8 +162,9 @@ def test_a_judge_that_never_answers_in_the_format_leaves_items_unscored(served_v
     """The served tiny model answers JSON about colours, never scores: after the retries the item is unscored
     (None), not given an invented number."""
     server, _ = served_vlm
-    critic = OpenAICritic(OpenAICriticConfig(base_url=server.base_url, model=server.model, max_retries=1,
-                                             concurrency=1))
+    critic = OpenAICritic(
+        OpenAICriticConfig(base_url=server.base_url, model=server.model, max_retries=1, concurrency=1)
+    )
     src = openai_server.RED
     scores = critic.score(["make it blue"], [src], [openai_server.BLUE])
     assert scores[0].score is None and scores[0].sc is None and "unscored" in scores[0].error
@@ -118,8 +175,9 @@ def test_eval_items_of_the_shapes_split_keep_their_gt(tmp_path):
     from lego_edit.data.dataset import InstructionConfig, SceneConfig, make_instructions, make_scenes
 
     make_scenes(SceneConfig(train=2, val=1, test=4), tmp_path / "scenes.parquet", tmp_path / "img")
-    make_instructions(InstructionConfig(per_scene=2), "gt", tmp_path / "scenes.parquet", tmp_path / "gt.parquet",
-                      tmp_path / "t")
+    make_instructions(
+        InstructionConfig(per_scene=2), "gt", tmp_path / "scenes.parquet", tmp_path / "gt.parquet", tmp_path / "t"
+    )
     items = load_items("shapes_gt", {"table": str(tmp_path / "gt.parquet")})
     assert len(items) == 8 and all(it.workflow and it.target for it in items)
     assert len(load_items("shapes_gt", {"table": str(tmp_path / "gt.parquet")}, max_items=3)) == 3

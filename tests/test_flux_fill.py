@@ -19,8 +19,15 @@ from lego_edit.models.flux_fill import (
     flux_prompt,
 )
 
-TEXTS = ["RCM: blue", "RCM: red striped", "ENV: make it night", "FILL: a red circle", "INPAINT: ",
-         "CBG: change the background to a green background", "STYLE: a red circle on a white background | sketch style"]
+TEXTS = [
+    "RCM: blue",
+    "RCM: red striped",
+    "ENV: make it night",
+    "FILL: a red circle",
+    "INPAINT: ",
+    "CBG: change the background to a green background",
+    "STYLE: a red circle on a white background | sketch style",
+]
 
 
 def _cfg(**kw) -> FluxFillConfig:
@@ -69,14 +76,17 @@ def _same(outs, refs) -> bool:
 def test_prompts_follow_icedit():
     assert flux_prompt("ENV", "make it night") == (
         "A diptych with two side-by-side images of the same scene. "
-        "On the right, the scene is exactly the same as on the left but make it night")
+        "On the right, the scene is exactly the same as on the left but make it night"
+    )
     assert flux_prompt("RCM", "blue striped") == DIPTYCH_PREFIX + DIPTYCH_RIGHT + "the object is now blue striped"
     style = flux_prompt("STYLE", "a red circle on a white background", "sketch style")
-    assert style == (DIPTYCH_PREFIX + "a red circle on a white background. " + DIPTYCH_RIGHT
-                     + "rendered in sketch style")
+    assert style == (
+        DIPTYCH_PREFIX + "a red circle on a white background. " + DIPTYCH_RIGHT + "rendered in sketch style"
+    )
     assert flux_prompt("FILL", "a red circle", mode="fill") == "a red circle"
     assert flux_prompt("CBG", "change the background to a green striped background", mode="fill") == (
-        "a green striped background")
+        "a green striped background"
+    )
     assert flux_prompt("INPAINT", "", mode="fill") == ""
 
 
@@ -87,10 +97,10 @@ def test_diptych_layout_is_icedit():
     lay = ed.layout("ENV", img, None)
     assert lay.mode == "diptych" and lay.canvas.shape == (32, 64, 3) and lay.x0 == 32
     assert np.array_equal(lay.canvas[:, :32], img) and np.array_equal(lay.canvas[:, 32:], img)  # source | source
-    assert not lay.mask[:, :32].any() and lay.mask[:, 32:].all()                                # the right half
+    assert not lay.mask[:, :32].any() and lay.mask[:, 32:].all()  # the right half
     mask = _box((32, 32), 8, 20, 6, 22)
     rcm = ed.layout("RCM", img, mask, target=255 - img)
-    assert not rcm.mask[:, :32].any() and np.array_equal(rcm.mask[:, 32:], mask > 0)           # RCM: its mask, right
+    assert not rcm.mask[:, :32].any() and np.array_equal(rcm.mask[:, 32:], mask > 0)  # RCM: its mask, right
     assert np.array_equal(rcm.target[:, :32], img) and np.array_equal(rcm.target[:, 32:], 255 - img)
     fill = ed.layout("FILL", img, mask)
     assert fill.mode == "fill" and fill.canvas.shape == (32, 32, 3) and np.array_equal(fill.mask, mask > 0)
@@ -173,7 +183,8 @@ def test_lora_training_adapters_and_round_trips(tmp_path, inputs):
     ed.set_brick("FILL")
     assert _same(ed.edit("FILL", images, masks, ["a red circle"] * 2, seed=5), base_fill)
     env_as_base = FluxFillEditor.from_pretrained(tmp_path / "base", device="cpu").edit(
-        "ENV", images, None, ["make it night"] * 2, seed=1)
+        "ENV", images, None, ["make it night"] * 2, seed=1
+    )
     assert not _same(env, env_as_base)
 
     # save_pretrained / from_pretrained keeps the base and both adapters.
@@ -197,5 +208,4 @@ def test_pretrained_base_is_a_pointer(tmp_path, inputs):
     ed.save_pretrained(tmp_path / "model")
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["edit_model.json"]
     back = FluxFillEditor.from_pretrained(tmp_path / "model", device="cpu")
-    assert _same(back.edit("POSE", images, None, ["make the triangle point up"] * 2,
-                                                              seed=2), out)
+    assert _same(back.edit("POSE", images, None, ["make the triangle point up"] * 2, seed=2), out)

@@ -16,7 +16,7 @@ def mask(h, w, *rects):
     """An HxW uint8 0/255 mask with the given (x, y, w, h) rectangles set."""
     m = np.zeros((h, w), np.uint8)
     for x, y, rw, rh in rects:
-        m[y:y + rh, x:x + rw] = 255
+        m[y : y + rh, x : x + rw] = 255
     return m
 
 
@@ -84,32 +84,39 @@ def test_compose_opaque_image_covers_the_first():
     np.testing.assert_array_equal(out, b)
     assert out is not b
     rgba_base = px([[1, 2, 3, 0], [4, 5, 6, 9]])
-    np.testing.assert_array_equal(F.compose(CTX, image1=rgba_base, image2=b)["image"],
-                                  [[[7, 8, 9, 255], [10, 11, 12, 255]]])
+    np.testing.assert_array_equal(
+        F.compose(CTX, image1=rgba_base, image2=b)["image"], [[[7, 8, 9, 255], [10, 11, 12, 255]]]
+    )
 
 
 def test_compose_cut_out_is_alpha_blended():
     base = px([[0, 0, 0], [200, 100, 50], [10, 10, 10]])
     top = px([[255, 100, 0, 128], [0, 0, 0, 0], [90, 90, 90, 255]])
     # (base * (255 - a) + top * a + 127) // 255 per channel
-    np.testing.assert_array_equal(F.compose(CTX, image1=base, image2=top)["image"],
-                                  [[[128, 50, 0], [200, 100, 50], [90, 90, 90]]])
+    np.testing.assert_array_equal(
+        F.compose(CTX, image1=base, image2=top)["image"], [[[128, 50, 0], [200, 100, 50], [90, 90, 90]]]
+    )
     base_rgba = px([[0, 0, 0, 10], [200, 100, 50, 255], [10, 10, 10, 0]])
-    np.testing.assert_array_equal(F.compose(CTX, image1=base_rgba, image2=top)["image"],
-                                  [[[128, 50, 0, 128], [200, 100, 50, 255], [90, 90, 90, 255]]])
+    np.testing.assert_array_equal(
+        F.compose(CTX, image1=base_rgba, image2=top)["image"],
+        [[[128, 50, 0, 128], [200, 100, 50, 255], [90, 90, 90, 255]]],
+    )
 
 
 # ------------------------------------------------------------------------------------------------- RESIZE
 
 
-@pytest.mark.parametrize("box, ratio, expected", [
-    # x, y, w, h; new_w = int(w * ratio), new_x = x + (w - new_w) // 2, new_y = y + h - new_h
-    ((4, 6, 8, 8), 0.5, (6, 10, 4, 4)),
-    ((4, 6, 8, 8), 1.5, (2, 2, 12, 12)),
-    ((3, 5, 5, 7), 1.5, (2, 2, 7, 10)),    # (5 - 7) // 2 = -1: floor division, as published
-    ((3, 5, 5, 7), 0.5, (4, 9, 2, 3)),     # int(2.5) = 2, int(3.5) = 3
-    ((4, 6, 8, 8), 1.0, (4, 6, 8, 8)),
-])
+@pytest.mark.parametrize(
+    "box, ratio, expected",
+    [
+        # x, y, w, h; new_w = int(w * ratio), new_x = x + (w - new_w) // 2, new_y = y + h - new_h
+        ((4, 6, 8, 8), 0.5, (6, 10, 4, 4)),
+        ((4, 6, 8, 8), 1.5, (2, 2, 12, 12)),
+        ((3, 5, 5, 7), 1.5, (2, 2, 7, 10)),  # (5 - 7) // 2 = -1: floor division, as published
+        ((3, 5, 5, 7), 0.5, (4, 9, 2, 3)),  # int(2.5) = 2, int(3.5) = 3
+        ((4, 6, 8, 8), 1.0, (4, 6, 8, 8)),
+    ],
+)
 def test_scaled_box_geometry(box, ratio, expected):
     assert F.scaled_box(box, ratio) == expected
 
@@ -167,8 +174,11 @@ def test_resize_plain_image_zooms_about_the_centre():
 
 def test_resize_checks_the_size_bound_before_allocating():
     ctx = BrickContext(limits=Limits(max_pixels=100))
-    with pytest.raises(LimitExceededError, match=r"the resized object would be 32x32 pixels, above the bound "
-                                                 r"\(100 pixels, 8192 per side\)"):
+    with pytest.raises(
+        LimitExceededError,
+        match=r"the resized object would be 32x32 pixels, above the bound "
+        r"\(100 pixels, 8192 per side\)",
+    ):
         F.resize(ctx, mask=mask(16, 16, (4, 4, 8, 8)), ratio=4)
     with pytest.raises(LimitExceededError, match=r"the zoomed image would be 64x64 pixels"):
         F.resize(ctx, image=np.zeros((16, 16, 3), np.uint8), ratio=4)
@@ -209,7 +219,7 @@ def test_bbox_of_an_empty_mask_is_empty():
 
 def two_tone(h=16, w=16):
     img = np.full((h, w, 3), 100, np.uint8)
-    img[:, w // 2:] = 200
+    img[:, w // 2 :] = 200
     return img
 
 
@@ -230,7 +240,7 @@ def test_fastinpaint_score():
     flat = np.full((16, 16, 3), 100, np.uint8)
     small = F.fastinpaint(CTX, image=flat, mask=mask(16, 16, (6, 6, 4, 4)))["score"]
     larger = F.fastinpaint(CTX, image=flat, mask=mask(16, 16, (4, 4, 8, 8)))["score"]
-    assert small == pytest.approx(16 / 256 / 0.4)   # area / 40% of the image; no texture around the hole
+    assert small == pytest.approx(16 / 256 / 0.4)  # area / 40% of the image; no texture around the hole
     assert larger == pytest.approx(64 / 256 / 0.4)
     assert 0 <= small < larger <= 1
     assert F.fastinpaint(CTX, image=flat, mask=mask(16, 16, (2, 2, 12, 12)))["score"] == 1.0  # clipped
@@ -253,9 +263,16 @@ def test_fastinpaint_on_a_cut_out_returns_rgb_and_checks_sizes():
 # ----------------------------------------------------------------------------------------------- BRIGHTNESS
 
 
-@pytest.mark.parametrize("ratio, expected", [
-    (0.5, [100, 200, 3]), (0.0, [0, 0, 0]), (0.75, [150, 255, 4]), (1.0, [200, 255, 6]), (7.0, [200, 255, 6]),
-])
+@pytest.mark.parametrize(
+    "ratio, expected",
+    [
+        (0.5, [100, 200, 3]),
+        (0.0, [0, 0, 0]),
+        (0.75, [150, 255, 4]),
+        (1.0, [200, 255, 6]),
+        (7.0, [200, 255, 6]),
+    ],
+)
 def test_brightness(ratio, expected):
     out = F.brightness(CTX, image=px([[100, 200, 3]]), ratio=ratio)["image"]
     np.testing.assert_array_equal(out, [[expected]])
@@ -295,14 +312,17 @@ def test_object_region_is_the_grown_box_clipped_to_the_image():
     assert F.object_region(np.zeros((4, 4), np.uint8)) is None
 
 
-@pytest.mark.parametrize("prompt, subject", [
-    ("make the red triangle point left", "red triangle"),
-    ("rotate the big striped triangle to point up", "big striped triangle"),
-    ("turn the leftmost triangle so it points down", "leftmost triangle"),
-    ("The green triangle should face right.", "green triangle"),
-    ("have the triangle pointing up", "triangle"),
-    ("make it point left", None),
-])
+@pytest.mark.parametrize(
+    "prompt, subject",
+    [
+        ("make the red triangle point left", "red triangle"),
+        ("rotate the big striped triangle to point up", "big striped triangle"),
+        ("turn the leftmost triangle so it points down", "leftmost triangle"),
+        ("The green triangle should face right.", "green triangle"),
+        ("have the triangle pointing up", "triangle"),
+        ("make it point left", None),
+    ],
+)
 def test_pose_subject_is_the_expression_res_is_trained_on(prompt, subject):
     from lego_edit.bricks.models import pose_subject
 
@@ -314,15 +334,20 @@ def test_turn_object_draws_the_triangle_pointing_the_new_way(start, goal):
     from lego_edit.data import edits
     from lego_edit.data.shapes import Obj, Scene, render_layers
 
-    scene = Scene(64, 64, "beige", "grid", objects=(Obj("triangle", "blue", "solid", (20, 16, 18, 22), start),
-                                                    Obj("circle", "red", box=(44, 40, 12, 12))))
+    scene = Scene(
+        64,
+        64,
+        "beige",
+        "grid",
+        objects=(Obj("triangle", "blue", "solid", (20, 16, 18, 22), start), Obj("circle", "red", box=(44, 40, 12, 12))),
+    )
     image, labels = render_layers(scene)
     obj = np.where(labels == 0, 255, 0).astype(np.uint8)
     assert F.pointing(obj) == start
     turned = F.turn_object(image, obj, goal)
     target, target_labels = render_layers(edits.set_pose(scene, 0, goal))
     box = F.object_region(obj) > 0
-    same = (np.abs(turned.astype(int) - target.astype(int)).max(axis=2) <= 8)
+    same = np.abs(turned.astype(int) - target.astype(int)).max(axis=2) <= 8
     # The apex and the base land where the renderer draws them; stretching a quarter-turned raster back to a
     # non-square box steps its edges by a pixel here and there (the model refines those).
     assert same[target_labels == 0].mean() > 0.9

@@ -17,8 +17,15 @@ from safetensors.torch import load_file
 from lego_edit.training.hf_checkpoints import rng_state_from_files, rng_state_to_files
 from lego_edit.training.vlm_sft import LoraSettings, SFTSettings, sft
 
-STATE_FILES = {"optimizer.safetensors", "optimizer.json", "scheduler.json", "rng_state.safetensors",
-               "rng_state.json", "training_args.json", "trainer_state.json"}
+STATE_FILES = {
+    "optimizer.safetensors",
+    "optimizer.json",
+    "scheduler.json",
+    "rng_state.safetensors",
+    "rng_state.json",
+    "training_args.json",
+    "trainer_state.json",
+}
 
 
 def test_rng_state_round_trip():
@@ -44,21 +51,30 @@ def base(tmp_path_factory):
 
 
 def _rows():
-    return [{"images": [Image.fromarray(imgs[0])], "prompt": [{"role": "user", "content": q}],
-             "completion": [{"role": "assistant", "content": a}]} for imgs, q, a in EXAMPLES * 2]
+    return [
+        {
+            "images": [Image.fromarray(imgs[0])],
+            "prompt": [{"role": "user", "content": q}],
+            "completion": [{"role": "assistant", "content": a}],
+        }
+        for imgs, q, a in EXAMPLES * 2
+    ]
 
 
 def _train(base, tmp, name, lora):
-    settings = SFTSettings(steps=4, batch_size=2, lr=3e-3, warmup_steps=1, checkpoint_every=2, checkpoints_kept=3,
-                           log_every=1, lora=lora)
-    model, _, history = sft(base, _rows(), tmp / name / "out", tmp / name / "ckpt", seed=5, settings=settings,
-                            title=name)
+    settings = SFTSettings(
+        steps=4, batch_size=2, lr=3e-3, warmup_steps=1, checkpoint_every=2, checkpoints_kept=3, log_every=1, lora=lora
+    )
+    model, _, history = sft(
+        base, _rows(), tmp / name / "out", tmp / name / "ckpt", seed=5, settings=settings, title=name
+    )
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, history
 
 
 # Full fine-tuning (the Builder) and LoRA with fully trained embeddings (ADD-PRED, CMI-PRED).
-@pytest.mark.parametrize("lora", [None, LoraSettings(rank=4, alpha=8, modules_to_save=["embed_tokens", "lm_head"])],
-                         ids=["full", "lora"])
+@pytest.mark.parametrize(
+    "lora", [None, LoraSettings(rank=4, alpha=8, modules_to_save=["embed_tokens", "lm_head"])], ids=["full", "lora"]
+)
 def test_sft_checkpoints_hold_no_pickle_and_resume_exactly(base, tmp_path, lora):
     weights, history = _train(base, tmp_path, "straight", lora)
     ckpt = tmp_path / "straight" / "ckpt"

@@ -24,7 +24,7 @@ from lego_edit.workflow import Limits
 def rgb_blocks(h=8, w=16):
     img = np.zeros((h, w, 3), np.uint8)
     img[:, : w // 2] = [255, 0, 0]
-    img[:, w // 2:] = [0, 0, 255]
+    img[:, w // 2 :] = [0, 0, 255]
     return img
 
 
@@ -130,14 +130,16 @@ def test_unusable_files_raise_image_read_error_naming_the_file(tmp_path):
 
 def test_too_small_and_too_large(tmp_path):
     Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tmp_path / "dot.png")
-    assert read_error(tmp_path / "dot.png") == (f"{tmp_path / 'dot.png'}: image is 1x1, smaller than the 8-pixel "
-                                                "minimum side")
+    assert read_error(tmp_path / "dot.png") == (
+        f"{tmp_path / 'dot.png'}: image is 1x1, smaller than the 8-pixel minimum side"
+    )
     assert load_image(tmp_path / "dot.png", min_side=1).shape == (1, 1, 3)
     Image.fromarray(np.zeros((7, 30, 3), np.uint8)).save(tmp_path / "thin.png")
     assert "image is 30x7, smaller than the 8-pixel minimum side" in read_error(tmp_path / "thin.png")
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "big.png")
     assert read_error(tmp_path / "big.png", limits=Limits(max_pixels=100)) == (
-        f"{tmp_path / 'big.png'}: big.png would be 16x16 pixels, above the bound (100 pixels, 8192 per side)")
+        f"{tmp_path / 'big.png'}: big.png would be 16x16 pixels, above the bound (100 pixels, 8192 per side)"
+    )
 
 
 # -------------------------------------------------------------------------------------------------- masks
@@ -158,7 +160,7 @@ def test_mask_from_luminance(tmp_path):
     rgb = np.zeros((8, 8, 3), np.uint8)
     rgb[1:4, 1:4] = 255
     rgb[6, 6] = [200, 200, 0]  # mean 133: selected
-    rgb[7, 7] = [255, 0, 0]    # mean 85: not selected
+    rgb[7, 7] = [255, 0, 0]  # mean 85: not selected
     expected = np.zeros((8, 8), np.uint8)
     expected[1:4, 1:4] = 255
     expected[6, 6] = 255

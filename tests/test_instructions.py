@@ -112,14 +112,16 @@ def test_extract_target_is_rgba_and_outpaint_grows_the_canvas():
 
 # --- open-domain phrasing ---------------------------------------------------------------------------------
 
+
 def _alt(words) -> str:
     return "(?:" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + ")"
 
 
 def _gt_placeholders() -> dict[str, str]:
     color, pattern, shape, size = _alt(COLORS), _alt(PATTERNS), _alt(SHAPES), _alt(SIZES)
-    expr_word = _alt([*SIZES, *COLORS, *PATTERNS, *SHAPES, *ORDINALS, "on", "the", "at", "from", "left", "right",
-                      "top", "bottom"])
+    expr_word = _alt(
+        [*SIZES, *COLORS, *PATTERNS, *SHAPES, *ORDINALS, "on", "the", "at", "from", "left", "right", "top", "bottom"]
+    )
     return {
         "e": f"the (?:{expr_word} )*{shape}(?: {expr_word})*",
         "cp": f"(?:{color}(?: {pattern})?|{pattern})",
@@ -138,7 +140,7 @@ def _gt_placeholders() -> dict[str, str]:
 def _template_regex(template: str, slots: dict[str, str]) -> str:
     out, pos = [], 0
     for m in re.finditer(r"\{(\w+)\}", template):
-        out.append(re.escape(template[pos:m.start()]))
+        out.append(re.escape(template[pos : m.start()]))
         out.append(f"(?:{slots[m.group(1)]})")
         pos = m.end()
     out.append(re.escape(template[pos:]))
@@ -150,10 +152,14 @@ def _gt_regexes():
     slots = _gt_placeholders()
     clause = {c: [_template_regex(t, slots) for t in ts] for c, ts in phrases.GT.items()}
     any_clause = "(?:" + "|".join(r for rs in clause.values() for r in rs) + ")"
-    connective = [_template_regex(t, {"a": any_clause, "b": any_clause, "c": any_clause})
-                  for t in (*phrases.GT_CONNECTIVES, *phrases.GT_CONNECTIVES_3)]
-    loose = [_template_regex(t, {"a": ".+", "b": ".+", "c": ".+"})
-             for t in (*phrases.GT_CONNECTIVES, *phrases.GT_CONNECTIVES_3)]
+    connective = [
+        _template_regex(t, {"a": any_clause, "b": any_clause, "c": any_clause})
+        for t in (*phrases.GT_CONNECTIVES, *phrases.GT_CONNECTIVES_3)
+    ]
+    loose = [
+        _template_regex(t, {"a": ".+", "b": ".+", "c": ".+"})
+        for t in (*phrases.GT_CONNECTIVES, *phrases.GT_CONNECTIVES_3)
+    ]
     compile_ = lambda rs: [re.compile(r, re.IGNORECASE) for r in rs]
     return ({c: compile_(rs) for c, rs in clause.items()}, compile_(connective), compile_(loose))
 
@@ -169,11 +175,15 @@ def test_phrase_tables_are_disjoint():
     assert gt & open_ == {"{env}"}  # the environment clause's wording comes from GT_ENV / OPEN_ENV
     assert not {p for ps in phrases.GT_ENV.values() for p in ps} & {p for ps in phrases.OPEN_ENV.values() for p in ps}
     assert not set(phrases.GT_CONNECTIVES + phrases.GT_CONNECTIVES_3) & set(
-        phrases.OPEN_CONNECTIVES + phrases.OPEN_CONNECTIVES_3)
+        phrases.OPEN_CONNECTIVES + phrases.OPEN_CONNECTIVES_3
+    )
     gt_pairs, open_pairs = _hybrid_pairs_for("gt"), _hybrid_pairs_for("open")
     assert not set(gt_pairs) & set(open_pairs)
-    assert len(gt_pairs) + len(open_pairs) == 7 * 8 == len(
-        [(a, b) for a in HYBRID_PARTS for b in HYBRID_PARTS if a != b and a not in LAST_ONLY])
+    assert (
+        len(gt_pairs) + len(open_pairs)
+        == 7 * 8
+        == len([(a, b) for a in HYBRID_PARTS for b in HYBRID_PARTS if a != b and a not in LAST_ONLY])
+    )
 
 
 def test_gt_texts_read_as_gt_templates():
@@ -212,6 +222,7 @@ def test_open_domain_instructions_have_no_workflow_and_no_gt_wording():
 
 # --- tables and splits ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory):
     root = tmp_path_factory.mktemp("instructions")
@@ -225,8 +236,18 @@ def tables(tmp_path_factory):
 
 def test_scene_splits_are_disjoint_and_sized():
     cfg = SceneConfig(train=5, val=2, test=3)
-    assert scene_splits(cfg) == [(0, "train"), (1, "train"), (2, "train"), (3, "train"), (4, "train"),
-                                 (5, "val"), (6, "val"), (7, "test"), (8, "test"), (9, "test")]
+    assert scene_splits(cfg) == [
+        (0, "train"),
+        (1, "train"),
+        (2, "train"),
+        (3, "train"),
+        (4, "train"),
+        (5, "val"),
+        (6, "val"),
+        (7, "test"),
+        (8, "test"),
+        (9, "test"),
+    ]
 
 
 def test_no_scene_in_two_splits(tables):
@@ -234,8 +255,11 @@ def test_no_scene_in_two_splits(tables):
     assert [r["scene_id"] for r in scenes] == list(range(20))
     by_split = {s: {r["scene_id"] for r in scenes if r["split"] == s} for s in ("train", "val", "test")}
     assert [len(by_split[s]) for s in ("train", "val", "test")] == [10, 4, 6]
-    assert not (by_split["train"] & by_split["val"] or by_split["train"] & by_split["test"]
-                or by_split["val"] & by_split["test"])
+    assert not (
+        by_split["train"] & by_split["val"]
+        or by_split["train"] & by_split["test"]
+        or by_split["val"] & by_split["test"]
+    )
     split_of = {r["scene_id"]: r["split"] for r in scenes}
     for domain in ("gt", "open"):
         rows = load_instructions(tables / f"{domain}.parquet")
@@ -262,5 +286,18 @@ def test_stored_gt_rows_reproduce_the_stored_targets(tables):
         if r["target_scene"]:
             assert np.array_equal(out, render(Scene.from_json(r["target_scene"])))
     schema = pq.read_schema(tables / "gt.parquet")
-    assert schema.names == ["id", "scene_id", "scene_seed", "split", "domain", "category", "parts", "instruction",
-                            "reasoning", "workflow", "image_path", "target_path", "target_scene"]
+    assert schema.names == [
+        "id",
+        "scene_id",
+        "scene_seed",
+        "split",
+        "domain",
+        "category",
+        "parts",
+        "instruction",
+        "reasoning",
+        "workflow",
+        "image_path",
+        "target_path",
+        "target_scene",
+    ]

@@ -13,7 +13,6 @@ import pytest
 from lego_edit.evaluation.benchmarks import GEDIT_TASK_TYPES, IMGEDIT_TYPES
 from lego_edit.evaluation.judge import (
     PQ_PROMPT,
-    PUBLISHED_SCORES,
     ImgEditJudge,
     ParseFailure,
     VIEScoreJudge,
@@ -21,9 +20,9 @@ from lego_edit.evaluation.judge import (
     aggregate_imgedit,
     imgedit_prompt,
     parse_scores,
-    published_table,
     to_markdown,
 )
+from lego_edit.evaluation.published import PUBLISHED_SCORES, published_table
 
 
 class ScriptedChat:
@@ -45,42 +44,53 @@ EDITED = np.full((30, 20, 3), 200, np.uint8)
 
 
 # ---------------------------------------------------------------- parsing
-@pytest.mark.parametrize("text, expected", [
-    ('{"score": [7, 8], "reasoning": "fine"}', [7, 8]),
-    ('```json\n{"score": [7, 8], "reasoning": "fine"}\n```', [7, 8]),
-    ('Sure! Here is my evaluation:\n{"score": [3, 10], "reasoning": "a {brace} inside"}\nHope this helps.', [3, 10]),
-    ('{"score": ["6", " 9 "], "reasoning": "strings"}', [6, 9]),
-    ('<think>maybe {"score": [1, 1]}</think>{"score": [5, 6]}', [5, 6]),
-    ('{"score": [4, 5,], "reasoning": "trailing comma",}', [4, 5]),
-    ("{'score': [2, 3], 'reasoning': 'python dict'}", [2, 3]),
-    ('{"Scores": [0, 10]}', [0, 10]),
-    ('{"score": [7.5, 8]}', [7.5, 8]),
-    ('{"score": [3, 4], "reasoning": "the \\"cup}\\" is gone"}', [3, 4]),
-    ('{"note": "no score here"} then {"score": [1, 2]}', [1, 2]),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('{"score": [7, 8], "reasoning": "fine"}', [7, 8]),
+        ('```json\n{"score": [7, 8], "reasoning": "fine"}\n```', [7, 8]),
+        (
+            'Sure! Here is my evaluation:\n{"score": [3, 10], "reasoning": "a {brace} inside"}\nHope this helps.',
+            [3, 10],
+        ),
+        ('{"score": ["6", " 9 "], "reasoning": "strings"}', [6, 9]),
+        ('<think>maybe {"score": [1, 1]}</think>{"score": [5, 6]}', [5, 6]),
+        ('{"score": [4, 5,], "reasoning": "trailing comma",}', [4, 5]),
+        ("{'score': [2, 3], 'reasoning': 'python dict'}", [2, 3]),
+        ('{"Scores": [0, 10]}', [0, 10]),
+        ('{"score": [7.5, 8]}', [7.5, 8]),
+        ('{"score": [3, 4], "reasoning": "the \\"cup}\\" is gone"}', [3, 4]),
+        ('{"note": "no score here"} then {"score": [1, 2]}', [1, 2]),
+    ],
+)
 def test_parse_scores_accepts_common_forms(text, expected):
     assert parse_scores(text, 2, 0, 10) == expected
 
 
 def test_parse_scores_reads_imgedit_labelled_lines():
-    text = ("Brief reasoning: object added, slight halo.\nPrompt Compliance: 4\n"
-            "Visual Naturalness: 3\n**Physical & Detail Coherence:** 3")
+    text = (
+        "Brief reasoning: object added, slight halo.\nPrompt Compliance: 4\n"
+        "Visual Naturalness: 3\n**Physical & Detail Coherence:** 3"
+    )
     assert parse_scores(text, 3, 1, 5) == [4, 3, 3]
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"score": [7, 11]}', r"outside \[0, 10\]"),
-    ('{"score": [-1, 5]}', "outside"),
-    ('{"score": [7]}', "expected 2 scores, got 1"),
-    ('{"score": [7, 8, 9]}', "expected 2 scores"),
-    ('{"score": [7, "high"]}', "not a number"),
-    ('{"score": [true, 8]}', "not a number"),
-    ('{"score": [NaN, 8]}', "not a number|outside"),
-    ('{"reasoning": "forgot the scores"}', "no JSON object"),
-    ("I cannot evaluate these images.", "no JSON object"),
-    ("", "empty or non-text answer"),
-    ("{{{{ ]]]", "no JSON object"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"score": [7, 11]}', r"outside \[0, 10\]"),
+        ('{"score": [-1, 5]}', "outside"),
+        ('{"score": [7]}', "expected 2 scores, got 1"),
+        ('{"score": [7, 8, 9]}', "expected 2 scores"),
+        ('{"score": [7, "high"]}', "not a number"),
+        ('{"score": [true, 8]}', "not a number"),
+        ('{"score": [NaN, 8]}', "not a number|outside"),
+        ('{"reasoning": "forgot the scores"}', "no JSON object"),
+        ("I cannot evaluate these images.", "no JSON object"),
+        ("", "empty or non-text answer"),
+        ("{{{{ ]]]", "no JSON object"),
+    ],
+)
 def test_parse_scores_rejects(text, message):
     with pytest.raises(ParseFailure, match=message):
         parse_scores(text, 2, 0, 10)
@@ -164,11 +174,13 @@ def test_imgedit_judge_unscored():
 # ---------------------------------------------------------------- aggregation
 def _gedit_rows():
     # key, task_type, language, sc, pq, ok, intersection_exist  (O: 6, 4, -, 9, 1)
-    rows = [("A", "background_change", "en", 4, 9, True, True),
-            ("B", "background_change", "en", 8, 2, True, False),
-            ("C", "background_change", "en", None, None, False, True),
-            ("D", "color_alter", "en", 9, 9, True, True),
-            ("E", "background_change", "cn", 1, 1, True, False)]
+    rows = [
+        ("A", "background_change", "en", 4, 9, True, True),
+        ("B", "background_change", "en", 8, 2, True, False),
+        ("C", "background_change", "en", None, None, False, True),
+        ("D", "color_alter", "en", 9, 9, True, True),
+        ("E", "background_change", "cn", 1, 1, True, False),
+    ]
     return pd.DataFrame(rows, columns=["key", "task_type", "language", "sc", "pq", "ok", "intersection_exist"])
 
 
@@ -178,8 +190,18 @@ def _row(t, subset, lang, task):
 
 def test_aggregate_gedit_hand_computed():
     t = aggregate_gedit(_gedit_rows())
-    assert list(t.columns) == ["subset", "language", "task_type", "sc", "pq", "overall", "n_scored", "n_total",
-                               "coverage", "n_types"]
+    assert list(t.columns) == [
+        "subset",
+        "language",
+        "task_type",
+        "sc",
+        "pq",
+        "overall",
+        "n_scored",
+        "n_total",
+        "coverage",
+        "n_types",
+    ]
     assert len(t) == 2 * 2 * 12  # subsets x languages x (11 types + average)
     assert list(t[(t.subset == "fullset") & (t.language == "en")].task_type) == [*GEDIT_TASK_TYPES, "average"]
     bg = _row(t, "fullset", "en", "background_change")
@@ -191,7 +213,7 @@ def test_aggregate_gedit_hand_computed():
     empty = _row(t, "fullset", "en", "tone_transfer")
     assert empty.n_total == 0 and np.isnan(empty.sc) and np.isnan(empty.coverage)
     inter = _row(t, "intersection", "en", "background_change")
-    assert (inter.sc, inter.pq, inter.overall, inter.n_scored, inter.n_total, inter.coverage) == (4, 9, 6, 1, 2, .5)
+    assert (inter.sc, inter.pq, inter.overall, inter.n_scored, inter.n_total, inter.coverage) == (4, 9, 6, 1, 2, 0.5)
     iavg = _row(t, "intersection", "en", "average")
     assert (iavg.sc, iavg.pq, iavg.overall, iavg.n_types) == (6.5, 9, 7.5, 2)
     assert iavg.coverage == pytest.approx(2 / 3)
@@ -222,9 +244,14 @@ def test_aggregate_gedit_rejects_bad_input():
 
 
 def test_aggregate_imgedit_hand_computed():
-    df = pd.DataFrame({"key": list("abcdef"),
-                       "task_type": ["add", "add", "add", "compose", "style", "hybrid"],
-                       "score": [3, 4, None, 2, 5, 3], "ok": [True, True, False, True, True, False]})
+    df = pd.DataFrame(
+        {
+            "key": list("abcdef"),
+            "task_type": ["add", "add", "add", "compose", "style", "hybrid"],
+            "score": [3, 4, None, 2, 5, 3],
+            "ok": [True, True, False, True, True, False],
+        }
+    )
     t = aggregate_imgedit(df)
     assert list(t.task_type) == [*IMGEDIT_TYPES, "overall"]
     add = t[t.task_type == "add"].iloc[0]

@@ -26,6 +26,7 @@ def one_pixel_off(image, y=3, x=4):
 
 # ---------------------------------------------------------------------------------------------------- psnr
 
+
 def test_psnr_identical_is_max():
     img = gradient()
     assert psnr(img, img) == MAX_PSNR == 60.0
@@ -84,6 +85,7 @@ def test_psnr_composites_rgba_on_white():
 
 # ------------------------------------------------------------------------------------------------- mask_iou
 
+
 def test_mask_iou():
     a = np.zeros((8, 8), np.uint8)
     b = np.zeros((8, 8), bool)
@@ -98,16 +100,20 @@ def test_mask_iou():
 
 # -------------------------------------------------------------------------------------------------- box_iou
 
-@pytest.mark.parametrize("a, b, expected", [
-    ([0, 0, 9, 9], [0, 0, 9, 9], Fraction(1)),
-    ([0, 0, 9, 9], [5, 5, 14, 14], Fraction(25, 175)),  # inclusive: 5x5 shared, 10x10 each
-    ([0, 0, 4, 4], [4, 4, 8, 8], Fraction(1, 49)),       # touching corners share one pixel
-    ([0, 0, 4, 4], [5, 0, 9, 4], Fraction(0)),           # adjacent, no shared pixel
-    ([3, 3, 3, 3], [3, 3, 3, 3], Fraction(1)),           # a one-pixel box
-    ([0, 0, 3, 1], [2, 0, 5, 1], Fraction(4, 12)),       # 2x2 shared of 4x2 each
-    ([0, 0, 9, 9], [2, 2, 3, 3], Fraction(4, 100)),      # contained
-    ([5, 5, 4, 4], [5, 5, 4, 4], Fraction(0)),           # inverted boxes have no area
-])
+
+@pytest.mark.parametrize(
+    "a, b, expected",
+    [
+        ([0, 0, 9, 9], [0, 0, 9, 9], Fraction(1)),
+        ([0, 0, 9, 9], [5, 5, 14, 14], Fraction(25, 175)),  # inclusive: 5x5 shared, 10x10 each
+        ([0, 0, 4, 4], [4, 4, 8, 8], Fraction(1, 49)),  # touching corners share one pixel
+        ([0, 0, 4, 4], [5, 0, 9, 4], Fraction(0)),  # adjacent, no shared pixel
+        ([3, 3, 3, 3], [3, 3, 3, 3], Fraction(1)),  # a one-pixel box
+        ([0, 0, 3, 1], [2, 0, 5, 1], Fraction(4, 12)),  # 2x2 shared of 4x2 each
+        ([0, 0, 9, 9], [2, 2, 3, 3], Fraction(4, 100)),  # contained
+        ([5, 5, 4, 4], [5, 5, 4, 4], Fraction(0)),  # inverted boxes have no area
+    ],
+)
 def test_box_iou_inclusive(a, b, expected):
     assert box_iou(a, b) == pytest.approx(float(expected), abs=1e-15)
     assert box_iou(b, a) == pytest.approx(float(expected), abs=1e-15)
@@ -115,19 +121,23 @@ def test_box_iou_inclusive(a, b, expected):
 
 # ------------------------------------------------------------------------------------------------- token_f1
 
-@pytest.mark.parametrize("prediction, reference, expected", [
-    ("a red square", "a red square", Fraction(1)),
-    ("A Red, square!", "a red square", Fraction(1)),            # case and punctuation ignored
-    ("a red square", "a blue square", Fraction(2, 3)),           # 2 of 3 both ways
-    ("red square on the left", "red square", Fraction(4, 7)),    # P = 2/5, R = 1 -> 4/7
-    ("red red", "red", Fraction(2, 3)),                          # repeated tokens count once each: P=1/2, R=1
-    ("3 circles", "three circles", Fraction(1, 2)),              # numbers are tokens
-    ("green", "a red square", Fraction(0)),
-    ("", "", Fraction(1)),                                       # both empty
-    ("!!", "...", Fraction(1)),                                  # no tokens on either side
-    ("", "a red square", Fraction(0)),
-    ("a red square", "", Fraction(0)),
-])
+
+@pytest.mark.parametrize(
+    "prediction, reference, expected",
+    [
+        ("a red square", "a red square", Fraction(1)),
+        ("A Red, square!", "a red square", Fraction(1)),  # case and punctuation ignored
+        ("a red square", "a blue square", Fraction(2, 3)),  # 2 of 3 both ways
+        ("red square on the left", "red square", Fraction(4, 7)),  # P = 2/5, R = 1 -> 4/7
+        ("red red", "red", Fraction(2, 3)),  # repeated tokens count once each: P=1/2, R=1
+        ("3 circles", "three circles", Fraction(1, 2)),  # numbers are tokens
+        ("green", "a red square", Fraction(0)),
+        ("", "", Fraction(1)),  # both empty
+        ("!!", "...", Fraction(1)),  # no tokens on either side
+        ("", "a red square", Fraction(0)),
+        ("a red square", "", Fraction(0)),
+    ],
+)
 def test_token_f1(prediction, reference, expected):
     assert token_f1(prediction, reference) == pytest.approx(float(expected), abs=1e-15)
 

@@ -21,8 +21,14 @@ def test_every_stage_writes_its_products(pipeline_run):
     r = pipeline_run / "results"
     for family in ("segmentation", "placement", "captioning", "edit", "critic"):
         assert (r / "data" / "shards" / family / "manifest.parquet").is_file()
-    for model in ("bricks/segmentation", "bricks/edit_base", "bricks/critic", "builder/sft", "builder/grpo_gt",
-                  "builder/grpo_critic"):
+    for model in (
+        "bricks/segmentation",
+        "bricks/edit_base",
+        "bricks/critic",
+        "builder/sft",
+        "builder/grpo_gt",
+        "builder/grpo_critic",
+    ):
         files = {p.name for p in (r / model).iterdir()}
         assert {"metrics.json", "curve.png"} <= files, (model, files)
         assert any(f.endswith(".safetensors") for f in files) or (r / model / "unet").is_dir(), (model, files)
@@ -48,18 +54,29 @@ def test_evaluation_tables_have_every_builder_row(pipeline_run):
     assert shapes["success"].notna().all() and shapes["psnr"].notna().all()
     stages = pd.read_csv(pipeline_run / "results" / "eval" / "stages.csv")
     assert {("shapes_gt", "grpo_gt", "sft"), ("shapes_open", "grpo_critic", "grpo_gt")} <= set(
-        zip(stages["set"], stages["stage"], stages["vs"]))
+        zip(stages["set"], stages["stage"], stages["vs"])
+    )
     assert (stages["ci_low"] <= stages["difference"]).all() and (stages["difference"] <= stages["ci_high"]).all()
     items = pd.read_parquet(pipeline_run / "results" / "eval" / "items.parquet")
     assert set(items["set"]) == {"shapes_gt", "shapes_open"}
     assert items.groupby(["builder", "set"]).size().loc[("sft", "shapes_gt")] == 12
     grids = list((pipeline_run / "results" / "eval" / "grids").glob("*.png"))
     assert grids, "no before/after grids"
+    # no evaluation.judge in the test config: the critic judged, and the tables name it and warn
+    judges = pd.read_csv(pipeline_run / "results" / "eval" / "judges.csv")
+    assert set(judges["set"]) == {"shapes_gt", "shapes_open"} and judges["judge_is_reward_model"].all()
+    assert set(judges["judge"]) == {"local critic results/bricks/critic"}
+    assert "Warning: judged by the stage-3 reward model" in (pipeline_run / "results/eval/tables.md").read_text()
 
 
 def test_report_builds(pipeline_run):
-    result = snakemake(pipeline_run, "--configfile", str(REPO / ".test/config/config.yaml"), "--report",
-                       str(pipeline_run / "report.zip"))
+    result = snakemake(
+        pipeline_run,
+        "--configfile",
+        str(REPO / ".test/config/config.yaml"),
+        "--report",
+        str(pipeline_run / "report.zip"),
+    )
     assert result.returncode == 0, result.stdout[-4000:]
     import zipfile
 
@@ -67,12 +84,30 @@ def test_report_builds(pipeline_run):
     names = {n.rsplit("/", 1)[-1] for n in zipfile.ZipFile(pipeline_run / "report.zip").namelist()}
     assert "report.html" in names
     curves = {p.name for p in (pipeline_run / "results" / "report" / "curves").glob("*.png")}
-    assert {"segmentation.png", "builder_sft.png", "builder_grpo_gt.png", "builder_grpo_critic.png",
-            "critic.png", "edit_base.png"} <= curves <= names, (curves, names)
+    assert (
+        {
+            "segmentation.png",
+            "builder_sft.png",
+            "builder_grpo_gt.png",
+            "builder_grpo_critic.png",
+            "critic.png",
+            "edit_base.png",
+        }
+        <= curves
+        <= names
+    ), (curves, names)
     grids = {p.name for p in (pipeline_run / "results" / "eval" / "grids").glob("*.png")}
     assert grids and grids <= names
-    assert {"data_stats.png", "data_samples.png", "summary.md", "builders.csv", "categories.csv", "stages.csv",
-            "reward_model.csv"} <= names
+    assert {
+        "data_stats.png",
+        "data_samples.png",
+        "summary.md",
+        "builders.csv",
+        "categories.csv",
+        "stages.csv",
+        "reward_model.csv",
+        "judges.csv",
+    } <= names
 
 
 def test_trained_models_reload_in_a_fresh_process_with_the_same_outputs(pipeline_run):
@@ -89,8 +124,14 @@ edit = load_edit_model(run + '/results/bricks/edit_base', device='cpu')
 out = edit.edit('RCM', [img], [m if m.any() else None], ['blue'], seed=3)[0]
 print(json.dumps([int(m.sum()), int(out.astype(np.int64).sum())]))
 """
-    runs = [subprocess.run([sys.executable, "-c", code, str(pipeline_run)], capture_output=True, text=True,
-                           timeout=300, check=True).stdout.strip().splitlines()[-1] for _ in range(2)]
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code, str(pipeline_run)], capture_output=True, text=True, timeout=300, check=True
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+        for _ in range(2)
+    ]
     assert runs[0] == runs[1]
 
 
@@ -107,8 +148,13 @@ def test_pose_brick_turns_the_named_object_inside_its_box(pipeline_run):
 
     registry = default_registry(plugins=False)
     bind_model_bricks(registry, pipeline_run / "results", device="cpu")
-    scene = Scene(64, 64, "beige", "plain", objects=(Obj("triangle", "blue", "solid", (8, 10, 20, 20), "up"),
-                                                     Obj("circle", "red", box=(40, 36, 16, 16))))
+    scene = Scene(
+        64,
+        64,
+        "beige",
+        "plain",
+        objects=(Obj("triangle", "blue", "solid", (8, 10, 20, 20), "up"), Obj("circle", "red", box=(40, 36, 16, 16))),
+    )
     image = render_layers(scene)[0]
     ctx = BrickContext(seed=0)
     found = registry.implementation("RES")(ctx, image=image, prompt="blue triangle")["mask"]
@@ -125,6 +171,8 @@ def test_pose_brick_turns_the_named_object_inside_its_box(pipeline_run):
 @pytest.fixture
 def paper_config(tmp_path):
     """config/paper.yaml with its SET_ME paths pointed at temporary fixtures in their published layouts."""
+    from judge_fixtures import write_imgedit_checkout, write_step1x_checkout
+
     from lego_edit.evaluation.benchmarks import write_gedit_fixture, write_imgedit_fixture
 
     listing = tmp_path / "listing.parquet"
@@ -135,11 +183,23 @@ def paper_config(tmp_path):
     photos.mkdir()
     Image.new("RGB", (32, 24), "white").save(photos / "a.png")
     overlay = {
-        "data": {"shards": {"sources": {f: {"listing": str(listing), "root": str(tmp_path)}
-                                        for f in ("segmentation", "captioning", "edit")}}},
+        "data": {
+            "shards": {
+                "sources": {
+                    f: {"listing": str(listing), "root": str(tmp_path)} for f in ("segmentation", "captioning", "edit")
+                }
+            }
+        },
         "bricks": {"critic": {"openai": {"base_url": "http://127.0.0.1:9/v1"}}},
-        "evaluation": {"gedit": {"path": str(gedit)}, "imgedit": {"json": str(imgedit_json),
-                                                                   "images": str(imgedit_root)}},
+        "evaluation": {
+            "gedit": {"path": str(gedit)},
+            "imgedit": {"json": str(imgedit_json), "images": str(imgedit_root)},
+            "judge": {"base_url": "http://127.0.0.1:8/v1"},
+            "protocols": {
+                "gedit": str(write_step1x_checkout(tmp_path / "Step1X-Edit")),
+                "imgedit": str(write_imgedit_checkout(tmp_path / "ImgEdit")),
+            },
+        },
         "edit": {"folder": str(photos), "instruction": "make it snowy"},  # the batch-editing rules too
     }
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
@@ -161,30 +221,48 @@ def test_paper_config_dry_run_builds_the_full_dag_with_gpu_resources(tmp_path, p
     assert result.returncode == 0, result.stdout[-4000:]
     assert elapsed < 10, f"dry run took {elapsed:.1f} s"
     jobs = dry_run_jobs(result.stdout)
-    for rule in ("train_segmentation", "train_vlm_brick", "train_edit_base", "train_edit_lora", "train_builder_sft",
-                 "train_builder_grpo_gt", "train_builder_grpo_critic", "edit_eval_chunk"):
+    for rule in (
+        "train_segmentation",
+        "train_vlm_brick",
+        "train_edit_base",
+        "train_edit_lora",
+        "train_builder_sft",
+        "train_builder_grpo_gt",
+        "train_builder_grpo_critic",
+        "edit_eval_chunk",
+    ):
         gpus = [j["resources"].get("gpu") for j in jobs if j["rule"] == rule]
         assert gpus, f"{rule} missing from the DAG"
         assert all(g and int(g) >= 1 for g in gpus), f"{rule} without a GPU request: {gpus}"
     # each training job launches one process per GPU of its `gpu` resource (launch.run_stage), set from the config
     paper = yaml.safe_load(paper_config.read_text())
     expected = {f"train_builder_{s}": paper["builder"]["gpus"] for s in ("sft", "grpo_gt", "grpo_critic")}
-    expected.update(train_edit_lora=paper["bricks"]["edit"]["gpus"],
-                    train_segmentation=paper["bricks"]["segmentation"]["gpus"])
+    expected.update(
+        train_edit_lora=paper["bricks"]["edit"]["gpus"], train_segmentation=paper["bricks"]["segmentation"]["gpus"]
+    )
     for rule, count in expected.items():
         assert {j["resources"]["gpu"] for j in jobs if j["rule"] == rule} == {str(count)}, rule
     # the paper-scale critic is a judge behind an endpoint: its job only records and measures it, on no GPU
     assert [j["resources"]["gpu"] for j in jobs if j["rule"] == "train_critic"] == ["0"]
     evalsets = {j["wildcards"].get("evalset") for j in jobs if j["rule"] == "edit_eval_chunk"}
     assert {"gedit", "imgedit"} <= evalsets
+    # a benchmark chunk reads the published prompts from the user's checkout: a changed prompt file reruns it
+    chunks = [j for j in jobs if j["rule"] == "edit_eval_chunk" and j["wildcards"]["evalset"] in ("gedit", "imgedit")]
+    prompt_files = {
+        j["wildcards"]["evalset"]: {i for i in j["input"] if i.endswith(("vie_prompts.py", "prompts.json"))}
+        for j in chunks
+    }
+    assert prompt_files == {
+        "gedit": {str(tmp_path / "Step1X-Edit/GEdit-Bench/viescore/vie_prompts.py")},
+        "imgedit": {str(tmp_path / "ImgEdit/Benchmark/Basic/prompts.json")},
+    }
 
 
 def test_paper_config_through_the_slurm_profile(tmp_path, paper_config):
     """`snakemake --profile slurm --configfile config/paper.yaml -n`: the profile's cluster settings reach the
     jobs, memory and run time are expressions of the attempt, and no job pairs a GPU model with gpu=0 (the
     plugin would turn that into a GPU request that srun refuses)."""
-    result = snakemake(tmp_path, "-n", "--profile", str(REPO / "slurm"), "--configfile", str(paper_config),
-                       timeout=120)
+    result = snakemake(tmp_path, "-n", "--profile", str(REPO / "slurm"), "--configfile", str(paper_config), timeout=120)
     assert result.returncode == 0, result.stdout[-4000:]
     jobs = dry_run_jobs(result.stdout)
     profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())["set-resources"]
@@ -207,8 +285,20 @@ def _segmentation_only(tmp_path, steps: int):
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
     # the target before --configfile, which would take it for a second config file
-    return [sys.executable, "-m", "snakemake", "results/bricks/segmentation", "--snakefile", str(REPO / "Snakefile"),
-            "--directory", str(tmp_path), "--cores", "2", "--configfile", str(cfg)]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "results/bricks/segmentation",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--cores",
+        "2",
+        "--configfile",
+        str(cfg),
+    ]
 
 
 def test_a_killed_training_resumes_from_its_last_checkpoint_with_equal_results(tmp_path):
@@ -222,8 +312,14 @@ def test_a_killed_training_resumes_from_its_last_checkpoint_with_equal_results(t
     killed.mkdir()
     clean.mkdir()
     cmd = _segmentation_only(killed, steps)
-    proc = subprocess.Popen(cmd, cwd=killed, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=killed,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     ckpt = killed / "results" / "checkpoints" / "segmentation"
     deadline = time.time() + 600
     while time.time() < deadline and not list(ckpt.glob("checkpoint-*")) and proc.poll() is None:
@@ -235,13 +331,20 @@ def test_a_killed_training_resumes_from_its_last_checkpoint_with_equal_results(t
     assert saved and saved[-1] < steps, f"no checkpoint before the kill: {saved}"
     # a killed Snakemake leaves its lock behind: --unlock, then rerun the incomplete job
     subprocess.run(cmd + ["--unlock"], cwd=killed, stdin=subprocess.DEVNULL, capture_output=True, check=True)
-    result = subprocess.run(cmd + ["--rerun-incomplete"], cwd=killed, stdin=subprocess.DEVNULL, capture_output=True,
-                            text=True, timeout=900)
+    result = subprocess.run(
+        cmd + ["--rerun-incomplete"], cwd=killed, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     log = (killed / "logs" / "train_segmentation.log").read_text()
     assert "resumed from" in log and f"at step {saved[-1]}" in log
-    result = subprocess.run(_segmentation_only(clean, steps), cwd=clean, stdin=subprocess.DEVNULL, capture_output=True,
-                            text=True, timeout=900)
+    result = subprocess.run(
+        _segmentation_only(clean, steps),
+        cwd=clean,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert _losses(killed) == _losses(clean)
 

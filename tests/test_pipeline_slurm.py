@@ -26,8 +26,14 @@ from slurm_helpers import (
 )
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-LOCAL_RULES = {"all", "summarize_bricks", "summarize_eval", "plot_data_stats", "plot_training_curve",
-               "gather_edit_manifest"}
+LOCAL_RULES = {
+    "all",
+    "summarize_bricks",
+    "summarize_eval",
+    "plot_data_stats",
+    "plot_training_curve",
+    "gather_edit_manifest",
+}
 # Training runs with the threads Slurm grants a job (1 CPU per fake GPU) instead of the local run's 2; float
 # sums then round differently, so trained weights differ in the last bits. Metrics that depend on them are
 # compared with this tolerance; data products must be byte-identical.

@@ -45,7 +45,8 @@ def test_memory_follows_the_config():
     b["grpo_gt"] = {**b["grpo_gt"], "grad_accum": 4}
     jobs = {j.rule: j for j in plan(config)}
     assert jobs["train_builder_grpo_gt"].parts_gb["logits"] * 4 == pytest.approx(
-        jobs["train_builder_grpo_critic"].parts_gb["logits"] * b["grpo_critic"].get("grad_accum", 1))
+        jobs["train_builder_grpo_critic"].parts_gb["logits"] * b["grpo_critic"].get("grad_accum", 1)
+    )
 
 
 def test_paper_config_fits_an_80gb_gpu(capsys):

@@ -26,13 +26,15 @@ RES_BLOCK = (
     "Input: {Image[image], Str[prompt]}\n"
     "Output: {Mask[mask], Image[image]}\n"
     "Constraint: The prompt is English and keeps the locative words and adjectives of the instruction. The output "
-    "image is the cut-out object (transparent elsewhere); use it when the user asks for the segmentation itself.\n")
+    "image is the cut-out object (transparent elsewhere); use it when the user asks for the segmentation itself.\n"
+)
 RESIZE_BLOCK = (
     "8.RESIZE (Scale the object of a mask or image by the ratio (bottom-aligned, centred))\n"
     "Input: {Mask[mask], Image[image], Float[ratio]}\n"
     "Output: {Mask[mask], Image[image]}\n"
     "Constraint: Give a mask or an image, not both; it returns the same kind. A cut-out image scales its object; a "
-    "plain image zooms about its centre. Ranges: ratio in [0.1, 4].\n")
+    "plain image zooms about its centre. Ranges: ratio in [0.1, 4].\n"
+)
 
 
 def examples_in(prompt: str) -> list[tuple[str, str]]:
@@ -42,15 +44,27 @@ def examples_in(prompt: str) -> list[tuple[str, str]]:
 
 def test_layout_follows_the_published_prompt(registry):
     prompt = render_system_prompt(registry)
-    heads = ["**System Role**", "**Rules**", "**Types**", "**Brick library**", "PREDICT bricks:", "EDIT bricks:",
-             "**Example 1:**", "**Example 2:**", "**Example 3:**", "**Example 4:**"]
+    heads = [
+        "**System Role**",
+        "**Rules**",
+        "**Types**",
+        "**Brick library**",
+        "PREDICT bricks:",
+        "EDIT bricks:",
+        "**Example 1:**",
+        "**Example 2:**",
+        "**Example 3:**",
+        "**Example 4:**",
+    ]
     positions = [prompt.index(h) for h in heads]
     assert positions == sorted(positions)
     assert "**Example 5:**" not in prompt
     assert "There are four types: Image, Mask, Str (English only), Float.\n" in prompt
     assert RES_BLOCK in prompt and RESIZE_BLOCK in prompt
-    assert "7.BBOX (The bounding-box mask of a mask)\nInput: {Mask[mask]}\nOutput: {Mask[mask]}\nConstraint: None\n" \
+    assert (
+        "7.BBOX (The bounding-box mask of a mask)\nInput: {Mask[mask]}\nOutput: {Mask[mask]}\nConstraint: None\n"
         in prompt
+    )
 
 
 def test_every_registered_brick_is_in_the_library_under_its_category(registry):
@@ -61,22 +75,39 @@ def test_every_registered_brick_is_in_the_library_under_its_category(registry):
         headers = re.findall(r"^(\d+)\.(\S+) \(", text, re.MULTILINE)
         assert headers == [(str(i), s.name) for i, s in enumerate(bricks, start=1)]
         for s in bricks:
-            assert f"{s.name} ({s.description})\nInput: {{" + ", ".join(f"{p.kind}[{p.name}]" for p in s.inputs) \
-                + "}\nOutput: {" + ", ".join(f"{p.kind}[{p.name}]" for p in s.outputs) + "}\nConstraint: " in text
+            assert (
+                f"{s.name} ({s.description})\nInput: {{"
+                + ", ".join(f"{p.kind}[{p.name}]" for p in s.inputs)
+                + "}\nOutput: {"
+                + ", ".join(f"{p.kind}[{p.name}]" for p in s.outputs)
+                + "}\nConstraint: "
+                in text
+            )
     assert len(re.findall(r"^\d+\.", library, re.MULTILINE)) == len(registry) == 18
 
 
 def test_published_naming(registry):
     prompt = render_system_prompt(registry, naming="published")
-    for name in ("FLUX-FILL", "FLUX-RCM", "FLUX-INPAINT", "FLUX-CBG", "FLUX-STYLE", "FLUX-ENV", "FLUX-POSE",
-                 "FLUX-BRIGHT"):
+    for name in (
+        "FLUX-FILL",
+        "FLUX-RCM",
+        "FLUX-INPAINT",
+        "FLUX-CBG",
+        "FLUX-STYLE",
+        "FLUX-ENV",
+        "FLUX-POSE",
+        "FLUX-BRIGHT",
+    ):
         assert re.search(rf"^\d+\.{name} \(", prompt, re.MULTILINE), name
     assert "\n2.FLUX-FILL (Generate what the prompt describes inside the mask; not for recolouring)\n" in prompt
     assert not re.search(r"^\d+\.FILL \(", prompt, re.MULTILINE)
     assert RES_BLOCK in prompt  # bricks without a FLUX- name keep theirs
     answers = [json.loads(a) for _, a in examples_in(prompt)]
-    assert [item["model"] for item in answers[0]["pipeline"] if "model" in item] == ["RES", "FASTINPAINT",
-                                                                                     "FLUX-INPAINT"]
+    assert [item["model"] for item in answers[0]["pipeline"] if "model" in item] == [
+        "RES",
+        "FASTINPAINT",
+        "FLUX-INPAINT",
+    ]
     canonical = render_system_prompt(registry)
     assert "\n2.FILL (Generate what the prompt describes" in canonical and "FLUX-FILL" not in canonical
     assert display_name(registry.resolve("FILL"), "published") == "FLUX-FILL"
@@ -106,23 +137,37 @@ def test_examples_that_need_a_missing_brick_are_left_out(registry):
 
 
 def test_a_new_brick_is_offered_without_retraining(registry):
-    registry.register(BrickSpec("DEPTH", "predict", "Estimate a depth map", (Port("image", Kind.IMAGE),),
-                                (Port("image", Kind.IMAGE),), "Near is bright.", aliases=("FLUX-DEPTH",)))
-    block = ("8.DEPTH (Estimate a depth map)\nInput: {Image[image]}\nOutput: {Image[image]}\n"
-             "Constraint: Near is bright.\n")
+    registry.register(
+        BrickSpec(
+            "DEPTH",
+            "predict",
+            "Estimate a depth map",
+            (Port("image", Kind.IMAGE),),
+            (Port("image", Kind.IMAGE),),
+            "Near is bright.",
+            aliases=("FLUX-DEPTH",),
+        )
+    )
+    block = (
+        "8.DEPTH (Estimate a depth map)\nInput: {Image[image]}\nOutput: {Image[image]}\nConstraint: Near is bright.\n"
+    )
     assert block in render_system_prompt(registry)
     assert block.replace("DEPTH (", "FLUX-DEPTH (") in render_system_prompt(registry, naming="published")
 
 
 def test_instruction_line_and_mask_prefix():
-    assert instruction_line("remove the dog") == 'Now the image and the instruction: "remove the dog". Write the ' \
-                                                 'workflow JSON.'
+    assert (
+        instruction_line("remove the dog") == 'Now the image and the instruction: "remove the dog". Write the '
+        "workflow JSON."
+    )
     with_mask = instruction_line("make it red", has_mask=True)
     assert with_mask == f'Now the image and the instruction: "{MASK_PREFIX}make it red". Write the workflow JSON.'
     assert instruction_line(MASK_PREFIX + "make it red", has_mask=True) == with_mask  # not prefixed twice
     chinese = PUBLISHED_MASK_PREFIX + "把图像换成水彩画风格"
-    assert instruction_line(chinese, has_mask=True) == f'Now the image and the instruction: "{chinese}". Write the ' \
-                                                        'workflow JSON.'
+    assert (
+        instruction_line(chinese, has_mask=True) == f'Now the image and the instruction: "{chinese}". Write the '
+        "workflow JSON."
+    )
     assert has_mask_prefix(chinese) and has_mask_prefix(MASK_PREFIX + "x") and not has_mask_prefix("x")
 
 

@@ -57,18 +57,30 @@ def step(n, model, inputs, outputs):
 
 
 RES1 = step(1, "RES", {"image": "init[image]", "prompt": "dog"}, {"mask": "step1[mask]", "image": "step1[image]"})
-FAST2 = step(2, "FASTINPAINT", {"image": "init[image]", "mask": "step1[mask]"},
-             {"image": "step2[image]", "score": "step2[score]"})
-INPAINT3 = step(3, "INPAINT", {"image": "init[image]", "mask": "step1[mask]", "preimage": "step2[image]",
-                               "score": "step2[score]"}, {"image": "step3[image]"})
+FAST2 = step(
+    2,
+    "FASTINPAINT",
+    {"image": "init[image]", "mask": "step1[mask]"},
+    {"image": "step2[image]", "score": "step2[score]"},
+)
+INPAINT3 = step(
+    3,
+    "INPAINT",
+    {"image": "init[image]", "mask": "step1[mask]", "preimage": "step2[image]", "score": "step2[score]"},
+    {"image": "step3[image]"},
+)
 REMOVE = {"process": "remove the dog", "pipeline": [RES1, FAST2, INPAINT3, {"result": "[step3[image]]"}]}
 REMOVE_TEXT = json.dumps(REMOVE)
 
 # A second GT with two literal arguments, for fractional argument rewards.
-RECOLOUR = {"process": "make the blue square red", "pipeline": [
-    step(1, "RES", {"image": "init[image]", "prompt": "blue square"}, {"mask": "step1[mask]"}),
-    step(2, "RCM", {"image": "init[image]", "mask": "step1[mask]", "prompt": "red"}, {"image": "step2[image]"}),
-    {"result": "[step2[image]]"}]}
+RECOLOUR = {
+    "process": "make the blue square red",
+    "pipeline": [
+        step(1, "RES", {"image": "init[image]", "prompt": "blue square"}, {"mask": "step1[mask]"}),
+        step(2, "RCM", {"image": "init[image]", "mask": "step1[mask]", "prompt": "red"}, {"image": "step2[image]"}),
+        {"result": "[step2[image]]"},
+    ],
+}
 
 
 def variant(gt: dict = REMOVE, *, process=None, drop=(), result=None, **steps) -> str:
@@ -100,8 +112,9 @@ def conversation(text: str) -> list[dict]:
 
 
 def all_rewards(completion, workflow=REMOVE_TEXT) -> dict:
-    return {name: fn(prompts=["p"], completions=[completion], workflow=[workflow])[0]
-            for name, fn in GT_REWARDS.items()}
+    return {
+        name: fn(prompts=["p"], completions=[completion], workflow=[workflow])[0] for name, fn in GT_REWARDS.items()
+    }
 
 
 def frac(x: float) -> Fraction:
@@ -111,22 +124,37 @@ def frac(x: float) -> Fraction:
 # ----------------------------------------------------------------------------------------------------------------
 # Answers: good, partial, broken, adversarial, each with its rewards worked out by hand.
 
-ALIASED = ("<think>The dog is the object to remove; segment it, pre-inpaint, then inpaint.</think>\n"
-           + variant(s3={"model": "FLUX-INPAINT"}, process="get rid of the dog"))
+ALIASED = "<think>The dog is the object to remove; segment it, pre-inpaint, then inpaint.</think>\n" + variant(
+    s3={"model": "FLUX-INPAINT"}, process="get rid of the dog"
+)
 
 CASES = {
     # name: (answer, format, validity, brick F1, edge F1, arguments, exact match)
     "identical": (REMOVE_TEXT, 1, 1, 1, 1, 1, True),
     "alias_and_reasoning": (ALIASED, 1, 1, 1, 1, 1, True),
-    "alias_lower_case_in_fence": ("Plan:\n```json\n" + variant(s3={"model": "flux-inpaint"}) + "\n```", 1, 1, 1, 1, 1,
-                                  True),
+    "alias_lower_case_in_fence": (
+        "Plan:\n```json\n" + variant(s3={"model": "flux-inpaint"}) + "\n```",
+        1,
+        1,
+        1,
+        1,
+        1,
+        True,
+    ),
     # The literal is compared case- and space-insensitively, but exact match compares the text as written.
     "literal_case": (variant(s1={"input": {"prompt": "  Dog "}}), 1, 1, 1, 1, 1, False),
     # SOS instead of RES (no prompt): bricks 2/3 each way; edges (init,image,FASTINPAINT,image),
     # (init,image,INPAINT,image), (FASTINPAINT,image,INPAINT,preimage), (FASTINPAINT,score,INPAINT,score) and
     # (INPAINT,image,RESULT) agree: 5 of 8 on both sides; the GT literal (RES,prompt,dog) is missing.
-    "one_brick_wrong": (variant(s1={"model": "SOS", "input": {"prompt": "DROP"}}), 1, 1, Fraction(2, 3),
-                        Fraction(5, 8), 0, False),
+    "one_brick_wrong": (
+        variant(s1={"model": "SOS", "input": {"prompt": "DROP"}}),
+        1,
+        1,
+        Fraction(2, 3),
+        Fraction(5, 8),
+        0,
+        False,
+    ),
     "wrong_literal": (variant(s1={"input": {"prompt": "cat"}}), 1, 1, 1, 1, 0, False),
     # No INPAINT step, FASTINPAINT's image is the result: bricks P=1, R=2/3 -> 4/5; edges: 3 of the answer's 4 are
     # in the GT's 8 -> P=3/4, R=3/8 -> 1/2.
@@ -166,9 +194,13 @@ def test_conversational_completions_score_like_strings(name):
     as_string = all_rewards(answer)
     assert all_rewards(conversation(answer)) == as_string
     # multimodal chat content: a list of parts
-    parts = [{"role": "user", "content": "x"},
-             {"role": "assistant", "content": [{"type": "text", "text": answer[:10]},
-                                               {"type": "text", "text": answer[10:]}]}]
+    parts = [
+        {"role": "user", "content": "x"},
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": answer[:10]}, {"type": "text", "text": answer[10:]}],
+        },
+    ]
     assert all_rewards(parts) == as_string
 
 
@@ -183,14 +215,21 @@ def test_completion_text_shapes():
 
 def test_huge_answer_scores_zero_quickly():
     """10^5 steps: far above the parser's text bound, rejected before any JSON work."""
-    steps = [step(i, "RES", {"image": "init[image]", "prompt": "dog"}, {"mask": f"step{i}[mask]"})
-             for i in range(1, 100_001)]
+    steps = [
+        step(i, "RES", {"image": "init[image]", "prompt": "dog"}, {"mask": f"step{i}[mask]"}) for i in range(1, 100_001)
+    ]
     text = json.dumps({"process": "x", "pipeline": [*steps, {"result": "[step1[mask]]"}]})
     t0 = time.perf_counter()
     got = all_rewards(text)
     assert time.perf_counter() - t0 < 5
-    assert got == {"format": 0.0, "validity": 0.0, "brick_f1": 0.0, "edge_f1": 0.0, "arguments": 0.0,
-                   "graded_arguments": 0.0}
+    assert got == {
+        "format": 0.0,
+        "validity": 0.0,
+        "brick_f1": 0.0,
+        "edge_f1": 0.0,
+        "arguments": 0.0,
+        "graded_arguments": 0.0,
+    }
 
 
 def test_graded_arguments_give_part_credit():
@@ -219,8 +258,9 @@ def test_too_many_steps_parse_but_are_invalid():
     """17 RES steps (the bound is 16): bricks {RES: 17} vs the GT's 3 -> P=1/17, R=1/3 -> F1 = 1/10; edges: 17 x
     (init,image,RES,image) + (RES,image,RESULT) vs the GT's 8, one in common -> P=1/18, R=1/8 -> F1 = 1/13;
     the GT literal (RES, prompt, dog) is reproduced (extra copies cost nothing)."""
-    steps = [step(i, "RES", {"image": "init[image]", "prompt": "dog"}, {"image": f"step{i}[image]"})
-             for i in range(1, 18)]
+    steps = [
+        step(i, "RES", {"image": "init[image]", "prompt": "dog"}, {"image": f"step{i}[image]"}) for i in range(1, 18)
+    ]
     text = json.dumps({"process": "x", "pipeline": [*steps, {"result": "[step17[image]]"}]})
     got = all_rewards(text)
     assert (got["format"], got["validity"], got["arguments"]) == (1.0, 0.0, 1.0)
@@ -229,31 +269,43 @@ def test_too_many_steps_parse_but_are_invalid():
 
 
 def test_dependency_edges_of_the_gt():
-    assert dependency_edges(try_parse(REMOVE_TEXT)) == Counter({
-        ("init", "image", "RES", "image"): 1,
-        ("init", "image", "FASTINPAINT", "image"): 1, ("RES", "mask", "FASTINPAINT", "mask"): 1,
-        ("init", "image", "INPAINT", "image"): 1, ("RES", "mask", "INPAINT", "mask"): 1,
-        ("FASTINPAINT", "image", "INPAINT", "preimage"): 1, ("FASTINPAINT", "score", "INPAINT", "score"): 1,
-        ("INPAINT", "image", "RESULT", ""): 1})
+    assert dependency_edges(try_parse(REMOVE_TEXT)) == Counter(
+        {
+            ("init", "image", "RES", "image"): 1,
+            ("init", "image", "FASTINPAINT", "image"): 1,
+            ("RES", "mask", "FASTINPAINT", "mask"): 1,
+            ("init", "image", "INPAINT", "image"): 1,
+            ("RES", "mask", "INPAINT", "mask"): 1,
+            ("FASTINPAINT", "image", "INPAINT", "preimage"): 1,
+            ("FASTINPAINT", "score", "INPAINT", "score"): 1,
+            ("INPAINT", "image", "RESULT", ""): 1,
+        }
+    )
 
 
 def test_argument_reward_fractions():
     wrong_colour = variant(RECOLOUR, s2={"input": {"prompt": "green"}})
     both_wrong = variant(RECOLOUR, s1={"input": {"prompt": "square"}}, s2={"input": {"prompt": "green"}})
-    got = argument_reward(completions=[json.dumps(RECOLOUR), wrong_colour, both_wrong, "nothing"],
-                          workflow=json.dumps(RECOLOUR))
+    got = argument_reward(
+        completions=[json.dumps(RECOLOUR), wrong_colour, both_wrong, "nothing"], workflow=json.dumps(RECOLOUR)
+    )
     assert got == [1.0, 0.5, 0.0, 0.0]
 
 
 def test_argument_reward_without_literals_in_gt():
-    gt = {"pipeline": [step(1, "SOS", {"image": "init[image]"}, {"image": "step1[image]"}),
-                       {"result": "[step1[image]]"}]}
+    gt = {
+        "pipeline": [step(1, "SOS", {"image": "init[image]"}, {"image": "step1[image]"}), {"result": "[step1[image]]"}]
+    }
     assert argument_reward(completions=[json.dumps(gt), "no json"], workflow=json.dumps(gt)) == [1.0, 0.0]
 
 
 def test_float_literals_are_rounded():
-    gt = {"pipeline": [step(1, "RESIZE", {"image": "init[image]", "ratio": 0.5}, {"image": "step1[image]"}),
-                       {"result": "[step1[image]]"}]}
+    gt = {
+        "pipeline": [
+            step(1, "RESIZE", {"image": "init[image]", "ratio": 0.5}, {"image": "step1[image]"}),
+            {"result": "[step1[image]]"},
+        ]
+    }
     close = variant(gt, s1={"input": {"ratio": 0.50000001}})
     string = variant(gt, s1={"input": {"ratio": "0.5"}})  # the published executor reads numeric strings
     far = variant(gt, s1={"input": {"ratio": 0.51}})
@@ -346,7 +398,7 @@ class FixedCritic:
 
     def score(self, instructions, sources, edited):
         self.calls.append((list(instructions), [s.copy() for s in sources], [e.copy() for e in edited]))
-        out, self.scores = self.scores[:len(instructions)], self.scores[len(instructions):]
+        out, self.scores = self.scores[: len(instructions)], self.scores[len(instructions) :]
         return [CriticScore(s, error=None if s is not None else "unreadable") for s in out]
 
 
@@ -366,8 +418,14 @@ def source_image():
 
 
 RECOLOUR_TEXT = json.dumps(RECOLOUR)
-ENV_TEXT = json.dumps({"pipeline": [step(1, "ENV", {"image": "init[image]", "prompt": "make it night"},
-                                         {"image": "step1[image]"}), {"result": "[step1[image]]"}]})
+ENV_TEXT = json.dumps(
+    {
+        "pipeline": [
+            step(1, "ENV", {"image": "init[image]", "prompt": "make it night"}, {"image": "step1[image]"}),
+            {"result": "[step1[image]]"},
+        ]
+    }
+)
 USES_USER_MASK = variant(s2={"input": {"mask": "init[mask]"}})  # valid for validity_reward, but no mask is given
 
 
@@ -375,16 +433,32 @@ def test_critic_reward_each_outcome(executor):
     src = source_image()
     critic = FixedCritic([0.75, None, 0.25])
     reward = CriticReward(executor, critic, seconds=0.2)
-    completions = [REMOVE_TEXT, "no json", RECOLOUR_TEXT, ENV_TEXT, conversation(ALIASED), USES_USER_MASK,
-                   CASES["mask_for_image"][0], REMOVE_TEXT]
+    completions = [
+        REMOVE_TEXT,
+        "no json",
+        RECOLOUR_TEXT,
+        ENV_TEXT,
+        conversation(ALIASED),
+        USES_USER_MASK,
+        CASES["mask_for_image"][0],
+        REMOVE_TEXT,
+    ]
     n = len(completions)
     images = [Image.fromarray(src)] + [src] * (n - 1)  # PIL and arrays both accepted
     texts = [f"instruction {i}" for i in range(n)]
     t0 = time.perf_counter()
     got = reward(prompts=["p"] * n, completions=completions, image=images, instruction=texts)
     elapsed = time.perf_counter() - t0
-    assert got == [0.75, INVALID_PENALTY, FAILED_PENALTY, FAILED_PENALTY, FAILED_PENALTY, INVALID_PENALTY,
-                   INVALID_PENALTY, 0.25]
+    assert got == [
+        0.75,
+        INVALID_PENALTY,
+        FAILED_PENALTY,
+        FAILED_PENALTY,
+        FAILED_PENALTY,
+        INVALID_PENALTY,
+        INVALID_PENALTY,
+        0.25,
+    ]
     assert elapsed < 3, "the sleeping brick must be cut off by the 0.2 s limit"
     assert reward.stats == Counter({"executed": 3, "invalid": 3, "failed": 2})
     # one critic call, for the three executed workflows only, in order
@@ -403,16 +477,16 @@ def test_critic_reward_each_outcome(executor):
 def test_critic_reward_broadcasts_one_image_and_instruction(executor):
     src = source_image()
     critic = FixedCritic([0.5, 1.0])
-    got = CriticReward(executor, critic, seconds=1)(completions=[REMOVE_TEXT, ALIASED], image=src,
-                                                    instruction="remove the dog")
+    got = CriticReward(executor, critic, seconds=1)(
+        completions=[REMOVE_TEXT, ALIASED], image=src, instruction="remove the dog"
+    )
     assert got == [0.5, 1.0]
     assert critic.calls[0][0] == ["remove the dog", "remove the dog"]
 
 
 def test_critic_reward_without_valid_answers_never_calls_the_critic(executor):
     critic = FixedCritic([])
-    got = CriticReward(executor, critic)(completions=["", "{}", RECOLOUR_TEXT], image=source_image(),
-                                         instruction="x")
+    got = CriticReward(executor, critic)(completions=["", "{}", RECOLOUR_TEXT], image=source_image(), instruction="x")
     assert got == [INVALID_PENALTY, INVALID_PENALTY, FAILED_PENALTY]
     assert critic.calls == []
 
@@ -421,16 +495,16 @@ def test_critic_reward_timeout_restores_the_alarm(executor):
     import signal
 
     before = signal.getsignal(signal.SIGALRM)
-    got = CriticReward(executor, FixedCritic([]), seconds=0.2)(completions=[ENV_TEXT], image=source_image(),
-                                                               instruction="night")
+    got = CriticReward(executor, FixedCritic([]), seconds=0.2)(
+        completions=[ENV_TEXT], image=source_image(), instruction="night"
+    )
     assert got == [FAILED_PENALTY]
     assert signal.getsignal(signal.SIGALRM) is before
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
 def test_critic_reward_bad_image_is_a_failure_not_a_crash(executor):
-    got = CriticReward(executor, FixedCritic([]), seconds=1)(completions=[REMOVE_TEXT], image=[None],
-                                                             instruction=["x"])
+    got = CriticReward(executor, FixedCritic([]), seconds=1)(completions=[REMOVE_TEXT], image=[None], instruction=["x"])
     assert got == [FAILED_PENALTY]
 
 
@@ -445,8 +519,7 @@ def test_execution_reward_is_the_share_of_the_error_removed(executor, tmp_path):
     save_image(tmp_path / "unchanged.png", src)
     reward = ExecutionReward(executor, seconds=0.2)
     completions = [REMOVE_TEXT, "no json", RECOLOUR_TEXT, ENV_TEXT, REMOVE_TEXT, ALIASED]
-    targets = [str(tmp_path / "right.png")] * 3 + [str(tmp_path / "right.png"), str(tmp_path / "unchanged.png"),
-                                                   None]
+    targets = [str(tmp_path / "right.png")] * 3 + [str(tmp_path / "right.png"), str(tmp_path / "unchanged.png"), None]
     got = reward(completions=completions, image=[Image.fromarray(src)] + [src] * 5, target=targets)
     # the exact edit removes all the error; an answer that does not run edits nothing; an edit where the target
     # asks for none makes things worse (clipped at -1); a row without a target gets no reward

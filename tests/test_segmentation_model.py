@@ -15,9 +15,20 @@ from lego_edit.models.segmentation import (
 )
 from lego_edit.training.segmentation import res_candidates
 
-TINY = {"image_size": 32, "text": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
-                                   "max_length": 12, "vocab_size": 300},
-        "unet": {"block_out_channels": [8, 16], "attention_levels": 1}, "embed_dim": 8, "max_candidates": 4}
+TINY = {
+    "image_size": 32,
+    "text": {
+        "hidden_size": 32,
+        "num_layers": 1,
+        "num_heads": 2,
+        "intermediate_size": 64,
+        "max_length": 12,
+        "vocab_size": 300,
+    },
+    "unet": {"block_out_channels": [8, 16], "attention_levels": 1},
+    "embed_dim": 8,
+    "max_candidates": 4,
+}
 TEXTS = [task_text("RES", f"{c} square") for c in ("red", "blue", "green")] * 4 + [task_text("SOS")] * 4
 
 
@@ -27,7 +38,7 @@ def scene(size: int = 32) -> tuple[np.ndarray, list[np.ndarray]]:
     masks = []
     for x0, colour in ((3, (220, 20, 20)), (20, (20, 20, 220))):
         m = np.zeros((size, size), bool)
-        m[10:20, x0:x0 + 8] = True
+        m[10:20, x0 : x0 + 8] = True
         image[m] = colour
         masks.append(m)
     return image, masks
@@ -77,9 +88,11 @@ def test_training_candidates_point_at_the_named_object():
     image, masks = scene()
     attributes = np.zeros((32, 32, 4), np.uint8)
     attributes[masks[0] | masks[1], 0] = 1
-    data = {"attributes": torch.from_numpy(attributes).permute(2, 0, 1)[None].repeat(3, 1, 1, 1),
-            "masks": torch.from_numpy(np.stack([masks[1], masks[0], masks[0]])[:, None].astype(np.uint8)),
-            "tasks": ["RES", "RES", "SOS"]}
+    data = {
+        "attributes": torch.from_numpy(attributes).permute(2, 0, 1)[None].repeat(3, 1, 1, 1),
+        "masks": torch.from_numpy(np.stack([masks[1], masks[0], masks[0]])[:, None].astype(np.uint8)),
+        "tasks": ["RES", "RES", "SOS"],
+    }
     labels, target = res_candidates(data, limit=4)
     assert target[2] == -1  # not a RES sample
     for i, named in ((0, masks[1]), (1, masks[0])):
@@ -138,5 +151,6 @@ def test_a_model_saved_without_a_selector_loads_and_thresholds_its_own_map(tmp_p
     loaded = SegmentationModel.from_pretrained(tmp_path / "old", device="cpu")
     assert loaded.selector is None
     image, _ = scene()
-    assert np.array_equal(loaded.predict([image], ["RES"], ["red square"])[0],
-                          m.eval().predict([image], ["RES"], ["red square"])[0])
+    assert np.array_equal(
+        loaded.predict([image], ["RES"], ["red square"])[0], m.eval().predict([image], ["RES"], ["red square"])[0]
+    )

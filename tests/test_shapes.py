@@ -37,6 +37,7 @@ BEIGE = BACKGROUNDS["beige"]
 
 # --- renderer ----------------------------------------------------------------------------------------------
 
+
 def test_renderer_is_deterministic_to_the_png_byte():
     scenes = random_scenes(40, seed=11)
     scenes += [replace(s, style=st) for s, st in zip(scenes[:4], STYLES[1:])]
@@ -48,22 +49,31 @@ def test_renderer_is_deterministic_to_the_png_byte():
 
 
 def test_known_pixel_values():
-    scene = Scene(64, 64, "white", "grid", "day", "none", (
-        Obj("square", "red", "solid", (10, 10, 12, 12)),
-        Obj("square", "blue", "striped", (40, 40, 12, 12)),
-    ))
+    scene = Scene(
+        64,
+        64,
+        "white",
+        "grid",
+        "day",
+        "none",
+        (
+            Obj("square", "red", "solid", (10, 10, 12, 12)),
+            Obj("square", "blue", "striped", (40, 40, 12, 12)),
+        ),
+    )
     img = render(scene)
-    assert tuple(img[1, 1]) == (245, 245, 245)          # white background
-    assert tuple(img[0, 5]) == (210, 210, 210)          # grid line at world y = 0: white darkened by 35
-    assert tuple(img[5, 8]) == (210, 210, 210)          # grid line at world x = 8
-    assert tuple(img[15, 15]) == (220, 40, 40)          # solid red object
-    assert tuple(img[40, 45]) == (40, 80, 220)          # striped: rows 0-1 of the box in the colour
-    assert tuple(img[42, 45]) == (20, 40, 110)          # rows 2-3 in half the colour
+    assert tuple(img[1, 1]) == (245, 245, 245)  # white background
+    assert tuple(img[0, 5]) == (210, 210, 210)  # grid line at world y = 0: white darkened by 35
+    assert tuple(img[5, 8]) == (210, 210, 210)  # grid line at world x = 8
+    assert tuple(img[15, 15]) == (220, 40, 40)  # solid red object
+    assert tuple(img[40, 45]) == (40, 80, 220)  # striped: rows 0-1 of the box in the colour
+    assert tuple(img[42, 45]) == (20, 40, 110)  # rows 2-3 in half the colour
     assert tuple(img[44, 45]) == (40, 80, 220)
 
 
-@pytest.mark.parametrize("shape,orientation", [(s, o) for s in SHAPES for o in (ORIENTATIONS if s == "triangle"
-                                                                                   else ("up",))])
+@pytest.mark.parametrize(
+    "shape,orientation", [(s, o) for s in SHAPES for o in (ORIENTATIONS if s == "triangle" else ("up",))]
+)
 def test_every_shape_touches_all_four_sides_of_its_box(shape, orientation):
     for w, h in itertools.product(range(3, 41), repeat=2):
         if max(w, h) > 2 * min(w, h):
@@ -84,7 +94,7 @@ def test_masks_per_object():
             x, y, w, h = obj.box
             assert np.array_equal(m, labels == i)
             assert np.array_equal(m, shape_mask(obj, scene.height, scene.width))  # objects never overlap
-            assert not m[:y].any() and not m[y + h:].any() and not m[:, :x].any() and not m[:, x + w:].any()
+            assert not m[:y].any() and not m[y + h :].any() and not m[:, :x].any() and not m[:, x + w :].any()
             covered += m
         assert covered.max() <= 1
         assert np.array_equal(covered > 0, labels >= 0)
@@ -120,12 +130,13 @@ def test_environments_are_global_transforms():
     for env in ENVIRONMENTS[1:]:
         a = render(replace(scene, environment=env))
         b = render(replace(other, environment=env))
-        assert (a != day).any(-1).all(), env        # every pixel, object and background alike, changes
+        assert (a != day).any(-1).all(), env  # every pixel, object and background alike, changes
         assert np.array_equal(a[same], b[same]), env  # a function of the pixel's colour and position only
         assert np.array_equal(render_layers(replace(scene, environment=env))[1], render_layers(scene)[1])
 
 
 # --- edit operations: the target is the re-rendered edited scene --------------------------------------------
+
 
 def test_remove_leaves_background_in_the_hole():
     scene = base_scene()
@@ -202,7 +213,7 @@ def test_style_and_environment_edits_set_the_global_look():
 def test_resize_uses_the_resize_bricks_geometry():
     scene = base_scene()
     after = edits.resize(scene, 2, 0.5)
-    assert scaled_box((6, 40, 18, 18), 0.5) == (10, 49, 9, 9)   # bottom edge and horizontal centre kept
+    assert scaled_box((6, 40, 18, 18), 0.5) == (10, 49, 9, 9)  # bottom edge and horizontal centre kept
     assert after.objects[2].box == (10, 49, 9, 9)
     expected = render(scene)
     expected[40:58, 6:24] = BEIGE
@@ -235,8 +246,14 @@ def test_extract_is_an_rgba_cutout():
 @pytest.mark.parametrize("side", list(OUTPAINT_SIDES))
 def test_outpaint_keeps_the_old_area_unchanged(side):
     ratios = OUTPAINT_SIDES[side]
-    looks = [("day", "none"), ("sunset", "none"), ("snow", "watercolor"), ("night", "pixel art"),
-             ("fog", "sketch"), ("day", "pop art")]
+    looks = [
+        ("day", "none"),
+        ("sunset", "none"),
+        ("snow", "watercolor"),
+        ("night", "pixel art"),
+        ("fog", "sketch"),
+        ("day", "pop art"),
+    ]
     for k, scene in enumerate(random_scenes(24, seed=7)):
         env, style = looks[k % len(looks)]
         scene = replace(scene, environment=env, style=style, texture=TEXTURES[k % len(TEXTURES)])
@@ -245,7 +262,7 @@ def test_outpaint_keeps_the_old_area_unchanged(side):
         assert (grown.width, grown.height, grown.origin) == (64 + le + re, 64 + te + be, (le, te))
         assert [o.box[:2] for o in grown.objects] == [(o.box[0] + le, o.box[1] + te) for o in scene.objects]
         big = render(grown)
-        assert np.array_equal(big[te:te + 64, le:le + 64], render(scene)), (side, env, style)
+        assert np.array_equal(big[te : te + 64, le : le + 64], render(scene)), (side, env, style)
         assert big.shape[:2] != (64, 64)
     assert side_extensions(64, 64, *OUTPAINT_SIDES["all"]) == (16, 16, 16, 16)
     assert side_extensions(64, 64, *OUTPAINT_SIDES["left"]) == (32, 0, 0, 0)
@@ -265,10 +282,10 @@ def test_impossible_edits_raise():
         lambda: edits.set_style(replace(scene, style="sketch"), "sketch"),
         lambda: edits.set_environment(scene, "day"),
         lambda: edits.set_environment(replace(scene, environment="fog"), "fog"),
-        lambda: edits.resize(scene, 2, 2.0),       # would overlap / leave the canvas
+        lambda: edits.resize(scene, 2, 2.0),  # would overlap / leave the canvas
         lambda: edits.resize(replace(scene, objects=(Obj("circle", "red", box=(20, 20, 1, 1)),)), 0, 1.5),  # no change
         lambda: edits.set_pose(scene, 0, "left"),  # a circle has no pose
-        lambda: edits.set_pose(scene, 1, "up"),    # already points up
+        lambda: edits.set_pose(scene, 1, "up"),  # already points up
         lambda: edits.outpaint(scene, 1, 1, 1, 1),
         lambda: edits.outpaint(scene, 0.5, 1, 1, 1),
         lambda: edits.extract(scene, -1),
@@ -301,6 +318,7 @@ def test_scene_json_round_trip():
 
 # --- referring expressions ---------------------------------------------------------------------------------
 
+
 def test_every_candidate_resolves_to_its_object():
     count = 0
     for scene in random_scenes(400, seed=21):
@@ -329,8 +347,11 @@ def test_ambiguous_and_unmatched_expressions_resolve_to_none():
         for obj in scene.objects:
             for noun in _nouns(obj):
                 words = noun.split()
-                matches = [i for i, o in enumerate(scene.objects) if o.shape == words[-1]
-                           and all(w in (o.color, o.pattern, o.size_name()) for w in words[:-1])]
+                matches = [
+                    i
+                    for i, o in enumerate(scene.objects)
+                    if o.shape == words[-1] and all(w in (o.color, o.pattern, o.size_name()) for w in words[:-1])
+                ]
                 assert resolve(scene, noun) == (matches[0] if len(matches) == 1 else None), noun
                 checked += len(matches) > 1
     assert checked > 50
@@ -347,8 +368,15 @@ def test_ambiguous_and_unmatched_expressions_resolve_to_none():
 
 def test_ordinals_and_sides_need_clear_separation():
     # Circles 0 and 1 share a column; circle 2 is clearly right of both.
-    scene = Scene(64, 64, objects=(Obj("circle", "red", box=(6, 6, 12, 12)), Obj("circle", "blue", box=(6, 40, 12, 12)),
-                                   Obj("circle", "green", box=(40, 20, 12, 12))))
+    scene = Scene(
+        64,
+        64,
+        objects=(
+            Obj("circle", "red", box=(6, 6, 12, 12)),
+            Obj("circle", "blue", box=(6, 40, 12, 12)),
+            Obj("circle", "green", box=(40, 20, 12, 12)),
+        ),
+    )
     assert resolve(scene, "the circle on the left") is None
     assert resolve(scene, "the first circle from the left") is None
     assert resolve(scene, "the second circle from the left") is None
@@ -356,8 +384,12 @@ def test_ordinals_and_sides_need_clear_separation():
     assert resolve(scene, "the fourth circle from the left") is None
     assert resolve(scene, "the circle on the right") == 2
     assert resolve(scene, "the first circle from the top") == 0
-    assert sorted(candidates(scene, 2)) == ["circle on the right", "green circle", "second circle from the top",
-                                            "small green circle"]
+    assert sorted(candidates(scene, 2)) == [
+        "circle on the right",
+        "green circle",
+        "second circle from the top",
+        "small green circle",
+    ]
     assert MIN_SEPARATION == 4
     # Centres 3 pixels apart are level, 4 apart are not.
     near = Scene(64, 64, objects=(Obj("square", "red", box=(6, 6, 10, 10)), Obj("square", "red", box=(9, 30, 10, 10))))

@@ -41,23 +41,40 @@ def _mask(seed: int, h: int = 16, w: int = 20) -> np.ndarray:
 
 # --- write -> manifest -> read -----------------------------------------------------------------------------
 
+
 def test_round_trip_of_known_samples(tmp_path):
-    samples = {split: [(f"{split}_{i}", {"source": _image(i), "mask": _mask(i), "target": _image(100 + i)},
-                        {"brick": "RCM" if i % 2 else "FILL", "prompt": f"prompt {i}"}) for i in range(n)]
-               for split, n in (("train", 5), ("val", 2))}
+    samples = {
+        split: [
+            (
+                f"{split}_{i}",
+                {"source": _image(i), "mask": _mask(i), "target": _image(100 + i)},
+                {"brick": "RCM" if i % 2 else "FILL", "prompt": f"prompt {i}"},
+            )
+            for i in range(n)
+        ]
+        for split, n in (("train", 5), ("val", 2))
+    }
     table = write_shard_set(samples, "edit", tmp_path, samples_per_shard=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "edit-train-000000.tar", "edit-train-000001.tar", "edit-train-000002.tar", "edit-val-000000.tar",
-        "manifest.parquet"]
+        "edit-train-000000.tar",
+        "edit-train-000001.tar",
+        "edit-train-000002.tar",
+        "edit-val-000000.tar",
+        "manifest.parquet",
+    ]
     manifest = read_manifest(tmp_path)
     assert manifest.column_names == MANIFEST_COLUMNS
     assert table.to_pylist() == manifest.to_pylist()
     rows = manifest.to_pylist()
     assert [(r["key"], r["shard"], r["split"], r["kind"]) for r in rows] == [
-        ("train_0", "edit-train-000000.tar", "train", "FILL"), ("train_1", "edit-train-000000.tar", "train", "RCM"),
-        ("train_2", "edit-train-000001.tar", "train", "FILL"), ("train_3", "edit-train-000001.tar", "train", "RCM"),
+        ("train_0", "edit-train-000000.tar", "train", "FILL"),
+        ("train_1", "edit-train-000000.tar", "train", "RCM"),
+        ("train_2", "edit-train-000001.tar", "train", "FILL"),
+        ("train_3", "edit-train-000001.tar", "train", "RCM"),
         ("train_4", "edit-train-000002.tar", "train", "FILL"),
-        ("val_0", "edit-val-000000.tar", "val", "FILL"), ("val_1", "edit-val-000000.tar", "val", "RCM")]
+        ("val_0", "edit-val-000000.tar", "val", "FILL"),
+        ("val_1", "edit-val-000000.tar", "val", "RCM"),
+    ]
 
     back = load_samples(tmp_path)
     assert [s["__key__"] for s in back] == [r["key"] for r in rows]
@@ -72,8 +89,9 @@ def test_round_trip_of_known_samples(tmp_path):
 
 
 def test_sha256_in_the_manifest_matches_the_raw_tar_members(tmp_path):
-    samples = {"train": [(f"k{i:03d}", {"image": _image(i), "mask": _mask(i)}, {"task": "SOS", "text": ""})
-                         for i in range(7)]}
+    samples = {
+        "train": [(f"k{i:03d}", {"image": _image(i), "mask": _mask(i)}, {"task": "SOS", "text": ""}) for i in range(7)]
+    }
     write_shard_set(samples, "segmentation", tmp_path, samples_per_shard=3)
     rows = read_manifest(tmp_path).to_pylist()
     members = {}
@@ -104,19 +122,30 @@ def test_tar_members_carry_fixed_metadata(tmp_path):
 
 # --- shapes-world families ----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
     make_scenes(SceneConfig(seed=4, train=8, val=2, test=3), root / "scenes.parquet", root / "scene_images")
     for domain in ("gt", "open"):
-        make_instructions(InstructionConfig(seed=4, per_scene=1), domain, root / "scenes.parquet",
-                          root / f"{domain}.parquet", root / "targets" / domain)
+        make_instructions(
+            InstructionConfig(seed=4, per_scene=1),
+            domain,
+            root / "scenes.parquet",
+            root / f"{domain}.parquet",
+            root / "targets" / domain,
+        )
     return root
 
 
 def _build(world, family, out, **cfg):
-    return build_shards(family, ShardConfig(seed=4, **cfg), out, scenes_path=world / "scenes.parquet",
-                        instruction_paths=[world / "gt.parquet", world / "open.parquet"])
+    return build_shards(
+        family,
+        ShardConfig(seed=4, **cfg),
+        out,
+        scenes_path=world / "scenes.parquet",
+        instruction_paths=[world / "gt.parquet", world / "open.parquet"],
+    )
 
 
 @pytest.mark.parametrize("family", bs.FAMILIES)
@@ -168,8 +197,9 @@ def test_family_samples_agree_with_their_scenes(world, tmp_path):
     _build(world, "placement", tmp_path / "place")
     for s in load_samples(tmp_path / "place"):
         x1, y1, x2, y2 = s["box"]
-        assert (x2 - x1 + 1, y2 - y1 + 1) in {(place_box("center", size, 64, 64)[2],) * 2 for size in
-                                              ("small", "medium", "large")}
+        assert (x2 - x1 + 1, y2 - y1 + 1) in {
+            (place_box("center", size, 64, 64)[2],) * 2 for size in ("small", "medium", "large")
+        }
     _build(world, "edit", tmp_path / "edit", bricks=["RCM", "ENV"])
     kinds = [s["brick"] for s in load_samples(tmp_path / "edit")]
     assert set(kinds) == {"RCM", "ENV"} and kinds.count("ENV") == 13  # every scene can take an environment
@@ -179,6 +209,7 @@ def test_family_samples_agree_with_their_scenes(world, tmp_path):
 
 
 # --- real data: listings ------------------------------------------------------------------------------------
+
 
 def _write_png(path, array):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,8 +224,16 @@ def _listing_rows(family, root):
         _write_png(root / "img" / f"{i}.png", img)
         _write_png(root / "msk" / f"{i}.png", mask)
         if family == "segmentation":
-            rows.append({"key": f"seg{i}", "split": "val" if i else "train", "image": f"img/{i}.png",
-                         "mask": f"msk/{i}.png", "task": "RES", "text": f"the red circle {i}"})
+            rows.append(
+                {
+                    "key": f"seg{i}",
+                    "split": "val" if i else "train",
+                    "image": f"img/{i}.png",
+                    "mask": f"msk/{i}.png",
+                    "task": "RES",
+                    "text": f"the red circle {i}",
+                }
+            )
             expected.append(({"image": img, "mask": mask}, {"task": "RES", "text": f"the red circle {i}"}))
         elif family == "captioning":
             rows.append({"key": f"cap{i}", "split": "train", "image": f"img/{i}.png", "caption": f"a photo {i}"})
@@ -202,10 +241,24 @@ def _listing_rows(family, root):
         else:
             target = _image(30 + i)
             _write_png(root / "tgt" / f"{i}.png", target)
-            rows.append({"key": f"ed{i}", "split": "test", "source": f"img/{i}.png", "target": f"tgt/{i}.png",
-                         "mask": f"msk/{i}.png", "brick": "INPAINT", "prompt": "", "score": 0.25 * (i + 1)})
-            expected.append(({"source": img, "target": target, "mask": mask},
-                             {"brick": "INPAINT", "prompt": "", "score": 0.25 * (i + 1)}))
+            rows.append(
+                {
+                    "key": f"ed{i}",
+                    "split": "test",
+                    "source": f"img/{i}.png",
+                    "target": f"tgt/{i}.png",
+                    "mask": f"msk/{i}.png",
+                    "brick": "INPAINT",
+                    "prompt": "",
+                    "score": 0.25 * (i + 1),
+                }
+            )
+            expected.append(
+                (
+                    {"source": img, "target": target, "mask": mask},
+                    {"brick": "INPAINT", "prompt": "", "score": 0.25 * (i + 1)},
+                )
+            )
     return rows, expected
 
 
@@ -252,7 +305,7 @@ def test_listing_defaults_and_conversions(tmp_path):
     _write_png(tmp_path / "a.png", _image(1, 32, 32))
     _write_png(tmp_path / "m.png", _mask(2, 16, 16))  # a mask of another size is resized to the image's
     listing = tmp_path / "l.csv"
-    listing.write_text("image,prompt,box\na.png,add a cat,\"[1, 2, 10, 12]\"\n")
+    listing.write_text('image,prompt,box\na.png,add a cat,"[1, 2, 10, 12]"\n')
     [(split, key, images, meta)] = list(read_listing("placement", listing, tmp_path))
     assert (split, key, meta) == ("train", "placement_00000000", {"prompt": "add a cat", "box": [1, 2, 10, 12]})
     listing.write_text("image,mask,task,text,hint\na.png,m.png,SOS,,\n")
@@ -265,7 +318,7 @@ def test_listing_defaults_and_conversions(tmp_path):
     jsonl.write_text('{"source": "a.png", "candidate": "a.png", "instruction": "x", "label": 0, "split": "val"}\n')
     [(split, _, _, meta)] = list(read_listing("critic", jsonl, tmp_path))
     assert (split, meta) == ("val", {"instruction": "x", "label": 0})
-    listing.write_text("image,prompt,box\na.png,add a cat,\"[1, 2, 10]\"\n")
+    listing.write_text('image,prompt,box\na.png,add a cat,"[1, 2, 10]"\n')
     with pytest.raises(ValueError, match=r"row 1, field 'box': \[1, 2, 10\] is not 4 integers"):
         list(read_listing("placement", listing, tmp_path))
     listing.write_text("source,target,mask,brick,prompt,score\na.png,a.png,m.png,INPAINT,,high\n")

@@ -226,3 +226,11 @@ def test_rerun_incomplete_resumes_after_a_crash(slurm_cluster, tmp_path):
     assert runs[1]["job"] in submitted_job_ids(result.stdout)
     assert runs[1]["start"] >= 3, "the rerun must resume from the checkpoint, not restart"
     assert (tmp_path / "results" / "resume_demo.txt").read_text() == expected_resume_output()
+
+
+def test_gpu_jobs_stay_on_one_node():
+    """torchrun --standalone starts every process of a job on its own node: a GPU job spread over two nodes would
+    start its processes on the first one only."""
+    for profile in (load_profile(USER_PROFILE), load_profile(TEST_PROFILE)):
+        gpu_rules = {rule for rule, res in profile["set-resources"].items() if "gpu_model" in res}
+        assert gpu_rules and all(profile["set-resources"][rule]["nodes"] == 1 for rule in gpu_rules)

@@ -45,16 +45,27 @@ class Loss:
 
 
 def config(**kw) -> LoopConfig:
-    base = dict(steps=7, batch_size=4, lr=0.05, warmup_steps=2, min_lr_ratio=0.1, checkpoint_every=2,
-                checkpoints_kept=2, log_every=1, grad_clip=1.0, threads=1)
+    base = dict(
+        steps=7,
+        batch_size=4,
+        lr=0.05,
+        warmup_steps=2,
+        min_lr_ratio=0.1,
+        checkpoint_every=2,
+        checkpoints_kept=2,
+        log_every=1,
+        grad_clip=1.0,
+        threads=1,
+    )
     return LoopConfig(**{**base, **kw})
 
 
 def run(tmp: Path, cfg: LoopConfig, model_seed: int = 0, stop_at: int | None = None, name: str = "run"):
     model = make_model(model_seed)
     loss = Loss(model, stop_at)
-    history = train(model, loss, cfg, seed=3, checkpoint_dir=tmp / name / "ckpt",
-                    metrics_path=tmp / name / "out" / "metrics.jsonl")
+    history = train(
+        model, loss, cfg, seed=3, checkpoint_dir=tmp / name / "ckpt", metrics_path=tmp / name / "out" / "metrics.jsonl"
+    )
     return model, loss, history
 
 
@@ -96,12 +107,15 @@ def test_checkpoints_every_n_steps_and_rotation(tmp_path, monkeypatch):
     assert {p.suffix for p in tmp_path.rglob("*") if p.is_file()} == {".safetensors", ".json", ".jsonl"}
 
 
-@pytest.mark.parametrize("keep, steps, every, expected", [
-    (1, 7, 2, [6]),
-    (3, 9, 2, [4, 6, 8]),
-    (2, 6, 3, [3]),       # 6 is the last step: only step 3 is a checkpoint
-    (5, 5, 1, [1, 2, 3, 4]),
-])
+@pytest.mark.parametrize(
+    "keep, steps, every, expected",
+    [
+        (1, 7, 2, [6]),
+        (3, 9, 2, [4, 6, 8]),
+        (2, 6, 3, [3]),  # 6 is the last step: only step 3 is a checkpoint
+        (5, 5, 1, [1, 2, 3, 4]),
+    ],
+)
 def test_rotation_sets(tmp_path, keep, steps, every, expected):
     run(tmp_path, config(steps=steps, checkpoint_every=every, checkpoints_kept=keep))
     assert checkpoint_names(tmp_path / "run" / "ckpt") == [f"checkpoint-{s:07d}" for s in expected]
@@ -116,8 +130,14 @@ def test_checkpoint_contents(tmp_path):
     assert [r["step"] for r in state["history"]] == [1, 2, 3, 4]
     opt = json.loads((ckpt / "optimizer.json").read_text())
     assert set(opt) == {"param_groups", "state"}
-    assert set(load_file(ckpt / "optimizer.safetensors")) == {"0.step", "0.exp_avg", "0.exp_avg_sq", "1.step",
-                                                              "1.exp_avg", "1.exp_avg_sq"}
+    assert set(load_file(ckpt / "optimizer.safetensors")) == {
+        "0.step",
+        "0.exp_avg",
+        "0.exp_avg_sq",
+        "1.step",
+        "1.exp_avg",
+        "1.exp_avg_sq",
+    }
 
 
 def test_metrics_jsonl_lines(tmp_path):
@@ -151,8 +171,9 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
     assert torch.equal(resumed.bias, straight.bias)
     assert without_seconds(resumed_history) == without_seconds(straight_history)
     assert [r["step"] for r in resumed_history] == list(range(1, 8))
-    assert without_seconds(read_jsonl(tmp_path / "killed" / "out" / "metrics.jsonl")) == \
-        without_seconds(read_jsonl(tmp_path / "straight" / "out" / "metrics.jsonl"))
+    assert without_seconds(read_jsonl(tmp_path / "killed" / "out" / "metrics.jsonl")) == without_seconds(
+        read_jsonl(tmp_path / "straight" / "out" / "metrics.jsonl")
+    )
     assert checkpoint_names(ckpt) == ["checkpoint-0000004", "checkpoint-0000006"]
 
 
@@ -163,8 +184,7 @@ def test_longer_run_resumes_from_a_shorter_ones_latest_checkpoint(tmp_path):
     depends on the total ``steps``, so a longer run is a different run, not a continuation."""
     first, first_loss, _ = run(tmp_path, config(steps=5, min_lr_ratio=1.0), name="grow")
     assert first_loss.steps == [0, 1, 2, 3, 4]
-    longer, longer_loss, longer_history = run(tmp_path, config(steps=7, min_lr_ratio=1.0), name="grow",
-                                              model_seed=99)
+    longer, longer_loss, longer_history = run(tmp_path, config(steps=7, min_lr_ratio=1.0), name="grow", model_seed=99)
     assert longer_loss.steps == [4, 5, 6]
     straight, _, straight_history = run(tmp_path, config(steps=7, min_lr_ratio=1.0), name="straight")
     assert torch.equal(longer.weight, straight.weight)
@@ -266,14 +286,32 @@ def test_step_generator_is_a_function_of_seed_step_and_rank():
     assert not torch.equal(draw(3, 5, 0), draw(3, 5, 1))
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"steps": 0}, "steps and batch_size"),
-    ({"batch_size": 0}, "steps and batch_size"),
-    ({"min_lr_ratio": 1.5}, "min_lr_ratio"),
-    ({"checkpoints_kept": 0}, "checkpoints_kept"),
-    ({"checkpoint_every": 0}, "checkpoint_every"),
-    ({"log_every": 0}, "log_every"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"steps": 0}, "steps and batch_size"),
+        ({"batch_size": 0}, "steps and batch_size"),
+        ({"min_lr_ratio": 1.5}, "min_lr_ratio"),
+        ({"checkpoints_kept": 0}, "checkpoints_kept"),
+        ({"checkpoint_every": 0}, "checkpoint_every"),
+        ({"log_every": 0}, "log_every"),
+    ],
+)
 def test_loop_config_rejects(kw, message):
     with pytest.raises(ValueError, match=message):
         LoopConfig(**kw)
+
+
+def test_a_changed_config_drops_the_checkpoints_of_the_old_one(tmp_path):
+    """The checkpoint folder outlives a config change: a rerun after one must train anew, a retry must resume."""
+    from lego_edit.training.state import claim_checkpoints
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    old = {"steps": 10, "train": {"lr": 0.01}}
+    assert claim_checkpoints(tmp_path, old) is False
+    save_checkpoint(tmp_path, 4, dict(model.named_parameters()), opt, {}, keep=2)
+    assert claim_checkpoints(tmp_path, dict(old)) is False  # the same config (a retry): resume
+    assert latest_checkpoint(tmp_path) is not None
+    assert claim_checkpoints(tmp_path, {"steps": 10, "train": {"lr": 0.02}}) is True
+    assert latest_checkpoint(tmp_path) is None

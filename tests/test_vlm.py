@@ -12,8 +12,12 @@ from openai_server import EXAMPLES, TINY, overfit_vlm, solid
 from lego_edit.models import vlm
 from lego_edit.models.tokenizer import SPECIAL_TOKENS, train_tokenizer
 
-CORPUS = [f"remove the {c} {s} on the {p}" for c in ("red", "blue", "green") for s in ("circle", "square")
-          for p in ("left", "right")] + ['{"step":1,"model":"RES"}', "yes", "no"] * 3
+CORPUS = [
+    f"remove the {c} {s} on the {p}"
+    for c in ("red", "blue", "green")
+    for s in ("circle", "square")
+    for p in ("left", "right")
+] + ['{"step":1,"model":"RES"}', "yes", "no"] * 3
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +39,12 @@ def trained(tmp_path_factory):
 
 
 # Prompts of different lengths and image counts, so left padding is exercised.
-MIXED = [(vlm.chat("remove the red circle", 1), [solid((200, 0, 0))]),
-         (vlm.chat("hi", 0, system="you are a builder"), []),
-         (vlm.chat("compare them", 2), [solid((0, 0, 200)), solid((0, 200, 0), box=(0, 8, 0, 8))]),
-         (vlm.chat("remove the blue square on the left, please", 0), [])]
+MIXED = [
+    (vlm.chat("remove the red circle", 1), [solid((200, 0, 0))]),
+    (vlm.chat("hi", 0, system="you are a builder"), []),
+    (vlm.chat("compare them", 2), [solid((0, 0, 200)), solid((0, 200, 0), box=(0, 8, 0, 8))]),
+    (vlm.chat("remove the blue square on the left, please", 0), []),
+]
 
 
 def test_tokenizer_is_deterministic(tok, tmp_path):
@@ -57,15 +63,24 @@ def test_tokenizer_specials_and_bytes(tok):
 
 
 def test_chat_template(tok):
-    msgs = [{"role": "system", "content": "sys"},
-            {"role": "user", "content": [{"type": "image"}, {"type": "image_url", "image_url": {"url": "x"}},
-                                         {"type": "text", "text": "edit"}]},
-            {"role": "assistant", "content": "ok"}]
+    msgs = [
+        {"role": "system", "content": "sys"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image"},
+                {"type": "image_url", "image_url": {"url": "x"}},
+                {"type": "text", "text": "edit"},
+            ],
+        },
+        {"role": "assistant", "content": "ok"},
+    ]
     assert tok.apply_chat_template(msgs, tokenize=False) == (
         "<|im_start|>system\nsys<|im_end|>\n"
         "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
         "<|vision_start|><|image_pad|><|vision_end|>edit<|im_end|>\n"
-        "<|im_start|>assistant\nok<|im_end|>\n")
+        "<|im_start|>assistant\nok<|im_end|>\n"
+    )
     prompt = tok.apply_chat_template(msgs[:2], tokenize=False, add_generation_prompt=True)
     assert prompt.endswith("edit<|im_end|>\n<|im_start|>assistant\n")
     # A string and a list of text parts render alike (`transformers serve` sends the list form).
@@ -74,13 +89,16 @@ def test_chat_template(tok):
     assert tok.apply_chat_template(as_parts, tokenize=False) == tok.apply_chat_template(as_str, tokenize=False)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"image_size": 100}, "multiple of 28"),
-    ({"hidden_size": 48, "num_heads": 4}, "head_dim"),
-    ({"num_heads": 4, "num_kv_heads": 3}, "num_kv_heads"),
-    ({"vision_hidden_size": 60}, "vision_hidden_size"),
-    ({"dtype": "int8"}, "dtype"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"image_size": 100}, "multiple of 28"),
+        ({"hidden_size": 48, "num_heads": 4}, "head_dim"),
+        ({"num_heads": 4, "num_kv_heads": 3}, "num_kv_heads"),
+        ({"vision_hidden_size": 60}, "vision_hidden_size"),
+        ({"dtype": "int8"}, "dtype"),
+    ],
+)
 def test_config_rejects(kwargs, match):
     with pytest.raises(ValueError, match=match):
         vlm.VLMConfig(**kwargs)
@@ -163,8 +181,9 @@ def test_save_and_reload_gives_same_output(trained):
     reloaded, reprocessor = vlm.load_vlm(path, device="cpu")
     msgs = [m for m, _ in MIXED] + [vlm.chat(t, 1) for _, t, _ in EXAMPLES]
     imgs = [i for _, i in MIXED] + [i for i, _, _ in EXAMPLES]
-    assert (vlm.generate(model, processor, msgs, imgs, max_new_tokens=20)
-            == vlm.generate(reloaded, reprocessor, msgs, imgs, max_new_tokens=20))
+    assert vlm.generate(model, processor, msgs, imgs, max_new_tokens=20) == vlm.generate(
+        reloaded, reprocessor, msgs, imgs, max_new_tokens=20
+    )
 
 
 def test_lora_adapter_round_trip(trained, tmp_path):
@@ -183,16 +202,18 @@ def test_lora_adapter_round_trip(trained, tmp_path):
     with torch.inference_mode():
         want, got, plain = (m(**enc).logits for m in (peft_model, loaded, base))
     assert torch.equal(want, got) and not torch.allclose(want, plain)
-    assert (vlm.generate(peft_model, processor, msgs, imgs, max_new_tokens=12)
-            == vlm.generate(loaded, processor, msgs, imgs, max_new_tokens=12))
+    assert vlm.generate(peft_model, processor, msgs, imgs, max_new_tokens=12) == vlm.generate(
+        loaded, processor, msgs, imgs, max_new_tokens=12
+    )
 
 
 def test_numpy_and_pil_inputs_agree(random_vlm):
     model, processor = random_vlm
     img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     m = [vlm.chat("x", 1)]
-    assert (vlm.generate(model, processor, m, [[img]], max_new_tokens=8)
-            == vlm.generate(model, processor, m, [[vlm.to_pil(img)]], max_new_tokens=8))
+    assert vlm.generate(model, processor, m, [[img]], max_new_tokens=8) == vlm.generate(
+        model, processor, m, [[vlm.to_pil(img)]], max_new_tokens=8
+    )
 
 
 def test_init_vlm_builds_or_loads(trained, tok):

@@ -34,16 +34,27 @@ def W(*steps, result):
 
 
 BBOX1 = S(1, "BBOX", {"mask": "init[mask]"}, {"mask": "step1[mask]"})
-INPAINT2 = S(2, "FASTINPAINT", {"image": "init[image]", "mask": "step1[mask]"},
-             {"image": "step2[image]", "score": "step2[score]"})
+INPAINT2 = S(
+    2,
+    "FASTINPAINT",
+    {"image": "init[image]", "mask": "step1[mask]"},
+    {"image": "step2[image]", "score": "step2[score]"},
+)
 
 
 def test_function_workflow_gives_the_hand_computed_values(function_case):
     wf = parse_workflow(function_case.workflow.read_text(encoding="utf-8"))
     result = run_workflow(wf, function_case.image, function_case.mask)
     assert [(r.step, r.brick) for r in result.steps] == [
-        (1, "BBOX"), (2, "RESIZE"), (3, "INVERSE"), (4, "COMPOSE"), (5, "FASTINPAINT"), (6, "RESIZE"),
-        (7, "INVERSE"), (8, "COMPOSE")]
+        (1, "BBOX"),
+        (2, "RESIZE"),
+        (3, "INVERSE"),
+        (4, "COMPOSE"),
+        (5, "FASTINPAINT"),
+        (6, "RESIZE"),
+        (7, "INVERSE"),
+        (8, "COMPOSE"),
+    ]
     assert result.warnings == []
     for name, expected in function_case.masks.items():
         np.testing.assert_array_equal(result.values[name], expected, err_msg=name)
@@ -68,11 +79,13 @@ def test_function_workflow_gives_the_hand_computed_values(function_case):
 
 def test_only_steps_the_result_needs_run(recording_registry):
     reg, calls = recording_registry()
-    wf = W(S(1, "SOS", {"image": "init[image]"}, {"mask": "step1[mask]"}),
-           S(2, "BBOX", {"mask": "step1[mask]"}, {"mask": "step2[mask]"}),
-           S(3, "FASTINPAINT", {"image": "init[image]", "mask": "step1[mask]"}, {"image": "step3[image]"}),
-           S(4, "ENV", {"image": "init[image]", "prompt": "make it night"}, {"image": "step4[image]"}),
-           result="[step3[image]]")
+    wf = W(
+        S(1, "SOS", {"image": "init[image]"}, {"mask": "step1[mask]"}),
+        S(2, "BBOX", {"mask": "step1[mask]"}, {"mask": "step2[mask]"}),
+        S(3, "FASTINPAINT", {"image": "init[image]", "mask": "step1[mask]"}, {"image": "step3[image]"}),
+        S(4, "ENV", {"image": "init[image]", "prompt": "make it night"}, {"image": "step4[image]"}),
+        result="[step3[image]]",
+    )
     result = run_workflow(wf, IMAGE, registry=reg)
     assert calls == ["SOS", "FASTINPAINT"]
     assert [r.step for r in result.steps] == [1, 3]
@@ -81,9 +94,11 @@ def test_only_steps_the_result_needs_run(recording_registry):
 
 
 def test_model_brick_without_a_model_fails_clearly():
-    wf = W(S(1, "RES", {"image": "init[image]", "prompt": "dog"}, {"mask": "step1[mask]"}),
-           S(2, "FASTINPAINT", {"image": "init[image]", "mask": "step1[mask]"}, {"image": "step2[image]"}),
-           result="[step2[image]]")
+    wf = W(
+        S(1, "RES", {"image": "init[image]", "prompt": "dog"}, {"mask": "step1[mask]"}),
+        S(2, "FASTINPAINT", {"image": "init[image]", "mask": "step1[mask]"}, {"image": "step2[image]"}),
+        result="[step2[image]]",
+    )
     with pytest.raises(BrickUnavailableError) as info:
         run_workflow(wf, IMAGE)
     assert str(info.value) == "step 1 (RES): no model configured for RES"
@@ -99,8 +114,16 @@ def test_aliases_run_the_canonical_brick_and_bricks_get_the_context(recording_re
         return {"image": np.full_like(image, 7)}
 
     reg, calls = recording_registry({"FILL": fill})
-    wf = W(BBOX1, S(2, "FLUX-FILL", {"image": "init[image]", "mask": "step1[mask]", "prompt": "cat", "preimage": None},
-                    {"image": "step2[image]"}), result="[step2[image]]")
+    wf = W(
+        BBOX1,
+        S(
+            2,
+            "FLUX-FILL",
+            {"image": "init[image]", "mask": "step1[mask]", "prompt": "cat", "preimage": None},
+            {"image": "step2[image]"},
+        ),
+        result="[step2[image]]",
+    )
     result = Executor(reg, BrickContext(seed=42)).run(wf, IMAGE, MASK)
     assert calls == ["BBOX", "FILL"]
     assert seen["seed"] == 42 and seen["prompt"] == "cat" and seen["preimage"] is None
@@ -109,25 +132,53 @@ def test_aliases_run_the_canonical_brick_and_bricks_get_the_context(recording_re
     assert [(r.step, r.brick) for r in result.steps] == [(1, "BBOX"), (2, "FILL")]
 
 
-@pytest.mark.parametrize("impl, exc_type, message", [
-    (lambda ctx, **kw: 1 / 0, ExecutionError, "step 2 (FASTINPAINT): ZeroDivisionError: division by zero"),
-    (lambda ctx, **kw: (_ for _ in ()).throw(MemoryError()), ExecutionError, "step 2 (FASTINPAINT): ran out of memory"),
-    (lambda ctx, **kw: [1, 2], ExecutionError, "step 2 (FASTINPAINT): returned list, not a dict of outputs"),
-    (lambda ctx, **kw: {"image": IMAGE}, ExecutionError, "step 2 (FASTINPAINT): did not produce its 'score' output"),
-    (lambda ctx, **kw: {"image": "pixels", "score": 0.5}, ExecutionError,
-     "step 2 (FASTINPAINT): output 'image' must be a uint8 image array, got str"),
-    (lambda ctx, **kw: {"image": IMAGE[:, :, 0], "score": 0.5}, ExecutionError,
-     "step 2 (FASTINPAINT): output 'image' must be HxWx3 (RGB) or HxWx4 (RGBA), got shape (16, 16)"),
-    (lambda ctx, **kw: {"image": IMAGE, "score": "high"}, ExecutionError,
-     "step 2 (FASTINPAINT): output 'score' must be a finite number, got 'high'"),
-    (lambda ctx, **kw: {"image": np.zeros((64, 64, 3), np.uint8), "score": 0.5}, LimitExceededError,
-     "step 2 (FASTINPAINT): output 'image' would be 64x64 pixels, above the bound (1024 pixels, 8192 "
-     "per side)"),
-    (lambda ctx, **kw: (_ for _ in ()).throw(ExecutionError("model crashed")), ExecutionError,
-     "step 2 (FASTINPAINT): model crashed"),
-    (lambda ctx, **kw: (_ for _ in ()).throw(BrickUnavailableError("weights missing")), BrickUnavailableError,
-     "step 2 (FASTINPAINT): weights missing"),
-])
+@pytest.mark.parametrize(
+    "impl, exc_type, message",
+    [
+        (lambda ctx, **kw: 1 / 0, ExecutionError, "step 2 (FASTINPAINT): ZeroDivisionError: division by zero"),
+        (
+            lambda ctx, **kw: (_ for _ in ()).throw(MemoryError()),
+            ExecutionError,
+            "step 2 (FASTINPAINT): ran out of memory",
+        ),
+        (lambda ctx, **kw: [1, 2], ExecutionError, "step 2 (FASTINPAINT): returned list, not a dict of outputs"),
+        (
+            lambda ctx, **kw: {"image": IMAGE},
+            ExecutionError,
+            "step 2 (FASTINPAINT): did not produce its 'score' output",
+        ),
+        (
+            lambda ctx, **kw: {"image": "pixels", "score": 0.5},
+            ExecutionError,
+            "step 2 (FASTINPAINT): output 'image' must be a uint8 image array, got str",
+        ),
+        (
+            lambda ctx, **kw: {"image": IMAGE[:, :, 0], "score": 0.5},
+            ExecutionError,
+            "step 2 (FASTINPAINT): output 'image' must be HxWx3 (RGB) or HxWx4 (RGBA), got shape (16, 16)",
+        ),
+        (
+            lambda ctx, **kw: {"image": IMAGE, "score": "high"},
+            ExecutionError,
+            "step 2 (FASTINPAINT): output 'score' must be a finite number, got 'high'",
+        ),
+        (
+            lambda ctx, **kw: {"image": np.zeros((64, 64, 3), np.uint8), "score": 0.5},
+            LimitExceededError,
+            "step 2 (FASTINPAINT): output 'image' would be 64x64 pixels, above the bound (1024 pixels, 8192 per side)",
+        ),
+        (
+            lambda ctx, **kw: (_ for _ in ()).throw(ExecutionError("model crashed")),
+            ExecutionError,
+            "step 2 (FASTINPAINT): model crashed",
+        ),
+        (
+            lambda ctx, **kw: (_ for _ in ()).throw(BrickUnavailableError("weights missing")),
+            BrickUnavailableError,
+            "step 2 (FASTINPAINT): weights missing",
+        ),
+    ],
+)
 def test_brick_failures_name_the_step_and_brick(recording_registry, impl, exc_type, message):
     reg, _ = recording_registry({"FASTINPAINT": impl})
     wf = W(BBOX1, INPAINT2, result="[step2[image]]")
@@ -148,9 +199,11 @@ def test_an_execution_error_that_names_its_step_is_kept(recording_registry):
 
 def test_mask_outputs_are_normalised(recording_registry):
     reg, _ = recording_registry({"SOS": lambda ctx, image: {"mask": np.eye(16, dtype=bool), "image": image}})
-    wf = W(S(1, "SOS", {"image": "init[image]"}, {"mask": "step1[mask]"}),
-           S(2, "FASTINPAINT", {"image": "init[image]", "mask": "step1[mask]"}, {"image": "step2[image]"}),
-           result="[step2[image]]")
+    wf = W(
+        S(1, "SOS", {"image": "init[image]"}, {"mask": "step1[mask]"}),
+        S(2, "FASTINPAINT", {"image": "init[image]", "mask": "step1[mask]"}, {"image": "step2[image]"}),
+        result="[step2[image]]",
+    )
     result = run_workflow(wf, IMAGE, registry=reg)
     assert result.values["step1[mask]"].dtype == np.uint8
     np.testing.assert_array_equal(result.values["step1[mask]"], np.eye(16, dtype=np.uint8) * 255)
@@ -158,9 +211,12 @@ def test_mask_outputs_are_normalised(recording_registry):
 
 def test_invalid_workflows_run_nothing(recording_registry):
     reg, calls = recording_registry()
-    wf = W(BBOX1, S(2, "RESIZE", {"mask": "step1[mask]", "ratio": 1e6}, {"mask": "step2[mask]"}),
-           S(3, "FASTINPAINT", {"image": "init[image]", "mask": "step2[mask]"}, {"image": "step3[image]"}),
-           result="[step3[image]]")
+    wf = W(
+        BBOX1,
+        S(2, "RESIZE", {"mask": "step1[mask]", "ratio": 1e6}, {"mask": "step2[mask]"}),
+        S(3, "FASTINPAINT", {"image": "init[image]", "mask": "step2[mask]"}, {"image": "step3[image]"}),
+        result="[step3[image]]",
+    )
     with pytest.raises(WorkflowValidationError) as info:
         run_workflow(wf, IMAGE, MASK, registry=reg)
     assert [(i.step, i.field, i.code) for i in info.value.issues] == [(2, "input.ratio", "out_of_range")]
@@ -212,11 +268,16 @@ def test_init_image_as_the_result_runs_nothing(recording_registry):
 def test_as_mask_normalises_every_mask_like_array():
     expected = np.array([[0, 255], [255, 0]], np.uint8)
     u8 = np.uint8
-    for arr in (np.array([[0, 255], [255, 0]], u8), np.array([[0, 1], [1, 0]], u8),
-                np.array([[0, 200], [128, 127]], u8), np.array([[False, True], [True, False]]),
-                np.array([[0.0, 0.9], [0.6, 0.2]]),
-                np.array([[0.0, 255.0], [200.0, 3.0]]), np.array([[[0], [255]], [[255], [0]]], u8),
-                np.array([[0, 300], [128, -5]], np.int32)):
+    for arr in (
+        np.array([[0, 255], [255, 0]], u8),
+        np.array([[0, 1], [1, 0]], u8),
+        np.array([[0, 200], [128, 127]], u8),
+        np.array([[False, True], [True, False]]),
+        np.array([[0.0, 0.9], [0.6, 0.2]]),
+        np.array([[0.0, 255.0], [200.0, 3.0]]),
+        np.array([[[0], [255]], [[255], [0]]], u8),
+        np.array([[0, 300], [128, -5]], np.int32),
+    ):
         out = as_mask(arr)
         assert out.dtype == np.uint8
         np.testing.assert_array_equal(out, expected, err_msg=str(arr))
@@ -234,25 +295,36 @@ def test_rgb_check_value_and_kind_of():
     assert rgb(IMAGE) is IMAGE
     assert check_value(Kind.FLOAT, 3, "x") == 3.0 and type(check_value(Kind.FLOAT, 3, "x")) is float
     assert check_value(Kind.STR, "dog", "x") == "dog"
-    for kind, value, message in [(Kind.FLOAT, True, "x must be a finite number, got True"),
-                                 (Kind.FLOAT, float("nan"), "x must be a finite number, got nan"),
-                                 (Kind.STR, 3, "x must be a string, got int"),
-                                 (Kind.MASK, [[1]], "x must be a mask array, got list"),
-                                 (Kind.IMAGE, np.zeros((0, 4, 3), np.uint8), "x must be HxWx3 (RGB) or HxWx4 (RGBA), "
-                                                                            "got shape (0, 4, 3)")]:
+    for kind, value, message in [
+        (Kind.FLOAT, True, "x must be a finite number, got True"),
+        (Kind.FLOAT, float("nan"), "x must be a finite number, got nan"),
+        (Kind.STR, 3, "x must be a string, got int"),
+        (Kind.MASK, [[1]], "x must be a mask array, got list"),
+        (Kind.IMAGE, np.zeros((0, 4, 3), np.uint8), "x must be HxWx3 (RGB) or HxWx4 (RGBA), got shape (0, 4, 3)"),
+    ]:
         with pytest.raises(TypeError) as info:
             check_value(kind, value, "x")
         assert str(info.value) == message
     assert [kind_of(v) for v in (IMAGE, MASK, "s", 1.5, 2, True, None, np.zeros((2, 2, 2)))] == [
-        Kind.IMAGE, Kind.MASK, Kind.STR, Kind.FLOAT, Kind.FLOAT, None, None, None]
+        Kind.IMAGE,
+        Kind.MASK,
+        Kind.STR,
+        Kind.FLOAT,
+        Kind.FLOAT,
+        None,
+        None,
+        None,
+    ]
 
 
 def test_limits_and_error_types():
     limits = Limits(max_pixels=100, max_side=20)
     limits.check_size(10, 10)
-    for h, w, message in [(0, 5, "image would be 5x0, which is empty"),
-                          (11, 10, "image would be 10x11 pixels, above the bound (100 pixels, 20 per side)"),
-                          (1, 21, "image would be 21x1 pixels, above the bound (100 pixels, 20 per side)")]:
+    for h, w, message in [
+        (0, 5, "image would be 5x0, which is empty"),
+        (11, 10, "image would be 10x11 pixels, above the bound (100 pixels, 20 per side)"),
+        (1, 21, "image would be 21x1 pixels, above the bound (100 pixels, 20 per side)"),
+    ]:
         with pytest.raises(LimitExceededError) as info:
             limits.check_size(h, w)
         assert str(info.value) == message and info.value.step is None
@@ -265,6 +337,7 @@ def test_limits_and_error_types():
 
 
 # ------------------------------------------------------------------------------------------ run_batch / run_bounded
+
 
 def _counting_registry():
     """A registry whose BRIGHTNESS brick records each call, with a ``batch`` implementation recording each batch."""
@@ -288,16 +361,28 @@ def _counting_registry():
 
 
 def _brighten(ratio, steps=1):
-    chain = [S(k, "BRIGHTNESS", {"image": "init[image]" if k == 1 else f"step{k - 1}[image]", "ratio": ratio},
-               {"image": f"step{k}[image]"}) for k in range(1, steps + 1)]
+    chain = [
+        S(
+            k,
+            "BRIGHTNESS",
+            {"image": "init[image]" if k == 1 else f"step{k - 1}[image]", "ratio": ratio},
+            {"image": f"step{k}[image]"},
+        )
+        for k in range(1, steps + 1)
+    ]
     return W(*chain, result=f"[step{steps}[image]]")
 
 
 def test_run_batch_gives_each_workflow_what_run_gives_and_batches_each_round():
     reg, calls = _counting_registry()
     ex = Executor(reg)
-    wfs = [_brighten(0.5), _brighten(0.7, steps=2), _brighten(0.99), W(BBOX1, INPAINT2, result="[step2[image]]"),
-           _brighten(0.8)]
+    wfs = [
+        _brighten(0.5),
+        _brighten(0.7, steps=2),
+        _brighten(0.99),
+        W(BBOX1, INPAINT2, result="[step2[image]]"),
+        _brighten(0.8),
+    ]
     images = [IMAGE] * 5
     masks = [None, None, None, MASK, None]
     out = ex.run_batch(wfs, images, masks)

@@ -35,8 +35,13 @@ from lego_edit.workflow import (
 )
 from lego_edit.workflow.parse import MAX_TEXT_CHARS
 
-FUZZ = settings(max_examples=250, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=250,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REGISTRY = default_registry(plugins=False)
@@ -47,25 +52,93 @@ IMAGE[4:12, 4:12] = 30
 MASK = np.zeros((16, 16), np.uint8)
 MASK[5:10, 6:11] = 255
 
-BASES = [json.loads(json.dumps(ex[1])) for ex in EXAMPLES] + [
-    parse_workflow((FIXTURES / "published" / name).read_text(encoding="utf-8")).to_dict()
-    for name in ("example2.json", "example3.json", "example4.json")] + [
-    parse_workflow((FIXTURES / "workflows" / "function_bricks.json").read_text(encoding="utf-8")).to_dict()]
-REFS = ["init[image]", "init[mask]", "init[caption]", "step1[mask]", "step1[image]", "step2[image]", "step2[score]",
-        "step3[caption]", "step9[mask]", "step0[image]", "step-1[mask]", "step1 [mask]", "stepX[image]", "init[]"]
-KEYS = ["step", "model", "input", "output", "result", "process", "pipeline", "image", "mask", "prompt", "ratio",
-        "mask1", "mask2", "image1", "image2", "score", "caption", "preimage", "left_ratio", "style"]
-NUMBERS = [0, -1, 1, 2, 0.1, 4.0, 3.5, 1e6, -1e6, 1e308, -1e308, 1e-300, 10 ** 30, 2 ** 63, "1e6", "nan", "inf", "2"]
+BASES = (
+    [json.loads(json.dumps(ex[1])) for ex in EXAMPLES]
+    + [
+        parse_workflow((FIXTURES / "published" / name).read_text(encoding="utf-8")).to_dict()
+        for name in ("example2.json", "example3.json", "example4.json")
+    ]
+    + [parse_workflow((FIXTURES / "workflows" / "function_bricks.json").read_text(encoding="utf-8")).to_dict()]
+)
+REFS = [
+    "init[image]",
+    "init[mask]",
+    "init[caption]",
+    "step1[mask]",
+    "step1[image]",
+    "step2[image]",
+    "step2[score]",
+    "step3[caption]",
+    "step9[mask]",
+    "step0[image]",
+    "step-1[mask]",
+    "step1 [mask]",
+    "stepX[image]",
+    "init[]",
+]
+KEYS = [
+    "step",
+    "model",
+    "input",
+    "output",
+    "result",
+    "process",
+    "pipeline",
+    "image",
+    "mask",
+    "prompt",
+    "ratio",
+    "mask1",
+    "mask2",
+    "image1",
+    "image2",
+    "score",
+    "caption",
+    "preimage",
+    "left_ratio",
+    "style",
+]
+NUMBERS = [0, -1, 1, 2, 0.1, 4.0, 3.5, 1e6, -1e6, 1e308, -1e308, 1e-300, 10**30, 2**63, "1e6", "nan", "inf", "2"]
 
-scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
-           | st.text(max_size=12) | st.sampled_from(REFS + BRICK_NAMES + KEYS))
-json_like = st.recursive(scalars, lambda kids: st.lists(kids, max_size=4)
-                         | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), kids, max_size=5),
-                         max_leaves=40)
-TOKENS = list('{}[]",:，：\'0123456789.e-+ \n\\/*') + [
-    '"pipeline"', '"result"', '"step"', '"model"', '"input"', '"output"', '"process"', '"init[image]"',
-    '"step1[mask]"', '"[step1[image]]"', '"RES"', '"FLUX-FILL"', "null", "true", "NaN", "<think>", "</think>",
-    "```json\n", "```", "<answer>", '"', "'"]
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+    | st.sampled_from(REFS + BRICK_NAMES + KEYS)
+)
+json_like = st.recursive(
+    scalars,
+    lambda kids: (
+        st.lists(kids, max_size=4) | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), kids, max_size=5)
+    ),
+    max_leaves=40,
+)
+TOKENS = list("{}[]\",:，：'0123456789.e-+ \n\\/*") + [
+    '"pipeline"',
+    '"result"',
+    '"step"',
+    '"model"',
+    '"input"',
+    '"output"',
+    '"process"',
+    '"init[image]"',
+    '"step1[mask]"',
+    '"[step1[image]]"',
+    '"RES"',
+    '"FLUX-FILL"',
+    "null",
+    "true",
+    "NaN",
+    "<think>",
+    "</think>",
+    "```json\n",
+    "```",
+    "<answer>",
+    '"',
+    "'",
+]
 
 
 def spy_registry(calls: list, lookups: list) -> BrickRegistry:
@@ -79,8 +152,12 @@ def spy_registry(calls: list, lookups: list) -> BrickRegistry:
             if _inner is not None:
                 return _inner(ctx, **inputs)
             shape = next((v.shape[:2] for v in inputs.values() if isinstance(v, np.ndarray)), (16, 16))
-            fake = {"Image": np.zeros((*shape, 3), np.uint8), "Mask": np.zeros(shape, np.uint8), "Str": "a caption",
-                    "Float": 0.5}
+            fake = {
+                "Image": np.zeros((*shape, 3), np.uint8),
+                "Mask": np.zeros(shape, np.uint8),
+                "Str": "a caption",
+                "Float": 0.5,
+            }
             return {p.name: fake[str(p.kind)] for p in _spec.outputs}
 
         reg.bind(spec.name, run)
@@ -156,10 +233,28 @@ def mutate(obj: dict, data) -> None:
     step = data.draw(st.sampled_from(steps)) if steps else {}
     ports = [d for d in (step.get("input"), step.get("output")) if isinstance(d, dict)]
     port = data.draw(st.sampled_from(ports)) if ports else {}
-    kind = data.draw(st.sampled_from([  # hypothesis favours the first: those keep the JSON a workflow, so that
-        "ref", "swap_refs", "brick", "number", "self_ref", "drop_port", "add_port", "dup_step", "shuffle",
-        "output_ref", "top_result",  # validation and execution are reached; the rest mostly break the structure
-        "drop_field", "rename_field", "step_number", "nest", "result"]))
+    kind = data.draw(
+        st.sampled_from(
+            [  # hypothesis favours the first: those keep the JSON a workflow, so that
+                "ref",
+                "swap_refs",
+                "brick",
+                "number",
+                "self_ref",
+                "drop_port",
+                "add_port",
+                "dup_step",
+                "shuffle",
+                "output_ref",
+                "top_result",  # validation and execution are reached; the rest mostly break the structure
+                "drop_field",
+                "rename_field",
+                "step_number",
+                "nest",
+                "result",
+            ]
+        )
+    )
     if kind == "drop_field" and step:
         step.pop(data.draw(st.sampled_from(sorted(step))))
     elif kind == "rename_field" and step:
@@ -175,12 +270,13 @@ def mutate(obj: dict, data) -> None:
             (d1, k1), (d2, k2) = data.draw(st.permutations(slots))[:2]
             d1[k1], d2[k2] = d2[k2], d1[k1]
     elif kind == "brick" and step:
-        step["model"] = data.draw(st.sampled_from(BRICK_NAMES + ["MASK-INVERSE", "", "res", "FLUX-RES", 3, None])
-                                  | st.text(max_size=10))
+        step["model"] = data.draw(
+            st.sampled_from(BRICK_NAMES + ["MASK-INVERSE", "", "res", "FLUX-RES", 3, None]) | st.text(max_size=10)
+        )
     elif kind == "number" and port:
         port[data.draw(st.sampled_from(sorted(port)))] = data.draw(st.sampled_from(NUMBERS))
     elif kind == "step_number" and step:
-        step["step"] = data.draw(st.sampled_from([0, -3, 10 ** 18, "1", "x", 1.5, True, None]) | st.integers(1, 9))
+        step["step"] = data.draw(st.sampled_from([0, -3, 10**18, "1", "x", 1.5, True, None]) | st.integers(1, 9))
     elif kind == "nest":
         target = data.draw(st.sampled_from(["input", "output", "step", "result", "pipeline"]))
         deep = _nested(data.draw(st.integers(1, 60)), data.draw(scalars))
@@ -200,8 +296,13 @@ def mutate(obj: dict, data) -> None:
     elif kind == "shuffle" and isinstance(obj.get("pipeline"), list):
         obj["pipeline"] = data.draw(st.permutations(obj["pipeline"]))
     elif kind == "result" and isinstance(obj.get("pipeline"), list) and obj["pipeline"]:
-        obj["pipeline"][-1] = {"result": data.draw(st.sampled_from(REFS) | st.lists(st.sampled_from(REFS), max_size=3)
-                                                   .map(lambda refs: "[" + ", ".join(refs) + "]") | scalars)}
+        obj["pipeline"][-1] = {
+            "result": data.draw(
+                st.sampled_from(REFS)
+                | st.lists(st.sampled_from(REFS), max_size=3).map(lambda refs: "[" + ", ".join(refs) + "]")
+                | scalars
+            )
+        }
     elif kind == "output_ref" and isinstance(step.get("output"), dict) and step["output"]:
         key = data.draw(st.sampled_from(sorted(step["output"])))
         step["output"][key] = data.draw(st.sampled_from(REFS) | scalars)
@@ -212,8 +313,13 @@ def mutate(obj: dict, data) -> None:
 def dumps_with_slips(value, comma: str) -> str:
     """JSON with the published slips: a trailing comma in every object and list, ``comma`` between fields."""
     if isinstance(value, dict):
-        return "{" + comma.join(json.dumps(str(k), ensure_ascii=False) + ": " + dumps_with_slips(v, comma)
-                                for k, v in value.items()) + (",}" if value else "}")
+        return (
+            "{"
+            + comma.join(
+                json.dumps(str(k), ensure_ascii=False) + ": " + dumps_with_slips(v, comma) for k, v in value.items()
+            )
+            + (",}" if value else "}")
+        )
     if isinstance(value, list):
         return "[" + ", ".join(dumps_with_slips(v, comma) for v in value) + (",]" if value else "]")
     return json.dumps(value, ensure_ascii=False)
@@ -231,8 +337,11 @@ def encode(obj: dict, data):
         return dumps_with_slips(obj, data.draw(st.sampled_from([", ", "，", ",\n"])))
     for _ in range(data.draw(st.integers(1, 3))):
         i = data.draw(st.integers(0, len(text)))
-        text = text[:i] + data.draw(st.sampled_from(TOKENS[:20] + ["", "'", "//"])) + text[i + data.draw(
-            st.integers(0, 3)):]
+        text = (
+            text[:i]
+            + data.draw(st.sampled_from(TOKENS[:20] + ["", "'", "//"]))
+            + text[i + data.draw(st.integers(0, 3)) :]
+        )
     return text
 
 
@@ -251,8 +360,9 @@ def generated_workflow(draw, has_mask: bool) -> dict:
         name = draw(st.sampled_from(["SEGMENT", "MASK-INVERSE", "rm -rf /"] if unknown else BRICK_NAMES + ["res"]))
         spec = REGISTRY.resolve(name)
         if spec is None:
-            pipeline.append({"step": n, "model": name, "input": {"image": "init[image]"},
-                             "output": {"image": f"step{n}[image]"}})
+            pipeline.append(
+                {"step": n, "model": name, "input": {"image": "init[image]"}, "output": {"image": f"step{n}[image]"}}
+            )
             available["Image"].append(f"step{n}[image]")
             continue
         mode = draw(st.sampled_from(spec.all_modes))
@@ -332,8 +442,10 @@ def test_valid_bases_execute_every_needed_step():
 
 
 def test_a_hundred_thousand_steps():
-    steps = [{"step": n, "model": "BBOX", "input": {"mask": "init[mask]"}, "output": {"mask": f"step{n}[mask]"}}
-             for n in range(1, 100_001)]
+    steps = [
+        {"step": n, "model": "BBOX", "input": {"mask": "init[mask]"}, "output": {"mask": f"step{n}[mask]"}}
+        for n in range(1, 100_001)
+    ]
     wf = parse_workflow({"pipeline": steps, "result": "[step1[mask]]"})
     assert len(wf.steps) == 100_000
     with pytest.raises(WorkflowValidationError) as info:
@@ -352,9 +464,15 @@ def test_a_hundred_thousand_steps():
 
 def test_deep_nesting_in_a_dict_source():
     deep = _nested(50_000, "x")
-    for obj in ({"pipeline": [], "result": [deep]}, {"pipeline": [{"step": deep}], "result": "init[image]"},
-                {"pipeline": [{"step": 1, "model": deep, "input": {"a": deep}, "output": {"b": deep}}],
-                 "result": "init[image]"}, {"pipeline": deep}):
+    for obj in (
+        {"pipeline": [], "result": [deep]},
+        {"pipeline": [{"step": deep}], "result": "init[image]"},
+        {
+            "pipeline": [{"step": 1, "model": deep, "input": {"a": deep}, "output": {"b": deep}}],
+            "result": "init[image]",
+        },
+        {"pipeline": deep},
+    ):
         with pytest.raises(WorkflowError):
             parse_workflow(obj)
 
@@ -387,9 +505,9 @@ def cmi_like(ctx, image, left_ratio=None, right_ratio=None, top_ratio=None, bott
     top, bottom = int(h * (top_ratio - 1)), int(h * (bottom_ratio - 1))
     ctx.limits.check_size(h + top + bottom, w + left + right, "the expanded canvas")
     canvas = np.zeros((h + top + bottom, w + left + right, 3), np.uint8)
-    canvas[top:top + h, left:left + w] = image[:, :, :3]
+    canvas[top : top + h, left : left + w] = image[:, :, :3]
     mask = np.full(canvas.shape[:2], 255, np.uint8)
-    mask[top:top + h, left:left + w] = 0
+    mask[top : top + h, left : left + w] = 0
     return {"caption": "a gradient", "image": canvas, "mask": mask}
 
 
@@ -414,10 +532,19 @@ def traced_run(wf, limits=LIMITS):
 
 def test_resize_ratio_1e6_is_rejected_before_any_allocation():
     SIZE_CALLS.clear()
-    wf = parse_workflow({"pipeline": [
-        {"step": 1, "model": "RESIZE", "input": {"image": "init[image]", "ratio": 1e6},
-         "output": {"image": "step1[image]"}},
-        {"result": "[step1[image]]"}]})
+    wf = parse_workflow(
+        {
+            "pipeline": [
+                {
+                    "step": 1,
+                    "model": "RESIZE",
+                    "input": {"image": "init[image]", "ratio": 1e6},
+                    "output": {"image": "step1[image]"},
+                },
+                {"result": "[step1[image]]"},
+            ]
+        }
+    )
     peak, error = traced_run(wf)
     assert isinstance(error, WorkflowValidationError)
     assert str(error) == "step 1, input.ratio: 1e+06 is outside the allowed range [0.1, 4]"
@@ -431,36 +558,58 @@ def _chain(kinds, sources):
     for n, ((kind, ratios), src) in enumerate(zip(kinds, sources), start=1):
         image = (["init[image]"] + images)[src % (len(images) + 1)]  # grow the input or any earlier image
         if kind == "RESIZE-MASK" and last_mask:
-            step = {"model": "RESIZE", "input": {"mask": last_mask, "ratio": ratios[0]},
-                    "output": {"mask": f"step{n}[mask]"}}
+            step = {
+                "model": "RESIZE",
+                "input": {"mask": last_mask, "ratio": ratios[0]},
+                "output": {"mask": f"step{n}[mask]"},
+            }
             last_mask = f"step{n}[mask]"
         elif kind == "CMI-PRED":
             names = ("left_ratio", "right_ratio", "top_ratio", "bottom_ratio")
-            step = {"model": "CMI-PRED", "input": {"image": image, **dict(zip(names, ratios))},
-                    "output": {"caption": f"step{n}[caption]", "image": f"step{n}[image]", "mask": f"step{n}[mask]"}}
+            step = {
+                "model": "CMI-PRED",
+                "input": {"image": image, **dict(zip(names, ratios))},
+                "output": {"caption": f"step{n}[caption]", "image": f"step{n}[image]", "mask": f"step{n}[mask]"},
+            }
             images.append(f"step{n}[image]")
             last_mask, mask_image = f"step{n}[mask]", f"step{n}[image]"
         else:
-            step = {"model": "RESIZE", "input": {"image": image, "ratio": ratios[0]},
-                    "output": {"image": f"step{n}[image]"}}
+            step = {
+                "model": "RESIZE",
+                "input": {"image": image, "ratio": ratios[0]},
+                "output": {"image": f"step{n}[image]"},
+            }
             images.append(f"step{n}[image]")
         pipeline.append({"step": n, **step})
     if last_mask:  # the mask chain feeds FASTINPAINT (with the canvas it belongs to), so that it is needed too
         n = len(pipeline) + 1
-        pipeline.append({"step": n, "model": "FASTINPAINT", "input": {"image": mask_image, "mask": last_mask},
-                         "output": {"image": f"step{n}[image]"}})
+        pipeline.append(
+            {
+                "step": n,
+                "model": "FASTINPAINT",
+                "input": {"image": mask_image, "mask": last_mask},
+                "output": {"image": f"step{n}[image]"},
+            }
+        )
         images.append(f"step{n}[image]")
     pipeline.append({"result": "[" + ", ".join(images or ["init[image]"]) + "]"})
     return {"process": "grow", "pipeline": pipeline}
 
 
 # CMI-PRED's range is [1, 3], RESIZE's [0.1, 4]; now and then a ratio outside it
-side = st.one_of(st.floats(1.0, 3.0), st.sampled_from([3.0, 1.0, 2.0]), RARELY.flatmap(
-    lambda out: st.sampled_from([1e6, 0.5]) if out else st.floats(1.0, 3.0)))
-scale = st.one_of(st.floats(0.1, 4.0), st.sampled_from([4.0, 0.1, 2.0]), RARELY.flatmap(
-    lambda out: st.sampled_from([1e6, 0.01]) if out else st.floats(0.1, 4.0)))
-step_kind = (st.tuples(st.just("CMI-PRED"), st.lists(side, min_size=4, max_size=4))
-             | st.tuples(st.sampled_from(["RESIZE", "RESIZE-MASK"]), st.lists(scale, min_size=1, max_size=1)))
+side = st.one_of(
+    st.floats(1.0, 3.0),
+    st.sampled_from([3.0, 1.0, 2.0]),
+    RARELY.flatmap(lambda out: st.sampled_from([1e6, 0.5]) if out else st.floats(1.0, 3.0)),
+)
+scale = st.one_of(
+    st.floats(0.1, 4.0),
+    st.sampled_from([4.0, 0.1, 2.0]),
+    RARELY.flatmap(lambda out: st.sampled_from([1e6, 0.01]) if out else st.floats(0.1, 4.0)),
+)
+step_kind = st.tuples(st.just("CMI-PRED"), st.lists(side, min_size=4, max_size=4)) | st.tuples(
+    st.sampled_from(["RESIZE", "RESIZE-MASK"]), st.lists(scale, min_size=1, max_size=1)
+)
 
 
 @settings(FUZZ, max_examples=150)
@@ -484,6 +633,7 @@ def test_control_the_bound_catches_unbounded_growth():
     assert error is None and peak > 8 * 1024 * 1024 > BOUND
     peak, error = traced_run(wf)
     assert isinstance(error, LimitExceededError)
-    assert str(error) == ("step 1 (CMI-PRED): the expanded canvas would be 320x320 pixels, above the bound (8192 "
-                          "pixels, 1024 per side)")
+    assert str(error) == (
+        "step 1 (CMI-PRED): the expanded canvas would be 320x320 pixels, above the bound (8192 pixels, 1024 per side)"
+    )
     assert peak < BOUND

@@ -9,10 +9,18 @@ import pytest
 from lego_edit.workflow import Ref, WorkflowError, WorkflowParseError, parse_workflow
 from lego_edit.workflow.parse import MAX_NESTING, MAX_TEXT_CHARS, normalise_json, split_reasoning
 
-STEP1 = {"step": 1, "model": "RES", "input": {"image": "init[image]", "prompt": "dog"},
-         "output": {"mask": "step1[mask]", "image": "step1[image]"}}
-STEP2 = {"step": 2, "model": "FASTINPAINT", "input": {"image": "init[image]", "mask": "step1[mask]"},
-         "output": {"image": "step2[image]", "score": "step2[score]"}}
+STEP1 = {
+    "step": 1,
+    "model": "RES",
+    "input": {"image": "init[image]", "prompt": "dog"},
+    "output": {"mask": "step1[mask]", "image": "step1[image]"},
+}
+STEP2 = {
+    "step": 2,
+    "model": "FASTINPAINT",
+    "input": {"image": "init[image]", "mask": "step1[mask]"},
+    "output": {"image": "step2[image]", "score": "step2[score]"},
+}
 CANONICAL = {"process": "remove the dog", "pipeline": [STEP1, STEP2, {"result": "[step2[image]]"}]}
 
 
@@ -72,13 +80,31 @@ def test_ref_parse_and_str():
 
 
 def test_literals_numbers_and_nulls():
-    text = json.dumps({"pipeline": [
-        {"step": 1, "model": "RESIZE", "input": {"mask": "init[mask]", "image": None, "ratio": 2},
-         "output": {"mask": "step1[mask]", "image": None}},
-        {"step": "2", "model": "CMI-PRED", "input": {"image": "init[image]", "left_ratio": 1.5, "right_ratio": "1.5",
-                                                     "top_ratio": 1, "bottom_ratio": 1},
-         "output": {"caption": "step2[caption]"}},
-        {"result": "[step2[image]]"}]})
+    text = json.dumps(
+        {
+            "pipeline": [
+                {
+                    "step": 1,
+                    "model": "RESIZE",
+                    "input": {"mask": "init[mask]", "image": None, "ratio": 2},
+                    "output": {"mask": "step1[mask]", "image": None},
+                },
+                {
+                    "step": "2",
+                    "model": "CMI-PRED",
+                    "input": {
+                        "image": "init[image]",
+                        "left_ratio": 1.5,
+                        "right_ratio": "1.5",
+                        "top_ratio": 1,
+                        "bottom_ratio": 1,
+                    },
+                    "output": {"caption": "step2[caption]"},
+                },
+                {"result": "[step2[image]]"},
+            ]
+        }
+    )
     wf = parse_workflow(text)
     s1, s2 = wf.steps
     assert s1.inputs == {"mask": Ref("mask"), "image": None, "ratio": 2.0}
@@ -90,18 +116,27 @@ def test_literals_numbers_and_nulls():
 
 
 def test_output_may_be_stored_under_another_key_of_its_own_step():
-    wf = parse_workflow({"pipeline": [{"step": 1, "model": "SOS", "input": {"image": "init[image]"},
-                                       "output": {"mask": "step1[subject]"}}], "result": "step1[subject]"})
+    wf = parse_workflow(
+        {
+            "pipeline": [
+                {"step": 1, "model": "SOS", "input": {"image": "init[image]"}, "output": {"mask": "step1[subject]"}}
+            ],
+            "result": "step1[subject]",
+        }
+    )
     assert wf.steps[0].outputs == {"mask": Ref("subject", 1)}
 
 
-@pytest.mark.parametrize("result, expected", [
-    ("[step1[image], step2[image]]", [Ref("image", 1), Ref("image", 2)]),
-    ("step2[image]", [Ref("image", 2)]),
-    ("['step2[image]']", [Ref("image", 2)]),
-    (["step1[image]", "init[image]"], [Ref("image", 1), Ref("image")]),
-    ("[ step1[mask] ,step2[image] ]", [Ref("mask", 1), Ref("image", 2)]),
-])
+@pytest.mark.parametrize(
+    "result, expected",
+    [
+        ("[step1[image], step2[image]]", [Ref("image", 1), Ref("image", 2)]),
+        ("step2[image]", [Ref("image", 2)]),
+        ("['step2[image]']", [Ref("image", 2)]),
+        (["step1[image]", "init[image]"], [Ref("image", 1), Ref("image")]),
+        ("[ step1[mask] ,step2[image] ]", [Ref("mask", 1), Ref("image", 2)]),
+    ],
+)
 def test_result_forms(result, expected):
     assert parse_workflow({"pipeline": [{"result": result}]}).result == expected
 
@@ -122,7 +157,7 @@ def test_several_think_blocks_and_a_missing_opening_tag():
 
 
 def test_braces_inside_reasoning_do_not_confuse_the_parser():
-    text = "<think>maybe {\"pipeline\": []} ... no</think>" + json.dumps(CANONICAL)
+    text = '<think>maybe {"pipeline": []} ... no</think>' + json.dumps(CANONICAL)
     assert parse_workflow(text).to_dict() == CANONICAL
 
 
@@ -137,8 +172,10 @@ def test_free_text_fence_and_answer_tags():
 
 
 def test_trailing_commas_are_accepted():
-    text = ('{"process": "p", "pipeline": [{"step": 1, "model": "SOS", "input": {"image": "init[image]",},'
-            ' "output": {"mask": "step1[mask]", "image": "step1[image]",},}, {"result": "[step1[image]]",},\n],\n}')
+    text = (
+        '{"process": "p", "pipeline": [{"step": 1, "model": "SOS", "input": {"image": "init[image]",},'
+        ' "output": {"mask": "step1[mask]", "image": "step1[image]",},}, {"result": "[step1[image]]",},\n],\n}'
+    )
     wf = parse_workflow(text)
     assert wf.steps[0].outputs == {"mask": Ref("mask", 1), "image": Ref("image", 1)}
     assert wf.result == [Ref("image", 1)]
@@ -171,7 +208,7 @@ def test_normalise_json_cuts_the_first_object_and_repairs_slips():
 
 def test_split_reasoning():
     assert split_reasoning('<think> r </think> {"a": 1}') == ("r", '{"a": 1}')
-    assert split_reasoning('no json here') == ("", "no json here")
+    assert split_reasoning("no json here") == ("", "no json here")
 
 
 # ---------------------------------------------------------------------------------------- the published examples
@@ -183,12 +220,15 @@ def test_published_example1_is_a_clear_parse_error(published_dir):
     assert issue.message == "invalid JSON: Expecting ',' delimiter (line 25, column 7 of the JSON object)"
 
 
-@pytest.mark.parametrize("name, bricks", [
-    ("example1_fixed.json", ["ADD-PRED", "FLUX-FILL", "CMI-PRED", "FLUX-FILL"]),
-    ("example2.json", ["RES", "FASTINPAINT", "FLUX-INPAINT"]),
-    ("example3.json", ["CMI-PRED", "FLUX-STYLE"]),
-    ("example4.json", ["MASK-SEG", "CMI-PRED", "FLUX-STYLE"]),
-])
+@pytest.mark.parametrize(
+    "name, bricks",
+    [
+        ("example1_fixed.json", ["ADD-PRED", "FLUX-FILL", "CMI-PRED", "FLUX-FILL"]),
+        ("example2.json", ["RES", "FASTINPAINT", "FLUX-INPAINT"]),
+        ("example3.json", ["CMI-PRED", "FLUX-STYLE"]),
+        ("example4.json", ["MASK-SEG", "CMI-PRED", "FLUX-STYLE"]),
+    ],
+)
 def test_published_examples_parse(published_dir, name, bricks):
     wf = parse_workflow((published_dir / name).read_text(encoding="utf-8"))
     assert wf.bricks() == bricks
@@ -220,19 +260,24 @@ def test_single_quoted_json_is_rejected_with_its_position():
     assert "(line 2, column 14)" in issue.message
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"pipeline": [], // no\n "result": "init[image]"}', "comments are not accepted (line 1, column 18)"),
-    ('{"pipeline": [] /* no */, "result": "init[image]"}', "comments are not accepted (line 1, column 17)"),
-    ('{"pipeline": [], "result": NaN}', "NaN is not a valid JSON number"),
-    ('{"pipeline": [], "result": -Infinity}', "-Infinity is not a valid JSON number"),
-    ('{"pipeline": [], "result": "init[image]", "result": "x"}', "key 'result' is given twice in one object"),
-    ("", "no JSON object found in the answer"),
-    ("the answer is: nothing", "no JSON object found in the answer"),
-    ('{"pipeline": [', "the JSON object that starts at line 1, column 1 is never closed"),
-    ("<think>never closed", "'<think>' is never closed with '</think>'"),
-    ('{"pipeline": [{"result": "init[image]"}] "x": 1}',
-     "invalid JSON: Expecting ',' delimiter (line 1, column 42 of the JSON object)"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"pipeline": [], // no\n "result": "init[image]"}', "comments are not accepted (line 1, column 18)"),
+        ('{"pipeline": [] /* no */, "result": "init[image]"}', "comments are not accepted (line 1, column 17)"),
+        ('{"pipeline": [], "result": NaN}', "NaN is not a valid JSON number"),
+        ('{"pipeline": [], "result": -Infinity}', "-Infinity is not a valid JSON number"),
+        ('{"pipeline": [], "result": "init[image]", "result": "x"}', "key 'result' is given twice in one object"),
+        ("", "no JSON object found in the answer"),
+        ("the answer is: nothing", "no JSON object found in the answer"),
+        ('{"pipeline": [', "the JSON object that starts at line 1, column 1 is never closed"),
+        ("<think>never closed", "'<think>' is never closed with '</think>'"),
+        (
+            '{"pipeline": [{"result": "init[image]"}] "x": 1}',
+            "invalid JSON: Expecting ',' delimiter (line 1, column 42 of the JSON object)",
+        ),
+    ],
+)
 def test_syntax_errors(text, message):
     issue = only_issue(text)
     assert (issue.code, issue.message, issue.step, issue.field) == ("syntax", message, None, None)
@@ -249,8 +294,12 @@ def test_nesting_text_size_and_encoding_bounds():
 
 
 def test_huge_numbers_are_errors_not_crashes():
-    step = {"step": 1, "model": "RESIZE", "input": {"mask": "init[mask]", "ratio": None},
-            "output": {"mask": "step1[mask]"}}
+    step = {
+        "step": 1,
+        "model": "RESIZE",
+        "input": {"mask": "init[mask]", "ratio": None},
+        "output": {"mask": "step1[mask]"},
+    }
     for literal, message in [("1e400", "inf is not a finite number"), ("-1e400", "-inf is not a finite number")]:
         text = json.dumps({"pipeline": [step, {"result": "[step1[mask]]"}]}).replace("null", literal)
         issue = only_issue(text)
@@ -262,26 +311,39 @@ def test_huge_numbers_are_errors_not_crashes():
         assert issue.message == f"the integer 777777777777... has {digits} digits, too many for a workflow value"
     ok = json.dumps({"pipeline": [step, {"result": "[step1[mask]]"}]}).replace("null", "7" * 100)
     assert parse_workflow(ok).steps[0].inputs["ratio"] == float("7" * 100)
-    obj = {"pipeline": [dict(step, input={"mask": "init[mask]", "ratio": 10 ** 400}), {"result": "step1[mask]"}]}
+    obj = {"pipeline": [dict(step, input={"mask": "init[mask]", "ratio": 10**400}), {"result": "step1[mask]"}]}
     assert only_issue(obj).message == "inf is not a finite number"
 
 
 @pytest.mark.parametrize("number", [0, -1, 1.5, True, None, "one", "²", "1" * 20])
 def test_bad_step_numbers(number):
-    obj = {"pipeline": [{"step": number, "model": "SOS", "input": {"image": "init[image]"}, "output": {}},
-                        {"result": "init[image]"}]}
+    obj = {
+        "pipeline": [
+            {"step": number, "model": "SOS", "input": {"image": "init[image]"}, "output": {}},
+            {"result": "init[image]"},
+        ]
+    }
     issue = only_issue(obj)
     assert (issue.code, issue.field) == ("bad_step", "step")
     assert issue.message == f"pipeline item 1: 'step' must be a positive integer, got {number!r}"
 
 
 def test_structure_errors_are_all_reported_at_once():
-    obj = {"process": 3, "extra": 1, "pipeline": [
-        {"step": 1, "model": "", "input": [], "output": 3, "comment": "x"},
-        5,
-        {"step": 2, "model": "SOS", "input": {"image": "step1 [mask]", "n": [1], "b": True},
-         "output": {"mask": "step3[mask]", "image": "init[image]"}},
-        {"result": "[step2[image], dog]"}]}
+    obj = {
+        "process": 3,
+        "extra": 1,
+        "pipeline": [
+            {"step": 1, "model": "", "input": [], "output": 3, "comment": "x"},
+            5,
+            {
+                "step": 2,
+                "model": "SOS",
+                "input": {"image": "step1 [mask]", "n": [1], "b": True},
+                "output": {"mask": "step3[mask]", "image": "init[image]"},
+            },
+            {"result": "[step2[image], dog]"},
+        ],
+    }
     err = parse_error(obj)
     got = [(i.step, i.field, i.code) for i in err.issues]
     assert got == [
@@ -301,25 +363,33 @@ def test_structure_errors_are_all_reported_at_once():
     ]
     messages = [str(i) for i in err.issues]
     assert "step 2, input.image: 'step1 [mask]' is not a valid reference" in messages[7]
-    assert messages[10] == ("step 2, output.mask: 'step3[mask]' stores the output under step 3; step 2 may only "
-                            "write step2[...]")
-    assert messages[11] == ("step 2, output.image: 'init[image]' must name a place to store the output, like "
-                            "'step2[image]'")
+    assert messages[10] == (
+        "step 2, output.mask: 'step3[mask]' stores the output under step 3; step 2 may only write step2[...]"
+    )
+    assert messages[11] == (
+        "step 2, output.image: 'init[image]' must name a place to store the output, like 'step2[image]'"
+    )
     assert messages[12] == "result: 'dog' in the result is not a reference"
     assert str(err) == "\n".join(messages)
 
 
-@pytest.mark.parametrize("obj, message", [
-    ({"pipeline": "steps"}, "'pipeline' must be a list of steps"),
-    ({"process": "p"}, "'pipeline' must be a list of steps"),
-    ({"pipeline": [STEP1]}, "the workflow has no result"),
-    ({"pipeline": [{"result": "[]"}]}, "the result is empty"),
-    ({"pipeline": [{"result": 3}]}, "result must be a string or a list, got int"),
-    ({"pipeline": [{"result": "init[image]"}, STEP1]}, "the result must be the last pipeline item"),
-    ({"pipeline": [{"result": "init[image]"}], "result": "init[image]"}, "the result is given more than once"),
-    ({"pipeline": [{"result": "init[image]", "note": 1}]}, "the result item has unknown fields ['note']"),
-    ({1: 2, "pipeline": [{"result": "init[image]"}]}, "unknown top-level field 1 (expected process, pipeline, result)"),
-])
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        ({"pipeline": "steps"}, "'pipeline' must be a list of steps"),
+        ({"process": "p"}, "'pipeline' must be a list of steps"),
+        ({"pipeline": [STEP1]}, "the workflow has no result"),
+        ({"pipeline": [{"result": "[]"}]}, "the result is empty"),
+        ({"pipeline": [{"result": 3}]}, "result must be a string or a list, got int"),
+        ({"pipeline": [{"result": "init[image]"}, STEP1]}, "the result must be the last pipeline item"),
+        ({"pipeline": [{"result": "init[image]"}], "result": "init[image]"}, "the result is given more than once"),
+        ({"pipeline": [{"result": "init[image]", "note": 1}]}, "the result item has unknown fields ['note']"),
+        (
+            {1: 2, "pipeline": [{"result": "init[image]"}]},
+            "unknown top-level field 1 (expected process, pipeline, result)",
+        ),
+    ],
+)
 def test_structure_error_messages(obj, message):
     assert only_issue(obj).message == message
 

@@ -11,6 +11,18 @@ from lego_edit.pipeline import logging_to  # noqa: E402
 sm = snakemake  # noqa: F821
 with logging_to(sm.log[0]):
     spec = {**sm.params.evalset, "table": sm.input.get("table")}
-    evaluate_chunk(sm.wildcards.evalset, spec, sm.wildcards.scatteritem, sm.params.builder,
-                   run_dir=Path(sm.input.edit_base).parents[1], critic_dir=sm.input.critic, images_dir=sm.output.images,
-                   rows_path=sm.output.rows, style=sm.params.style, seed=sm.params.seed, seconds=sm.params.seconds)
+    evaluate_chunk(
+        sm.wildcards.evalset,
+        spec,
+        sm.wildcards.scatteritem,
+        sm.params.builder,
+        run_dir=Path(sm.input.edit_base).parents[1],
+        critic_dir=sm.input.critic,
+        images_dir=sm.output.images,
+        rows_path=sm.output.rows,
+        style=sm.params.style,
+        seed=sm.params.seed,
+        seconds=sm.params.seconds,
+        judge=sm.params.judge,
+        protocol=sm.params.protocol,
+    )

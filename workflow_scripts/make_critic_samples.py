@@ -11,8 +11,18 @@ from lego_edit.training.critic_samples import CriticSamplesConfig, main  # noqa:
 
 sm = snakemake  # noqa: F821
 with logging_to(sm.log[0]):
-    main(build_config(CriticSamplesConfig, {
-        **sm.params.section, "instructions": sm.input.instructions, "scenes": sm.input.scenes,
-        "builder": sm.input.get("builder", ""),
-        "run_dir": str(Path(sm.input.edit_base).parents[1]), "output_dir": sm.output.shards, "seed": sm.params.seed,
-        "samples_per_shard": sm.params.samples_per_shard}))
+    main(
+        build_config(
+            CriticSamplesConfig,
+            {
+                **sm.params.section,
+                "instructions": sm.input.instructions,
+                "scenes": sm.input.scenes,
+                "builder": sm.input.get("builder", ""),
+                "run_dir": str(Path(sm.input.edit_base).parents[1]),
+                "output_dir": sm.output.shards,
+                "seed": sm.params.seed,
+                "samples_per_shard": sm.params.samples_per_shard,
+            },
+        )
+    )

@@ -11,7 +11,16 @@ from lego_edit.pipeline import logging_to  # noqa: E402
 sm = snakemake  # noqa: F821
 
 with logging_to(sm.log[0]):
-    run_stage("lego_edit.training.base_vlm", "BaseVLMConfig", {
-        "instructions": list(sm.input.instructions), "placement_shards": sm.input.placement,
-        "captioning_shards": sm.input.captioning, "output_dir": sm.output.base, "seed": sm.params.seed,
-        "vocab_size": sm.params.vocab_size, "vlm": sm.params.vlm})
+    run_stage(
+        "lego_edit.training.base_vlm",
+        "BaseVLMConfig",
+        {
+            "instructions": list(sm.input.instructions),
+            "placement_shards": sm.input.placement,
+            "captioning_shards": sm.input.captioning,
+            "output_dir": sm.output.base,
+            "seed": sm.params.seed,
+            "vocab_size": sm.params.vocab_size,
+            "vlm": sm.params.vlm,
+        },
+    )

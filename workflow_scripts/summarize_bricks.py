@@ -10,5 +10,13 @@ from lego_edit.pipeline import logging_to  # noqa: E402
 
 sm = snakemake  # noqa: F821
 with logging_to(sm.log[0]):
-    summarize(sm.input.segmentation, sm.input.placement, sm.input.captioning, sm.input.edit_base,
-              list(sm.input.edit_lora), sm.input.critic, sm.output.table, sm.output.json)
+    summarize(
+        sm.input.segmentation,
+        sm.input.placement,
+        sm.input.captioning,
+        sm.input.edit_base,
+        list(sm.input.edit_lora),
+        sm.input.critic,
+        sm.output.table,
+        sm.output.json,
+    )

@@ -10,5 +10,11 @@ from lego_edit.pipeline import logging_to  # noqa: E402
 
 sm = snakemake  # noqa: F821
 with logging_to(sm.log[0]):
-    summarize_evaluation(list(sm.input.rows), sm.input.gt, Path(sm.output.markdown).parent, sm.output.per_item,
-                         sm.output.grids, sm.params.grid_samples)
+    summarize_evaluation(
+        list(sm.input.rows),
+        sm.input.gt,
+        Path(sm.output.markdown).parent,
+        sm.output.per_item,
+        sm.output.grids,
+        sm.params.grid_samples,
+    )

@@ -13,11 +13,22 @@ with logging_to(sm.log[0]):
     s = dict(sm.params.section)
     stage = s.pop("stage")
     settings_key = "sft" if stage == "sft" else "grpo"
-    run_stage("lego_edit.training.builder", "BuilderConfig", {
-        "stage": stage, "base": sm.input.base, "instructions": sm.input.instructions,
-        "critic": sm.input.get("critic", ""),
-        # stage 3 runs the trained bricks: the run folder is the one that holds them
-        "run_dir": str(Path(sm.input.edit_base).parents[1]) if "edit_base" in sm.input.keys() else "results",
-        "output_dir": sm.output.model, "checkpoint_dir": sm.params.checkpoints, "seed": sm.params.seed,
-        "prompt_style": sm.params.prompt_style, "max_train_rows": s.pop("max_train_rows", 0),
-        settings_key: {**s, "threads": sm.threads}}, gpus=sm.resources.gpu)
+    run_stage(
+        "lego_edit.training.builder",
+        "BuilderConfig",
+        {
+            "stage": stage,
+            "base": sm.input.base,
+            "instructions": sm.input.instructions,
+            "critic": sm.input.get("critic", ""),
+            # stage 3 runs the trained bricks: the run folder is the one that holds them
+            "run_dir": str(Path(sm.input.edit_base).parents[1]) if "edit_base" in sm.input.keys() else "results",
+            "output_dir": sm.output.model,
+            "checkpoint_dir": sm.params.checkpoints,
+            "seed": sm.params.seed,
+            "prompt_style": sm.params.prompt_style,
+            "max_train_rows": s.pop("max_train_rows", 0),
+            settings_key: {**s, "threads": sm.threads},
+        },
+        gpus=sm.resources.gpu,
+    )

@@ -13,10 +13,25 @@ sm = snakemake  # noqa: F821
 
 with logging_to(sm.log[0]):
     s = sm.params.section
-    run_stage("lego_edit.training.critic", "CriticTrainConfig", {
-        "backend": s["backend"], "architecture": s["architecture"], "film": s["film"], "margin_db": s["margin_db"],
-        "objective": s["objective"], "openai": s["openai"], "base": sm.input.get("base", ""),
-        "shards": sm.input.shards, "executed": sm.input.get("executed", ""), "output_dir": sm.output.model,
-        "checkpoint_dir": sm.params.checkpoints, "seed": sm.params.seed,
-        "train": {**s["train"], "threads": sm.threads}, "eval_instructions": s["eval_instructions"]},
-        gpus=sm.resources.gpu)
+    run_stage(
+        "lego_edit.training.critic",
+        "CriticTrainConfig",
+        {
+            "backend": s["backend"],
+            "architecture": s["architecture"],
+            "film": s["film"],
+            "margin_db": s["margin_db"],
+            "cross_negatives": s["cross_negatives"],
+            "objective": s["objective"],
+            "openai": s["openai"],
+            "base": sm.input.get("base", ""),
+            "shards": sm.input.shards,
+            "executed": sm.input.get("executed", ""),
+            "output_dir": sm.output.model,
+            "checkpoint_dir": sm.params.checkpoints,
+            "seed": sm.params.seed,
+            "train": {**s["train"], "threads": sm.threads},
+            "eval_instructions": s["eval_instructions"],
+        },
+        gpus=sm.resources.gpu,
+    )

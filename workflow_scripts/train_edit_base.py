@@ -12,8 +12,20 @@ sm = snakemake  # noqa: F821
 
 with logging_to(sm.log[0]):
     s = sm.params.section
-    run_stage("lego_edit.training.edit_bricks", "EditTrainConfig", {
-        "shards": sm.input.shards, "output_dir": sm.output.model, "checkpoint_dir": sm.params.checkpoints,
-        "seed": sm.params.seed, "backend": s["backend"], "bricks": s["bricks"], "model": s["model"],
-        "flux": s["flux"], "loop": {**s["base"], "threads": sm.threads}, "eval_per_brick": s["eval_per_brick"]},
-        gpus=sm.resources.gpu)
+    run_stage(
+        "lego_edit.training.edit_bricks",
+        "EditTrainConfig",
+        {
+            "shards": sm.input.shards,
+            "output_dir": sm.output.model,
+            "checkpoint_dir": sm.params.checkpoints,
+            "seed": sm.params.seed,
+            "backend": s["backend"],
+            "bricks": s["bricks"],
+            "model": s["model"],
+            "flux": s["flux"],
+            "loop": {**s["base"], "threads": sm.threads},
+            "eval_per_brick": s["eval_per_brick"],
+        },
+        gpus=sm.resources.gpu,
+    )

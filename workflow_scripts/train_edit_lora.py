@@ -12,9 +12,22 @@ sm = snakemake  # noqa: F821
 
 with logging_to(sm.log[0]):
     s = sm.params.section
-    run_stage("lego_edit.training.edit_bricks", "EditTrainConfig", {
-        "shards": sm.input.shards, "output_dir": sm.output.adapter, "checkpoint_dir": sm.params.checkpoints,
-        "seed": sm.params.seed, "backend": s["backend"], "brick": sm.wildcards.brick, "base_dir": sm.input.base,
-        "model": s["model"], "flux": s["flux"], "lora_rank": s["lora"]["rank"],
-        "loop": {**s["lora"]["train"], "threads": sm.threads}, "eval_per_brick": s["eval_per_brick"]},
-        gpus=sm.resources.gpu)
+    run_stage(
+        "lego_edit.training.edit_bricks",
+        "EditTrainConfig",
+        {
+            "shards": sm.input.shards,
+            "output_dir": sm.output.adapter,
+            "checkpoint_dir": sm.params.checkpoints,
+            "seed": sm.params.seed,
+            "backend": s["backend"],
+            "brick": sm.wildcards.brick,
+            "base_dir": sm.input.base,
+            "model": s["model"],
+            "flux": s["flux"],
+            "lora_rank": s["lora"]["rank"],
+            "loop": {**s["lora"]["train"], "threads": sm.threads},
+            "eval_per_brick": s["eval_per_brick"],
+        },
+        gpus=sm.resources.gpu,
+    )

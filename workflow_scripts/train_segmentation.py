@@ -12,7 +12,16 @@ sm = snakemake  # noqa: F821
 
 with logging_to(sm.log[0]):
     s = sm.params.section
-    run_stage("lego_edit.training.segmentation", "SegmentationTrainConfig", {
-        "shards": sm.input.shards, "output_dir": sm.output.model, "checkpoint_dir": sm.params.checkpoints,
-        "seed": sm.params.seed, "model": s["model"], "loop": {**s["train"], "threads": sm.threads}},
-        gpus=sm.resources.gpu)
+    run_stage(
+        "lego_edit.training.segmentation",
+        "SegmentationTrainConfig",
+        {
+            "shards": sm.input.shards,
+            "output_dir": sm.output.model,
+            "checkpoint_dir": sm.params.checkpoints,
+            "seed": sm.params.seed,
+            "model": s["model"],
+            "loop": {**s["train"], "threads": sm.threads},
+        },
+        gpus=sm.resources.gpu,
+    )

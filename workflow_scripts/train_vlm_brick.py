@@ -12,8 +12,18 @@ sm = snakemake  # noqa: F821
 
 with logging_to(sm.log[0]):
     s = sm.params.section
-    run_stage("lego_edit.training.vlm_bricks", "VLMBrickConfig", {
-        "family": sm.wildcards.vlm_family, "base": sm.input.base, "shards": sm.input.shards,
-        "output_dir": sm.output.adapter, "checkpoint_dir": sm.params.checkpoints, "seed": sm.params.seed,
-        "train": {**s["train"], "threads": sm.threads}, "eval_samples": s["eval_samples"]},
-        gpus=sm.resources.gpu)
+    run_stage(
+        "lego_edit.training.vlm_bricks",
+        "VLMBrickConfig",
+        {
+            "family": sm.wildcards.vlm_family,
+            "base": sm.input.base,
+            "shards": sm.input.shards,
+            "output_dir": sm.output.adapter,
+            "checkpoint_dir": sm.params.checkpoints,
+            "seed": sm.params.seed,
+            "train": {**s["train"], "threads": sm.threads},
+            "eval_samples": s["eval_samples"],
+        },
+        gpus=sm.resources.gpu,
+    )

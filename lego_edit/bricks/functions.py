@@ -43,7 +43,7 @@ def object_region(mask: np.ndarray, margin: float = 0.125, min_margin: int = 2) 
     x, y, w, h = box
     grow = max(min_margin, int(round(margin * max(w, h))))
     out = np.zeros(np.asarray(mask).shape[:2], dtype=np.uint8)
-    out[max(0, y - grow):y + h + grow, max(0, x - grow):x + w + grow] = 255
+    out[max(0, y - grow) : y + h + grow, max(0, x - grow) : x + w + grow] = 255
     return out
 
 
@@ -82,13 +82,13 @@ def turn_object(image: np.ndarray, mask: np.ndarray, direction: str) -> np.ndarr
     if k == 0:
         return rgb.copy()
     x, y, w, h = mask_bbox(m)
-    obj = np.rot90(rgb[y:y + h, x:x + w], k)
-    keep = np.rot90(m[y:y + h, x:x + w], k).astype(np.uint8)
+    obj = np.rot90(rgb[y : y + h, x : x + w], k)
+    keep = np.rot90(m[y : y + h, x : x + w], k).astype(np.uint8)
     if k % 2:
         obj = cv2.resize(np.ascontiguousarray(obj), (w, h), interpolation=cv2.INTER_NEAREST)
         keep = cv2.resize(np.ascontiguousarray(keep), (w, h), interpolation=cv2.INTER_NEAREST)
     out = fastinpaint(None, rgb, np.where(m, 255, 0).astype(np.uint8))["image"].copy()
-    region = out[y:y + h, x:x + w]
+    region = out[y : y + h, x : x + w]
     region[keep > 0] = obj[keep > 0]
     return out
 
@@ -149,7 +149,7 @@ def _place(canvas: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
     x0, y0 = max(0, x), max(0, y)
     x1, y1 = min(W, x + w), min(H, y + h)
     if x1 > x0 and y1 > y0:
-        canvas[y0:y1, x0:x1] = patch[y0 - y:y1 - y, x0 - x:x1 - x]
+        canvas[y0:y1, x0:x1] = patch[y0 - y : y1 - y, x0 - x : x1 - x]
 
 
 def _scale_object(ctx, array: np.ndarray, binary: np.ndarray, ratio: float, interpolation: int):
@@ -159,7 +159,7 @@ def _scale_object(ctx, array: np.ndarray, binary: np.ndarray, ratio: float, inte
     x, y, w, h = box
     nx, ny, nw, nh = scaled_box(box, ratio)
     _limits(ctx).check_size(nh, nw, "the resized object")
-    patch = cv2.resize(np.ascontiguousarray(array[y:y + h, x:x + w]), (nw, nh), interpolation=interpolation)
+    patch = cv2.resize(np.ascontiguousarray(array[y : y + h, x : x + w]), (nw, nh), interpolation=interpolation)
     if patch.ndim < array.ndim:
         patch = patch[:, :, None]
     out = np.zeros_like(array)
@@ -191,7 +191,7 @@ def bbox(ctx, mask) -> dict:
     box = mask_bbox(m > 0)
     if box is not None:
         x, y, w, h = box
-        out[y:y + h, x:x + w] = 255
+        out[y : y + h, x : x + w] = 255
     return {"mask": out}
 
 
@@ -220,8 +220,9 @@ def fastinpaint(ctx, image, mask) -> dict:
     return {"image": filled, "score": fill_difficulty(rgb, m)}
 
 
-def side_extensions(width: int, height: int, left: float, right: float, top: float, bottom: float
-                    ) -> tuple[int, int, int, int]:
+def side_extensions(
+    width: int, height: int, left: float, right: float, top: float, bottom: float
+) -> tuple[int, int, int, int]:
     """Pixels CMI-PRED's ratios add on each side (left, right, top, bottom), as the published brick does:
     a ratio of 1 keeps a side and r adds (r - 1) times the image width or height; four equal ratios
     r != 1 mean "r times in total", so each side then gets 0.5 r + 0.5."""
@@ -230,8 +231,9 @@ def side_extensions(width: int, height: int, left: float, right: float, top: flo
     return int(width * (left - 1)), int(width * (right - 1)), int(height * (top - 1)), int(height * (bottom - 1))
 
 
-def expand_canvas(ctx, image: np.ndarray, left: float, right: float, top: float, bottom: float
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def expand_canvas(
+    ctx, image: np.ndarray, left: float, right: float, top: float, bottom: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(canvas, mask): the image on a larger black canvas and the mask (255) of the new area."""
     H, W = image.shape[:2]
     le, re, te, be = side_extensions(W, H, left, right, top, bottom)
@@ -239,9 +241,9 @@ def expand_canvas(ctx, image: np.ndarray, left: float, right: float, top: float,
         raise ExecutionError("expansion ratios below 1 would crop the image")
     _limits(ctx).check_size(H + te + be, W + le + re, "the expanded canvas")
     canvas = np.zeros((H + te + be, W + le + re, image.shape[2]), dtype=np.uint8)
-    canvas[te:te + H, le:le + W] = image
+    canvas[te : te + H, le : le + W] = image
     mask = np.full(canvas.shape[:2], 255, dtype=np.uint8)
-    mask[te:te + H, le:le + W] = 0
+    mask[te : te + H, le : le + W] = 0
     return canvas, mask
 
 

@@ -35,11 +35,14 @@ def inpaint_strength(score: float) -> float:
     return 0.2 + 0.8 * float(np.clip(score, 0.0, 1.0))
 
 
-_POSE_TAIL = re.compile(r"\s+(?:(?:so|such)\s+(?:that\s+)?(?:it|they)\s+|to\s+|and\s+|(?:should|must|will|would)\s+)?"
-                        r"(?:point|points|pointing|face|faces|facing|turn|turns|turned|rotate|rotated)\b.*$",
-                        re.IGNORECASE)
-_POSE_HEAD = re.compile(r"^(?:please\s+)?(?:(?:make|rotate|turn|have|get|let|can)\s+)?(?:(?:the|a|an)\s+)?",
-                        re.IGNORECASE)  # RES is trained on bare expressions ("red triangle")
+_POSE_TAIL = re.compile(
+    r"\s+(?:(?:so|such)\s+(?:that\s+)?(?:it|they)\s+|to\s+|and\s+|(?:should|must|will|would)\s+)?"
+    r"(?:point|points|pointing|face|faces|facing|turn|turns|turned|rotate|rotated)\b.*$",
+    re.IGNORECASE,
+)
+_POSE_HEAD = re.compile(
+    r"^(?:please\s+)?(?:(?:make|rotate|turn|have|get|let|can)\s+)?(?:(?:the|a|an)\s+)?", re.IGNORECASE
+)  # RES is trained on bare expressions ("red triangle")
 
 
 _DIRECTION = re.compile(r"\b(up|down|left|right)(?:wards?)?\b", re.IGNORECASE)
@@ -115,11 +118,14 @@ class ModelStore:
     def segmentation(self):
         from ..models.segmentation import SegmentationModel
 
-        return self._get("segmentation", lambda: SegmentationModel.from_pretrained(
-            self.path("bricks", "segmentation"), device=self.device))
+        return self._get(
+            "segmentation",
+            lambda: SegmentationModel.from_pretrained(self.path("bricks", "segmentation"), device=self.device),
+        )
 
     def vlm_bricks(self):
         """The base VLM with the ADD-PRED and CMI-PRED adapters, switched per call."""
+
         def load():
             from peft import PeftModel
 
@@ -127,8 +133,9 @@ class ModelStore:
             from ..training.vlm_sft import resolve_base
 
             model, processor = load_vlm(resolve_base(self.path("builder", "base")), device=self.device)
-            names = [n for n in ("placement", "captioning")
-                     if (self.path("bricks", n) / "adapter_config.json").is_file()]
+            names = [
+                n for n in ("placement", "captioning") if (self.path("bricks", n) / "adapter_config.json").is_file()
+            ]
             model = PeftModel.from_pretrained(model, str(self.path("bricks", names[0])), adapter_name=names[0])
             for n in names[1:]:
                 model.load_adapter(str(self.path("bricks", n)), adapter_name=n)
@@ -218,8 +225,13 @@ def make_implementations(store: ModelStore) -> dict:
 
         model, processor = store.vlm_bricks()
         model.set_adapter(adapter)
-        return generate(model, processor, [chat(t, 1) for t in texts], [[im[:, :, :3]] for im in images],
-                        max_new_tokens=max_new_tokens)
+        return generate(
+            model,
+            processor,
+            [chat(t, 1) for t in texts],
+            [[im[:, :, :3]] for im in images],
+            max_new_tokens=max_new_tokens,
+        )
 
     def placed(image, answer, mask=None):
         H, W = image.shape[:2]
@@ -236,12 +248,13 @@ def make_implementations(store: ModelStore) -> dict:
                 y1 = min(max(y1, ry), ry + rh - h)
                 x2, y2 = x1 + w - 1, y1 + h - 1
         out = np.zeros((H, W), dtype=np.uint8)
-        out[y1:y2 + 1, x1:x2 + 1] = 255
+        out[y1 : y2 + 1, x1 : x2 + 1] = 255
         return {"mask": out}
 
     def add_pred_batch(ctx, calls):
-        answers = vlm_answers("placement", [c["image"] for c in calls],
-                              [PLACEMENT_PROMPT.format(prompt=c["prompt"]) for c in calls], 32)
+        answers = vlm_answers(
+            "placement", [c["image"] for c in calls], [PLACEMENT_PROMPT.format(prompt=c["prompt"]) for c in calls], 32
+        )
         return _guarded(lambda ca: placed(ca[0]["image"], ca[1], ca[0].get("mask")), list(zip(calls, answers)))
 
     def add_pred(ctx, image, prompt, mask=None):
@@ -254,15 +267,28 @@ def make_implementations(store: ModelStore) -> dict:
             c, caption = call_caption
             if c.get("left_ratio") is None:
                 return {"caption": caption.strip()}
-            canvas, mask = expand_canvas(ctx, c["image"], c.get("left_ratio"), c.get("right_ratio"),
-                                         c.get("top_ratio"), c.get("bottom_ratio"))
+            canvas, mask = expand_canvas(
+                ctx, c["image"], c.get("left_ratio"), c.get("right_ratio"), c.get("top_ratio"), c.get("bottom_ratio")
+            )
             return {"caption": caption.strip(), "image": canvas, "mask": mask}
 
         return _guarded(outpaint, list(zip(calls, captions)))
 
     def cmi_pred(ctx, image, left_ratio=None, right_ratio=None, top_ratio=None, bottom_ratio=None):
-        return _one(cmi_pred_batch(ctx, [{"image": image, "left_ratio": left_ratio, "right_ratio": right_ratio,
-                                          "top_ratio": top_ratio, "bottom_ratio": bottom_ratio}]))
+        return _one(
+            cmi_pred_batch(
+                ctx,
+                [
+                    {
+                        "image": image,
+                        "left_ratio": left_ratio,
+                        "right_ratio": right_ratio,
+                        "top_ratio": top_ratio,
+                        "bottom_ratio": bottom_ratio,
+                    }
+                ],
+            )
+        )
 
     def pose_start(image, mask, prompt):
         """POSE's prompt names an object and a way to point: find the object (RES), turn it, and edit its box
@@ -281,10 +307,19 @@ def make_implementations(store: ModelStore) -> dict:
             preimage = call.get("preimage")
             if brick == "POSE":
                 mask, preimage = pose_start(image, mask, prompt)
-            pre = preimage if brick in PREIMAGE_BRICKS or (brick == "FILL" and store.edit_model().backend ==
-                                                           "flux_fill") else None
-            return (image[:, :, :3], None if mask is None else as_mask(mask), prompt, pre,
-                    start_strength(brick, pre, call.get("score")), call.get("style"))
+            pre = (
+                preimage
+                if brick in PREIMAGE_BRICKS or (brick == "FILL" and store.edit_model().backend == "flux_fill")
+                else None
+            )
+            return (
+                image[:, :, :3],
+                None if mask is None else as_mask(mask),
+                prompt,
+                pre,
+                start_strength(brick, pre, call.get("score")),
+                call.get("style"),
+            )
 
         def batch(ctx, calls):
             seed = getattr(ctx, "seed", 0)
@@ -292,22 +327,48 @@ def make_implementations(store: ModelStore) -> dict:
             def run_many(prepared):
                 images, masks, prompts, pres, strengths, styles = (list(v) for v in zip(*prepared))
                 with store.edit_lock:  # edit() switches adapters and scheduler state: one call at a time
-                    outs = store.edit_model().edit(brick, images, masks, prompts, preimages=pres, strengths=strengths,
-                                                   styles=styles, seeds=[seed * 1_000_003] * len(images))
+                    outs = store.edit_model().edit(
+                        brick,
+                        images,
+                        masks,
+                        prompts,
+                        preimages=pres,
+                        strengths=strengths,
+                        styles=styles,
+                        seeds=[seed * 1_000_003] * len(images),
+                    )
                 return [{"image": o} for o in outs]
 
             return _run_prepared(calls, prepare, run_many)
 
         def run(ctx, image, mask=None, prompt="", preimage=None, score=None, style=None):
-            return _one(batch(ctx, [{"image": image, "mask": mask, "prompt": prompt, "preimage": preimage,
-                                     "score": score, "style": style}]))
+            return _one(
+                batch(
+                    ctx,
+                    [
+                        {
+                            "image": image,
+                            "mask": mask,
+                            "prompt": prompt,
+                            "preimage": preimage,
+                            "score": score,
+                            "style": style,
+                        }
+                    ],
+                )
+            )
 
         run.batch = batch
         return run
 
     add_pred.batch, cmi_pred.batch = add_pred_batch, cmi_pred_batch
-    impls = {"RES": segmenter("RES"), "SOS": segmenter("SOS"), "MASK-SEG": segmenter("MASK-SEG"),
-             "ADD-PRED": add_pred, "CMI-PRED": cmi_pred}
+    impls = {
+        "RES": segmenter("RES"),
+        "SOS": segmenter("SOS"),
+        "MASK-SEG": segmenter("MASK-SEG"),
+        "ADD-PRED": add_pred,
+        "CMI-PRED": cmi_pred,
+    }
     impls.update({b: editor(b) for b in EDIT_BRICK_NAMES})
     return impls
 

@@ -30,59 +30,146 @@ RULES = (
     "2. Find the objects and actions in the instruction, look at the image, and pick a brick for each action "
     "whose inputs and constraint fit.\n"
     "3. Every step's output must be used by a later step or by the result; otherwise the step is redundant.\n"
-    "4. Answer with your reasoning inside <think></think>, then the JSON: {\"process\": instruction, "
-    "\"pipeline\": [steps..., {\"result\": \"[stepN[image]]\"}]}.\n"
+    '4. Answer with your reasoning inside <think></think>, then the JSON: {"process": instruction, '
+    '"pipeline": [steps..., {"result": "[stepN[image]]"}]}.\n'
 )
 TYPES = "**Types**\nThere are four types: Image, Mask, Str (English only), Float.\n"
 
 EXAMPLES = [
-    ("remove the dog and show me its segmentation", {
-        "process": "remove the dog and show me its segmentation",
-        "pipeline": [
-            {"step": 1, "model": "RES", "input": {"image": "init[image]", "prompt": "dog"},
-             "output": {"mask": "step1[mask]", "image": "step1[image]"}},
-            {"step": 2, "model": "FASTINPAINT", "input": {"image": "init[image]", "mask": "step1[mask]"},
-             "output": {"image": "step2[image]", "score": "step2[score]"}},
-            {"step": 3, "model": "INPAINT", "input": {"image": "init[image]", "mask": "step1[mask]",
-                                                      "preimage": "step2[image]", "score": "step2[score]"},
-             "output": {"image": "step3[image]"}},
-            {"result": "[step1[image], step3[image]]"}]}),
-    ("add a cat, then expand the picture two times", {
-        "process": "add a cat, then expand the picture two times",
-        "pipeline": [
-            {"step": 1, "model": "ADD-PRED", "input": {"image": "init[image]", "prompt": "add a cat", "mask": None},
-             "output": {"mask": "step1[mask]"}},
-            {"step": 2, "model": "FILL", "input": {"image": "init[image]", "mask": "step1[mask]", "prompt": "cat",
-                                                   "preimage": None},
-             "output": {"image": "step2[image]"}},
-            {"step": 3, "model": "CMI-PRED", "input": {"image": "step2[image]", "left_ratio": 2.0, "right_ratio": 2.0,
-                                                       "top_ratio": 2.0, "bottom_ratio": 2.0},
-             "output": {"caption": "step3[caption]", "image": "step3[image]", "mask": "step3[mask]"}},
-            {"step": 4, "model": "FILL", "input": {"image": "step3[image]", "mask": "step3[mask]",
-                                                   "prompt": "step3[caption]", "preimage": "step2[image]"},
-             "output": {"image": "step4[image]"}},
-            {"result": "[step4[image]]"}]}),
-    (MASK_PREFIX + "turn the picture into a watercolor", {
-        "process": MASK_PREFIX + "turn the picture into a watercolor",
-        "pipeline": [
-            {"step": 1, "model": "CMI-PRED", "input": {"image": "init[image]", "left_ratio": None, "right_ratio": None,
-                                                       "top_ratio": None, "bottom_ratio": None},
-             "output": {"caption": "step1[caption]", "image": None, "mask": None}},
-            {"step": 2, "model": "STYLE", "input": {"image": "init[image]", "mask": "init[mask]",
-                                                    "prompt": "step1[caption]", "style": "watercolor style"},
-             "output": {"image": "step2[image]"}},
-            {"result": "[step2[image]]"}]}),
-    ("make the background a beach", {
-        "process": "make the background a beach",
-        "pipeline": [
-            {"step": 1, "model": "SOS", "input": {"image": "init[image]"}, "output": {"mask": "step1[mask]"}},
-            {"step": 2, "model": "INVERSE", "input": {"mask1": None, "mask2": "step1[mask]", "image1": None,
-                                                      "image2": None},
-             "output": {"mask": "step2[mask]"}},
-            {"step": 3, "model": "CBG", "input": {"image": "init[image]", "mask": "step2[mask]",
-                                                  "prompt": "change the background to a beach"},
-             "output": {"image": "step3[image]"}},
-            {"result": "[step3[image]]"}]}),
+    (
+        "remove the dog and show me its segmentation",
+        {
+            "process": "remove the dog and show me its segmentation",
+            "pipeline": [
+                {
+                    "step": 1,
+                    "model": "RES",
+                    "input": {"image": "init[image]", "prompt": "dog"},
+                    "output": {"mask": "step1[mask]", "image": "step1[image]"},
+                },
+                {
+                    "step": 2,
+                    "model": "FASTINPAINT",
+                    "input": {"image": "init[image]", "mask": "step1[mask]"},
+                    "output": {"image": "step2[image]", "score": "step2[score]"},
+                },
+                {
+                    "step": 3,
+                    "model": "INPAINT",
+                    "input": {
+                        "image": "init[image]",
+                        "mask": "step1[mask]",
+                        "preimage": "step2[image]",
+                        "score": "step2[score]",
+                    },
+                    "output": {"image": "step3[image]"},
+                },
+                {"result": "[step1[image], step3[image]]"},
+            ],
+        },
+    ),
+    (
+        "add a cat, then expand the picture two times",
+        {
+            "process": "add a cat, then expand the picture two times",
+            "pipeline": [
+                {
+                    "step": 1,
+                    "model": "ADD-PRED",
+                    "input": {"image": "init[image]", "prompt": "add a cat", "mask": None},
+                    "output": {"mask": "step1[mask]"},
+                },
+                {
+                    "step": 2,
+                    "model": "FILL",
+                    "input": {"image": "init[image]", "mask": "step1[mask]", "prompt": "cat", "preimage": None},
+                    "output": {"image": "step2[image]"},
+                },
+                {
+                    "step": 3,
+                    "model": "CMI-PRED",
+                    "input": {
+                        "image": "step2[image]",
+                        "left_ratio": 2.0,
+                        "right_ratio": 2.0,
+                        "top_ratio": 2.0,
+                        "bottom_ratio": 2.0,
+                    },
+                    "output": {"caption": "step3[caption]", "image": "step3[image]", "mask": "step3[mask]"},
+                },
+                {
+                    "step": 4,
+                    "model": "FILL",
+                    "input": {
+                        "image": "step3[image]",
+                        "mask": "step3[mask]",
+                        "prompt": "step3[caption]",
+                        "preimage": "step2[image]",
+                    },
+                    "output": {"image": "step4[image]"},
+                },
+                {"result": "[step4[image]]"},
+            ],
+        },
+    ),
+    (
+        MASK_PREFIX + "turn the picture into a watercolor",
+        {
+            "process": MASK_PREFIX + "turn the picture into a watercolor",
+            "pipeline": [
+                {
+                    "step": 1,
+                    "model": "CMI-PRED",
+                    "input": {
+                        "image": "init[image]",
+                        "left_ratio": None,
+                        "right_ratio": None,
+                        "top_ratio": None,
+                        "bottom_ratio": None,
+                    },
+                    "output": {"caption": "step1[caption]", "image": None, "mask": None},
+                },
+                {
+                    "step": 2,
+                    "model": "STYLE",
+                    "input": {
+                        "image": "init[image]",
+                        "mask": "init[mask]",
+                        "prompt": "step1[caption]",
+                        "style": "watercolor style",
+                    },
+                    "output": {"image": "step2[image]"},
+                },
+                {"result": "[step2[image]]"},
+            ],
+        },
+    ),
+    (
+        "make the background a beach",
+        {
+            "process": "make the background a beach",
+            "pipeline": [
+                {"step": 1, "model": "SOS", "input": {"image": "init[image]"}, "output": {"mask": "step1[mask]"}},
+                {
+                    "step": 2,
+                    "model": "INVERSE",
+                    "input": {"mask1": None, "mask2": "step1[mask]", "image1": None, "image2": None},
+                    "output": {"mask": "step2[mask]"},
+                },
+                {
+                    "step": 3,
+                    "model": "CBG",
+                    "input": {
+                        "image": "init[image]",
+                        "mask": "step2[mask]",
+                        "prompt": "change the background to a beach",
+                    },
+                    "output": {"image": "step3[image]"},
+                },
+                {"result": "[step3[image]]"},
+            ],
+        },
+    ),
 ]
 
 
@@ -104,7 +191,8 @@ def render_library(registry: BrickRegistry, naming: Naming = "canonical") -> str
             lines.append(f"Output: {_ports(spec.outputs)}")
             ranges = [f"{p.name} in [{p.range[0]:g}, {p.range[1]:g}]" for p in spec.inputs if p.range]
             constraint = _renamed(spec.constraint, registry, naming) + (
-                " Ranges: " + "; ".join(ranges) + "." if ranges else "")
+                " Ranges: " + "; ".join(ranges) + "." if ranges else ""
+            )
             lines.append(f"Constraint: {constraint}")
         lines.append("")
     return "\n".join(lines)
@@ -138,8 +226,11 @@ def render_system_prompt(registry: BrickRegistry, naming: Naming = "canonical", 
     if examples:
         usable = [ex for ex in EXAMPLES if all(registry.resolve(i["model"]) for i in ex[1]["pipeline"] if "model" in i)]
         for i, (instruction, workflow) in enumerate(usable, start=1):
-            parts.append(f"**Example {i}:**\nInstruction: {instruction}\nAnswer:\n"
-                         + json.dumps(_rename(workflow, registry, naming), indent=2, ensure_ascii=False) + "\n")
+            parts.append(
+                f"**Example {i}:**\nInstruction: {instruction}\nAnswer:\n"
+                + json.dumps(_rename(workflow, registry, naming), indent=2, ensure_ascii=False)
+                + "\n"
+            )
     return "\n".join(parts)
 
 
@@ -153,7 +244,8 @@ def has_mask_prefix(instruction: str) -> bool:
     return instruction.startswith(MASK_PREFIX) or instruction.startswith(PUBLISHED_MASK_PREFIX)
 
 
-def render_prompt(registry: BrickRegistry, instruction: str, has_mask: bool = False,
-                  naming: Naming = "canonical") -> str:
+def render_prompt(
+    registry: BrickRegistry, instruction: str, has_mask: bool = False, naming: Naming = "canonical"
+) -> str:
     """The whole prompt as the published Builder reads it: system text followed by the instruction."""
     return render_system_prompt(registry, naming) + "\n" + instruction_line(instruction, has_mask)

@@ -38,13 +38,21 @@ class BrickRegistry:
         self._aliases: dict[str, str] = {}
         self.plugin_errors: list[str] = []
 
-    def register(self, spec: BrickSpec, implementation: Implementation | None = None, *,
-                 source: str = "lego_edit", replace: bool = False) -> None:
+    def register(
+        self,
+        spec: BrickSpec,
+        implementation: Implementation | None = None,
+        *,
+        source: str = "lego_edit",
+        replace: bool = False,
+    ) -> None:
         key = spec.name.upper()
         taken = [n for n in (spec.name, *spec.aliases) if n.upper() in self._aliases]
         if taken and not replace:
-            raise ValueError(f"brick name(s) {taken} already registered (by {self._source_of(taken[0])}); "
-                             "pass replace=True to override")
+            raise ValueError(
+                f"brick name(s) {taken} already registered (by {self._source_of(taken[0])}); "
+                "pass replace=True to override"
+            )
         if replace and key in self._entries:
             self.unregister(spec.name)
         self._entries[key] = _Entry(spec, implementation, source)

@@ -9,9 +9,11 @@ import numpy as np
 
 PLACEMENT_PROMPT = "Where should this be added: {prompt}? Answer [x1, y1, x2, y2]."
 CAPTION_PROMPT = "Describe this image."
-CRITIC_PROMPT = ("Instruction: {instruction}\nThe images: the source, then the region the edit changed, before and "
-                 "after, zoomed in (black if nothing changed). Is this the edit the instruction asks for? "
-                 "Answer yes or no.")
+CRITIC_PROMPT = (
+    "Instruction: {instruction}\nThe images: the source, then the region the edit changed, before and "
+    "after, zoomed in (black if nothing changed). Is this the edit the instruction asks for? "
+    "Answer yes or no."
+)
 CHANGE_TOLERANCE = 8  # a channel differing by more than this marks a pixel as changed
 CRITIC_CHOICES = ("yes", "no")
 
@@ -23,6 +25,8 @@ def critic_answer(label: bool, shows: str | None = None) -> str:
     the model to see what changed, which a bare yes/no label teaches slowly."""
     verdict = CRITIC_CHOICES[0] if label else CRITIC_CHOICES[1]
     return f"{verdict}. The edit: {shows}" if shows else verdict
+
+
 _BOX = re.compile(r"\[\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*(-?\d+)\s*\]")
 
 
@@ -67,8 +71,12 @@ def critic_images(source: np.ndarray, edited: np.ndarray) -> list[np.ndarray]:
     ys, xs = np.nonzero(changed)
     cx, cy = (xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2
     half = max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1) * 0.625 + 2
-    box = (max(0, int(cx - half)), max(0, int(cy - half)),
-           min(W, int(np.ceil(cx + half))), min(H, int(np.ceil(cy + half))))
+    box = (
+        max(0, int(cx - half)),
+        max(0, int(cy - half)),
+        min(W, int(np.ceil(cx + half))),
+        min(H, int(np.ceil(cy + half))),
+    )
 
     def zoom(a):
         return np.asarray(Image.fromarray(a).crop(box).resize((W, H), Image.Resampling.NEAREST))

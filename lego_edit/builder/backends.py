@@ -74,6 +74,21 @@ def png_data_url(image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image already encoded the way a protocol sends it (e.g. a published scorer's JPEG), sent as it is."""
+
+    data: bytes
+    mime: str = "image/png"
+
+
+def image_data_url(image) -> str:
+    """The data URL of an ``EncodedImage`` as encoded, or of an array / PIL image as lossless PNG."""
+    if isinstance(image, EncodedImage):
+        return f"data:{image.mime};base64," + base64.b64encode(image.data).decode("ascii")
+    return png_data_url(image)
+
+
 class LocalVLMBackend:
     """Generation with a local VLM (``lego_edit.models.vlm.generate``), batched.
 
@@ -81,9 +96,20 @@ class LocalVLMBackend:
     ``(model, processor)`` pair already in memory.
     """
 
-    def __init__(self, model: str | Path | tuple, *, adapter: str | Path | None = None, device: str | None = None,
-                 dtype: str | None = None, max_new_tokens: int = 512, do_sample: bool = False,
-                 temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 16):
+    def __init__(
+        self,
+        model: str | Path | tuple,
+        *,
+        adapter: str | Path | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        max_new_tokens: int = 512,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        batch_size: int = 16,
+    ):
         from ..models import vlm  # torch and transformers load only when a local backend is made
 
         self._vlm = vlm
@@ -93,8 +119,14 @@ class LocalVLMBackend:
             self.model, self.processor = model
         else:
             self.model, self.processor = vlm.load_vlm(model, device=device, dtype=dtype, adapter=adapter)
-        self.kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
-                           top_p=top_p, seed=seed, batch_size=batch_size)
+        self.kwargs = dict(
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            batch_size=batch_size,
+        )
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str | BackendError]:
         # Local failures (bad inputs, out of memory) are not per-request and not transient: they raise.
@@ -115,20 +147,36 @@ class OpenAIChatBackend:
     ``generation_config.json`` has ``do_sample: true``; otherwise it decodes greedily.
     """
 
-    def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
-                 max_retries: int = 3, max_tokens: int = 512, temperature: float = 0.0, seed: int | None = None,
-                 top_p: float | None = None, concurrency: int = 1, backoff_s: float = 1.0):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        max_tokens: int = 512,
+        temperature: float | None = 0.0,
+        seed: int | None = None,
+        top_p: float | None = None,
+        concurrency: int = 1,
+        backoff_s: float = 1.0,
+    ):
         import openai  # the client is only needed by this backend
 
         if concurrency < 1 or max_retries < 0:
             raise ValueError("concurrency must be >= 1 and max_retries >= 0")
         self._openai = openai
         # Local servers need no key, but the client insists on one.
-        self.client = openai.OpenAI(base_url=base_url, api_key=os.environ.get(api_key_env) or "EMPTY",
-                                    timeout=timeout, max_retries=0)  # retries are ours, so we know which happen
+        self.client = openai.OpenAI(
+            base_url=base_url, api_key=os.environ.get(api_key_env) or "EMPTY", timeout=timeout, max_retries=0
+        )  # retries are ours, so we know which happen
         self.model, self.max_retries, self.backoff_s, self.concurrency = model, max_retries, backoff_s, concurrency
         self._rng = random.Random()  # jitter only; the caller's global RNG stays untouched
-        self.params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
+        # temperature None sends none: the server's default, as the published benchmark scorers leave it.
+        self.params: dict[str, Any] = {"max_tokens": max_tokens}
+        if temperature is not None:
+            self.params["temperature"] = temperature
         if seed is not None:
             self.params["seed"] = seed
         if top_p is not None:
@@ -174,9 +222,11 @@ class OpenAIChatBackend:
             return ""
         return "" if self.model in served else f" (model {self.model!r} is not among the served models {served})"
 
-    def chat(self, messages: list[dict], images: Sequence[Any]) -> str:
-        """Any conversation whose ``{"type": "image"}`` parts stand, in order, for ``images`` (the judge's
-        calling convention, multi-turn retries included). Raises BackendError on failure."""
+    def chat(self, messages: list[dict], images: Sequence[Any], attempt: int = 0) -> str:
+        """Any conversation whose ``{"type": "image"}`` parts stand, in order, for ``images`` (arrays, PIL images or
+        ``EncodedImage``; the judge's calling convention, multi-turn retries included). Raises BackendError on
+        failure. ``attempt`` numbers a repeat of the same request; every call is sent, so it matters only to a
+        cache in front of this method (``lego_edit.evaluation.judge_cache``)."""
         queue = list(images)
         converted = []
         for m in messages:
@@ -187,7 +237,7 @@ class OpenAIChatBackend:
                     if part.get("type") == "image":
                         if not queue:
                             raise BackendError("more image placeholders than images")
-                        parts.append({"type": "image_url", "image_url": {"url": png_data_url(queue.pop(0))}})
+                        parts.append({"type": "image_url", "image_url": {"url": image_data_url(queue.pop(0))}})
                     else:
                         parts.append({"type": "text", "text": part.get("text", "")})
                 content = parts

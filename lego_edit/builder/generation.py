@@ -26,19 +26,35 @@ class BuilderAnswer:
     valid: bool
 
 
-def requests_for(images: Sequence[np.ndarray], instructions: Sequence[str], registry, style: str,
-                 has_masks: Sequence[bool] | None = None) -> list[GenerationRequest]:
+def requests_for(
+    images: Sequence[np.ndarray],
+    instructions: Sequence[str],
+    registry,
+    style: str,
+    has_masks: Sequence[bool] | None = None,
+) -> list[GenerationRequest]:
     system = builder_system_text(registry, style)
     masks = has_masks or [False] * len(images)
     if style == "registry":
-        return [GenerationRequest(registry_user_text(t, m), [img[:, :, :3]], system)
-                for img, t, m in zip(images, instructions, masks)]
-    return [GenerationRequest(builder_user_text(t, m), [img[:, :, :3]], system)
-            for img, t, m in zip(images, instructions, masks)]
+        return [
+            GenerationRequest(registry_user_text(t, m), [img[:, :, :3]], system)
+            for img, t, m in zip(images, instructions, masks)
+        ]
+    return [
+        GenerationRequest(builder_user_text(t, m), [img[:, :, :3]], system)
+        for img, t, m in zip(images, instructions, masks)
+    ]
 
 
-def build_workflows(backend: GenerationBackend, images, instructions, registry, style: str = "instruction",
-                    has_masks=None, limits: Limits = DEFAULT_LIMITS) -> list[BuilderAnswer]:
+def build_workflows(
+    backend: GenerationBackend,
+    images,
+    instructions,
+    registry,
+    style: str = "instruction",
+    has_masks=None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> list[BuilderAnswer]:
     """One answer per item, in order; a failed request or an invalid workflow is recorded, never raised."""
     results = backend.generate(requests_for(images, instructions, registry, style, has_masks))
     answers = []
@@ -69,5 +85,10 @@ def score_against_gt(answers: list[BuilderAnswer], gold_workflows: Sequence[str 
         f1.append(0.0 if a.workflow is None else _f1(brick_multiset(a.workflow), brick_multiset(gold)))
         exact.append(exact_match(a.workflow, gold))
     mean = lambda v: round(float(np.mean(v)), 4) if v else None  # noqa: E731
-    return {"n": len(answers), "parse_rate": mean(parsed), "valid_rate": mean(valid), "brick_f1": mean(f1),
-            "exact_match": mean(exact)}
+    return {
+        "n": len(answers),
+        "parse_rate": mean(parsed),
+        "valid_rate": mean(valid),
+        "brick_f1": mean(f1),
+        "exact_match": mean(exact),
+    }

@@ -142,14 +142,16 @@ def _against_gt(completions, workflow, score) -> list[float | None]:
 
 def brick_f1_reward(prompts=None, completions=(), workflow=None, **kwargs) -> list[float | None]:
     """F1 between the multisets of bricks used by the answer and by the GT workflow (None without a GT)."""
-    return _against_gt(completions, workflow,
-                       lambda wf, gold: 0.0 if wf is None else _f1(brick_multiset(wf), brick_multiset(gold)))
+    return _against_gt(
+        completions, workflow, lambda wf, gold: 0.0 if wf is None else _f1(brick_multiset(wf), brick_multiset(gold))
+    )
 
 
 def edge_f1_reward(prompts=None, completions=(), workflow=None, **kwargs) -> list[float | None]:
     """F1 between the dependency edges of the answer and of the GT workflow (None without a GT)."""
-    return _against_gt(completions, workflow,
-                       lambda wf, gold: 0.0 if wf is None else _f1(dependency_edges(wf), dependency_edges(gold)))
+    return _against_gt(
+        completions, workflow, lambda wf, gold: 0.0 if wf is None else _f1(dependency_edges(wf), dependency_edges(gold))
+    )
 
 
 def _argument_share(wf: Workflow | None, gold: Workflow) -> float:
@@ -206,13 +208,22 @@ def exact_match(answer: Workflow | None, gold: Workflow | None) -> bool:
     """Same steps (canonical bricks, inputs, outputs) and result; ``process`` and reasoning are ignored."""
     if answer is None or gold is None:
         return False
-    norm = lambda wf: json.dumps([{**s.to_dict(), "model": _canonical(s.brick)} for s in wf.steps]  # noqa: E731
-                                 + [[str(r) for r in wf.result]], sort_keys=True)
+    norm = lambda wf: json.dumps(
+        [{**s.to_dict(), "model": _canonical(s.brick)} for s in wf.steps]  # noqa: E731
+        + [[str(r) for r in wf.result]],
+        sort_keys=True,
+    )
     return norm(answer) == norm(gold)
 
 
-GT_REWARDS = {"format": format_reward, "validity": validity_reward, "brick_f1": brick_f1_reward,
-              "edge_f1": edge_f1_reward, "arguments": argument_reward, "graded_arguments": graded_argument_reward}
+GT_REWARDS = {
+    "format": format_reward,
+    "validity": validity_reward,
+    "brick_f1": brick_f1_reward,
+    "edge_f1": edge_f1_reward,
+    "arguments": argument_reward,
+    "graded_arguments": graded_argument_reward,
+}
 
 
 def _as_array(img):
@@ -240,8 +251,11 @@ class BatchExecution:
     def _key(self, wf: Workflow, source) -> tuple:
         import hashlib
 
-        return (hashlib.blake2b(source.tobytes(), digest_size=16).hexdigest(), source.shape,
-                json.dumps(wf.to_dict(), sort_keys=True))
+        return (
+            hashlib.blake2b(source.tobytes(), digest_size=16).hexdigest(),
+            source.shape,
+            json.dumps(wf.to_dict(), sort_keys=True),
+        )
 
     def run(self, completions, images, count: bool = True) -> list[tuple[str, object]]:
         """Per completion ("invalid" | "failed" | "executed", the output image or None); counted in ``stats``
@@ -299,8 +313,9 @@ class ExecutionReward:
     def stats(self) -> Counter:
         return self.execution.stats
 
-    def __call__(self, prompts=None, completions=(), image=None, target=None, workflow=None,
-                 **kwargs) -> list[float | None]:
+    def __call__(
+        self, prompts=None, completions=(), image=None, target=None, workflow=None, **kwargs
+    ) -> list[float | None]:
         from ..evaluation.edit_success import SUCCESS_SHARE, load_target, score_edit
 
         n = len(completions)
@@ -358,8 +373,9 @@ class CriticReward:
         texts = _per_completion(instruction, n)
         rewards: list[float | None] = []
         pending = []
-        for i, ((status, output), src, text) in enumerate(zip(self.execution.run(completions, sources), sources,
-                                                              texts)):
+        for i, ((status, output), src, text) in enumerate(
+            zip(self.execution.run(completions, sources), sources, texts)
+        ):
             if status == "executed":
                 rewards.append(None)
                 pending.append((i, src, rgb(output), text))

@@ -51,8 +51,9 @@ class SceneConfig:
 class InstructionConfig:
     seed: int = field(default=0, metadata={"help": "Seed of the instruction draws."})
     per_scene: int = field(default=2, metadata={"help": "Instructions written for each scene."})
-    categories: list[str] = field(default_factory=lambda: list(CATEGORIES),
-                                  metadata={"help": "Edit categories to draw from (uniformly)."})
+    categories: list[str] = field(
+        default_factory=lambda: list(CATEGORIES), metadata={"help": "Edit categories to draw from (uniformly)."}
+    )
 
     def __post_init__(self):
         unknown = set(self.categories) - set(CATEGORIES)
@@ -80,13 +81,23 @@ def make_scenes(cfg: SceneConfig, table_path: str | Path, image_dir: str | Path)
     image_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for index, split in tqdm(scene_splits(cfg), desc="scenes", mininterval=5):
-        scene = sample_scene(_rng(cfg.seed, _SCENE_STREAM, index), cfg.image_size, cfg.max_objects,
-                             cfg.environment_rate)
+        scene = sample_scene(
+            _rng(cfg.seed, _SCENE_STREAM, index), cfg.image_size, cfg.max_objects, cfg.environment_rate
+        )
         path = image_dir / f"scene_{index:06d}.png"
         atomic_write_bytes(path, encode_png(render(scene)))
-        rows.append({"scene_id": index, "scene_seed": cfg.seed, "split": split, "n_objects": len(scene.objects),
-                     "background": scene.background, "environment": scene.environment,
-                     "scene": scene.to_json(), "image_path": str(path)})
+        rows.append(
+            {
+                "scene_id": index,
+                "scene_seed": cfg.seed,
+                "split": split,
+                "n_objects": len(scene.objects),
+                "background": scene.background,
+                "environment": scene.environment,
+                "scene": scene.to_json(),
+                "image_path": str(path),
+            }
+        )
     table = pa.Table.from_pylist(rows)
     write_table(table, table_path)
     return table
@@ -97,8 +108,9 @@ def write_table(table: pa.Table, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table.replace_schema_metadata(None), tmp, compression="zstd", write_statistics=False,
-                   store_schema=False)
+    pq.write_table(
+        table.replace_schema_metadata(None), tmp, compression="zstd", write_statistics=False, store_schema=False
+    )
     tmp.replace(path)
 
 
@@ -107,8 +119,9 @@ def load_scenes(table_path: str | Path, split: str | None = None) -> list[dict]:
     return [r for r in rows if split is None or r["split"] == split]
 
 
-def make_instructions(cfg: InstructionConfig, domain: str, scenes_path: str | Path, table_path: str | Path,
-                      target_dir: str | Path) -> pa.Table:
+def make_instructions(
+    cfg: InstructionConfig, domain: str, scenes_path: str | Path, table_path: str | Path, target_dir: str | Path
+) -> pa.Table:
     """``per_scene`` instructions per scene in ``domain`` ('gt' with workflows, 'open' without)."""
     if domain not in DOMAINS:
         raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
@@ -131,19 +144,40 @@ def make_instructions(cfg: InstructionConfig, domain: str, scenes_path: str | Pa
             iid = f"{domain}_{scene_row['scene_id']:06d}_{k}"
             path = target_dir / f"{iid}.png"
             atomic_write_bytes(path, encode_png(inst.target))
-            rows.append({
-                "id": iid, "scene_id": scene_row["scene_id"], "scene_seed": scene_row["scene_seed"],
-                "split": scene_row["split"], "domain": domain, "category": inst.category, "parts": inst.parts,
-                "instruction": inst.text, "reasoning": inst.reasoning or None,
-                "workflow": json.dumps(inst.workflow, separators=(",", ":")) if inst.workflow else None,
-                "image_path": scene_row["image_path"], "target_path": str(path),
-                "target_scene": inst.target_scene.to_json() if inst.target_scene else None,
-            })
-    schema = pa.schema([("id", pa.string()), ("scene_id", pa.int64()), ("scene_seed", pa.int64()),
-                        ("split", pa.string()), ("domain", pa.string()), ("category", pa.string()),
-                        ("parts", pa.list_(pa.string())), ("instruction", pa.string()), ("reasoning", pa.string()),
-                        ("workflow", pa.string()), ("image_path", pa.string()), ("target_path", pa.string()),
-                        ("target_scene", pa.string())])
+            rows.append(
+                {
+                    "id": iid,
+                    "scene_id": scene_row["scene_id"],
+                    "scene_seed": scene_row["scene_seed"],
+                    "split": scene_row["split"],
+                    "domain": domain,
+                    "category": inst.category,
+                    "parts": inst.parts,
+                    "instruction": inst.text,
+                    "reasoning": inst.reasoning or None,
+                    "workflow": json.dumps(inst.workflow, separators=(",", ":")) if inst.workflow else None,
+                    "image_path": scene_row["image_path"],
+                    "target_path": str(path),
+                    "target_scene": inst.target_scene.to_json() if inst.target_scene else None,
+                }
+            )
+    schema = pa.schema(
+        [
+            ("id", pa.string()),
+            ("scene_id", pa.int64()),
+            ("scene_seed", pa.int64()),
+            ("split", pa.string()),
+            ("domain", pa.string()),
+            ("category", pa.string()),
+            ("parts", pa.list_(pa.string())),
+            ("instruction", pa.string()),
+            ("reasoning", pa.string()),
+            ("workflow", pa.string()),
+            ("image_path", pa.string()),
+            ("target_path", pa.string()),
+            ("target_scene", pa.string()),
+        ]
+    )
     table = pa.Table.from_pylist(rows, schema=schema)
     write_table(table, table_path)
     return table

@@ -116,8 +116,13 @@ def outpaint(scene: Scene, left: float, right: float, top: float, bottom: float)
     if min(le, re, te, be) < 0 or le + re + te + be == 0:
         raise EditImpossible("outpainting must add pixels and remove none")
     objects = tuple(replace(o, box=(o.box[0] + le, o.box[1] + te, o.box[2], o.box[3])) for o in scene.objects)
-    return replace(scene, width=scene.width + le + re, height=scene.height + te + be, objects=objects,
-                   origin=(scene.origin[0] + le, scene.origin[1] + te))
+    return replace(
+        scene,
+        width=scene.width + le + re,
+        height=scene.height + te + be,
+        objects=objects,
+        origin=(scene.origin[0] + le, scene.origin[1] + te),
+    )
 
 
 def extract(scene: Scene, index: int) -> np.ndarray:
@@ -129,6 +134,12 @@ def extract(scene: Scene, index: int) -> np.ndarray:
 
 
 VOCABULARY = {
-    "shapes": SHAPES, "colors": tuple(COLORS), "patterns": PATTERNS, "backgrounds": tuple(BACKGROUNDS),
-    "textures": TEXTURES, "environments": ENVIRONMENTS, "styles": STYLES, "orientations": ORIENTATIONS,
+    "shapes": SHAPES,
+    "colors": tuple(COLORS),
+    "patterns": PATTERNS,
+    "backgrounds": tuple(BACKGROUNDS),
+    "textures": TEXTURES,
+    "environments": ENVIRONMENTS,
+    "styles": STYLES,
+    "orientations": ORIENTATIONS,
 }

@@ -34,8 +34,20 @@ from .shapes import (
     render,
 )
 
-CATEGORIES = ("remove", "recolour", "add", "replace", "background", "style", "environment", "extract", "resize",
-              "pose", "outpaint", "hybrid")
+CATEGORIES = (
+    "remove",
+    "recolour",
+    "add",
+    "replace",
+    "background",
+    "style",
+    "environment",
+    "extract",
+    "resize",
+    "pose",
+    "outpaint",
+    "hybrid",
+)
 HYBRID_PARTS = ("remove", "recolour", "add", "replace", "background", "resize", "pose", "environment", "style")
 LAST_ONLY = ("environment", "style")  # global looks go last, so later clauses still see object colours
 MAX_CANVAS = 128
@@ -51,8 +63,14 @@ class WorkflowBuilder:
     def call(self, brick: str, inputs: dict, outputs: tuple[str, ...]) -> dict[str, str]:
         n = len(self.steps) + 1
         refs = {k: f"step{n}[{k}]" for k in outputs}
-        self.steps.append({"step": n, "model": brick, "input": {k: v for k, v in inputs.items() if v is not None},
-                           "output": dict(refs)})
+        self.steps.append(
+            {
+                "step": n,
+                "model": brick,
+                "input": {k: v for k, v in inputs.items() if v is not None},
+                "output": dict(refs),
+            }
+        )
         return refs
 
     def workflow(self, process: str, result: list[str]) -> dict:
@@ -107,8 +125,9 @@ def _expression(rng, scene: Scene, index: int) -> str | None:
 def _remove_chain(b: WorkflowBuilder, img: str, expr: str) -> tuple[dict, str]:
     seg = b.call("RES", {"image": img, "prompt": expr}, ("mask",))
     pre = b.call("FASTINPAINT", {"image": img, "mask": seg["mask"]}, ("image", "score"))
-    out = b.call("INPAINT", {"image": img, "mask": seg["mask"], "preimage": pre["image"], "score": pre["score"]},
-                 ("image",))
+    out = b.call(
+        "INPAINT", {"image": img, "mask": seg["mask"], "preimage": pre["image"], "score": pre["score"]}, ("image",)
+    )
     return seg, out["image"]
 
 
@@ -129,10 +148,13 @@ def clause_for(category: str, scene: Scene, rng: np.random.Generator, domain: st
         e = f"the {expr}"
         obj = scene.objects[index]
     if category == "remove":
+
         def build(b, img, expr=expr):
             return _remove_chain(b, img, expr)[1]
-        return Clause(category, _fill(tpl, e=e), lambda s, i=index: edits.remove(s, i), build,
-                      ("RES", "FASTINPAINT", "INPAINT"))
+
+        return Clause(
+            category, _fill(tpl, e=e), lambda s, i=index: edits.remove(s, i), build, ("RES", "FASTINPAINT", "INPAINT")
+        )
     if category == "recolour":
         kind = _pick(rng, ("color", "color", "pattern", "both"))
         color = _pick(rng, [c for c in COLORS if c != obj.color]) if kind in ("color", "both") else None
@@ -142,12 +164,21 @@ def clause_for(category: str, scene: Scene, rng: np.random.Generator, domain: st
         def build(b, img, expr=expr, cp=cp):
             seg = b.call("RES", {"image": img, "prompt": expr}, ("mask",))
             return b.call("RCM", {"image": img, "mask": seg["mask"], "prompt": cp}, ("image",))["image"]
-        return Clause(category, _fill(tpl, e=e, cp=cp), lambda s, i=index: edits.recolor(s, i, color, pattern), build,
-                      ("RES", "RCM"))
+
+        return Clause(
+            category,
+            _fill(tpl, e=e, cp=cp),
+            lambda s, i=index: edits.recolor(s, i, color, pattern),
+            build,
+            ("RES", "RCM"),
+        )
     if category == "add":
         size = _pick(rng, SIZES)
-        free = [p for p in PLACES
-                if edits.box_free(scene, edits.place_box(p, size, scene.width, scene.height, scene.base_size))]
+        free = [
+            p
+            for p in PLACES
+            if edits.box_free(scene, edits.place_box(p, size, scene.width, scene.height, scene.base_size))
+        ]
         if not free:
             return None
         place = _pick(rng, free)
@@ -159,8 +190,10 @@ def clause_for(category: str, scene: Scene, rng: np.random.Generator, domain: st
         def build(b, img, o=o, at=at, desc=desc):
             where = b.call("ADD-PRED", {"image": img, "prompt": f"add {o} {at}"}, ("mask",))
             return b.call("FILL", {"image": img, "mask": where["mask"], "prompt": desc}, ("image",))["image"]
-        return Clause(category, _fill(tpl, o=o, at=at), lambda s: edits.add(s, new, place, size), build,
-                      ("ADD-PRED", "FILL"))
+
+        return Clause(
+            category, _fill(tpl, o=o, at=at), lambda s: edits.add(s, new, place, size), build, ("ADD-PRED", "FILL")
+        )
     if category == "replace":
         shape = _pick(rng, [s for s in SHAPES if s != obj.shape])
         color = _pick(rng, COLORS) if rng.random() < 0.5 else obj.color
@@ -172,8 +205,14 @@ def clause_for(category: str, scene: Scene, rng: np.random.Generator, domain: st
             seg = b.call("RES", {"image": img, "prompt": expr}, ("mask",))
             box = b.call("BBOX", {"mask": seg["mask"]}, ("mask",))
             return b.call("FILL", {"image": img, "mask": box["mask"], "prompt": desc}, ("image",))["image"]
-        return Clause(category, _fill(tpl, e=e, o=o), lambda s, i=index: edits.replace_object(s, i, shape, color),
-                      build, ("RES", "BBOX", "FILL"))
+
+        return Clause(
+            category,
+            _fill(tpl, e=e, o=o),
+            lambda s, i=index: edits.replace_object(s, i, shape, color),
+            build,
+            ("RES", "BBOX", "FILL"),
+        )
     if category == "background":
         options = [(c, t) for c in BACKGROUNDS for t in TEXTURES if (c, t) != (scene.background, scene.texture)]
         color, texture = _pick(rng, options)
@@ -182,10 +221,17 @@ def clause_for(category: str, scene: Scene, rng: np.random.Generator, domain: st
         def build(b, img, bg=bg):
             fg = b.call("SOS", {"image": img}, ("mask",))
             inv = b.call("INVERSE", {"mask2": fg["mask"]}, ("mask",))
-            return b.call("CBG", {"image": img, "mask": inv["mask"], "prompt": f"change the background to {bg}"},
-                          ("image",))["image"]
-        return Clause(category, _fill(tpl, bg=bg), lambda s: edits.change_background(s, color, texture), build,
-                      ("SOS", "INVERSE", "CBG"))
+            return b.call(
+                "CBG", {"image": img, "mask": inv["mask"], "prompt": f"change the background to {bg}"}, ("image",)
+            )["image"]
+
+        return Clause(
+            category,
+            _fill(tpl, bg=bg),
+            lambda s: edits.change_background(s, color, texture),
+            build,
+            ("SOS", "INVERSE", "CBG"),
+        )
     if category == "style":
         if scene.style != "none":
             return None
@@ -193,20 +239,30 @@ def clause_for(category: str, scene: Scene, rng: np.random.Generator, domain: st
 
         def build(b, img, style=style):
             cap = b.call("CMI-PRED", {"image": img}, ("caption",))
-            return b.call("STYLE", {"image": img, "prompt": cap["caption"], "style": f"{style} style"},
-                          ("image",))["image"]
-        return Clause(category, _fill(tpl, s=style, sn=phrases.STYLE_WORDS[style]),
-                      lambda s: edits.set_style(s, style), build, ("CMI-PRED", "STYLE"))
+            return b.call("STYLE", {"image": img, "prompt": cap["caption"], "style": f"{style} style"}, ("image",))[
+                "image"
+            ]
+
+        return Clause(
+            category,
+            _fill(tpl, s=style, sn=phrases.STYLE_WORDS[style]),
+            lambda s: edits.set_style(s, style),
+            build,
+            ("CMI-PRED", "STYLE"),
+        )
     if category == "environment":
         env = _pick(rng, [x for x in ENVIRONMENTS[1:] if x != scene.environment])
         text = _pick(rng, (phrases.GT_ENV if domain == "gt" else phrases.OPEN_ENV)[env])
 
         def build(b, img, env=env):
             return b.call("ENV", {"image": img, "prompt": ENV_PROMPT[env]}, ("image",))["image"]
+
         return Clause(category, text, lambda s: edits.set_environment(s, env), build, ("ENV",))
     if category == "extract":
+
         def build(b, img, expr=expr):
             return b.call("RES", {"image": img, "prompt": expr}, ("image",))["image"]
+
         return Clause(category, _fill(tpl, e=e), lambda s: s, build, ("RES",), extract_index=index)
     if category == "resize":
         ratio = _pick(rng, phrases.RESIZE_WORDS)
@@ -221,16 +277,23 @@ def clause_for(category: str, scene: Scene, rng: np.random.Generator, domain: st
             scaled = b.call("RESIZE", {"mask": seg["mask"], "ratio": ratio}, ("mask",))
             box = b.call("BBOX", {"mask": scaled["mask"]}, ("mask",))
             return b.call("FILL", {"image": clean, "mask": box["mask"], "prompt": desc}, ("image",))["image"]
-        return Clause(category, _fill(tpl, e=e, r=phrases.RESIZE_WORDS[ratio]),
-                      lambda s, i=index: edits.resize(s, i, ratio), build,
-                      ("RES", "FASTINPAINT", "INPAINT", "RESIZE", "BBOX", "FILL"))
+
+        return Clause(
+            category,
+            _fill(tpl, e=e, r=phrases.RESIZE_WORDS[ratio]),
+            lambda s, i=index: edits.resize(s, i, ratio),
+            build,
+            ("RES", "FASTINPAINT", "INPAINT", "RESIZE", "BBOX", "FILL"),
+        )
     if category == "pose":
         direction = _pick(rng, [d for d in ORIENTATIONS if d != obj.orientation])
 
         def build(b, img, expr=expr, d=direction):
             return b.call("POSE", {"image": img, "prompt": f"make the {expr} point {d}"}, ("image",))["image"]
-        return Clause(category, _fill(tpl, e=e, d=direction), lambda s, i=index: edits.set_pose(s, i, direction),
-                      build, ("POSE",))
+
+        return Clause(
+            category, _fill(tpl, e=e, d=direction), lambda s, i=index: edits.set_pose(s, i, direction), build, ("POSE",)
+        )
     if category == "outpaint":
         side = _pick(rng, phrases.OUTPAINT_SIDES)
         ratios = phrases.OUTPAINT_SIDES[side]
@@ -244,10 +307,19 @@ def clause_for(category: str, scene: Scene, rng: np.random.Generator, domain: st
         def build(b, img, ratios=ratios):
             keys = ("left_ratio", "right_ratio", "top_ratio", "bottom_ratio")
             cmi = b.call("CMI-PRED", {"image": img, **dict(zip(keys, ratios))}, ("caption", "image", "mask"))
-            return b.call("FILL", {"image": cmi["image"], "mask": cmi["mask"], "prompt": cmi["caption"],
-                                   "preimage": img}, ("image",))["image"]
-        return Clause(category, _fill(tpl, side=phrases.OUTPAINT_PHRASE[side]), lambda s: edits.outpaint(s, *ratios),
-                      build, ("CMI-PRED", "FILL"))
+            return b.call(
+                "FILL",
+                {"image": cmi["image"], "mask": cmi["mask"], "prompt": cmi["caption"], "preimage": img},
+                ("image",),
+            )["image"]
+
+        return Clause(
+            category,
+            _fill(tpl, side=phrases.OUTPAINT_PHRASE[side]),
+            lambda s: edits.outpaint(s, *ratios),
+            build,
+            ("CMI-PRED", "FILL"),
+        )
     raise ValueError(f"unknown category {category!r}")
 
 
@@ -258,8 +330,9 @@ def _hybrid_pairs_for(domain: str) -> list[tuple[str, str]]:
     return keep if domain == "gt" else [p for p in pairs if p not in keep]
 
 
-def make_instruction(scene: Scene, category: str, rng: np.random.Generator, domain: str = "gt",
-                     attempts: int = 8) -> Instruction | None:
+def make_instruction(
+    scene: Scene, category: str, rng: np.random.Generator, domain: str = "gt", attempts: int = 8
+) -> Instruction | None:
     """One instruction of ``category`` for ``scene`` (None if the scene cannot take such an edit)."""
     for _ in range(attempts):
         if category != "hybrid":
@@ -283,9 +356,12 @@ def make_instruction(scene: Scene, category: str, rng: np.random.Generator, doma
         if len(clauses) == 1:
             text = clauses[0].text
         else:
-            conn = _pick(rng, (phrases.GT_CONNECTIVES if len(clauses) == 2 else phrases.GT_CONNECTIVES_3)
-                         if domain == "gt" else
-                         (phrases.OPEN_CONNECTIVES if len(clauses) == 2 else phrases.OPEN_CONNECTIVES_3))
+            conn = _pick(
+                rng,
+                (phrases.GT_CONNECTIVES if len(clauses) == 2 else phrases.GT_CONNECTIVES_3)
+                if domain == "gt"
+                else (phrases.OPEN_CONNECTIVES if len(clauses) == 2 else phrases.OPEN_CONNECTIVES_3),
+            )
             text = conn.format(**dict(zip("abc", (c.text for c in clauses))))
         text = text[0].upper() + text[1:] if domain == "open" else text
         final = clauses[-1]

@@ -74,8 +74,11 @@ class ShapesOracle:
     def _covered(self, scene: Scene, mask: np.ndarray) -> list[int]:
         labels = render_layers(scene)[1]
         m = mask > 0
-        return [i for i in range(len(scene.objects))
-                if (labels == i).any() and (m & (labels == i)).sum() * 2 >= (labels == i).sum()]
+        return [
+            i
+            for i in range(len(scene.objects))
+            if (labels == i).any() and (m & (labels == i)).sum() * 2 >= (labels == i).sum()
+        ]
 
     def _best_overlap(self, scene: Scene, mask: np.ndarray) -> int:
         labels = render_layers(scene)[1]
@@ -111,7 +114,7 @@ class ShapesOracle:
         size = next((s for s in SIZES if re.search(rf"\b{s}\b", text)), "medium")
         x, y, w, h = edits.place_box(place, size, scene.width, scene.height, scene.base_size)
         out = np.zeros((scene.height, scene.width), dtype=np.uint8)
-        out[y:y + h, x:x + w] = 255
+        out[y : y + h, x : x + w] = 255
         return {"mask": out}
 
     def cmi_pred(self, ctx, image, left_ratio=None, right_ratio=None, top_ratio=None, bottom_ratio=None):
@@ -198,8 +201,19 @@ class ShapesOracle:
     def registry(self, base: BrickRegistry | None = None) -> BrickRegistry:
         """A copy of ``base`` (default: the built-ins) with every model-backed brick answered by the oracle."""
         registry = (base or default_registry(plugins=False)).copy()
-        for name, fn in {"RES": self.res, "SOS": self.sos, "MASK-SEG": self.mask_seg, "ADD-PRED": self.add_pred,
-                         "CMI-PRED": self.cmi_pred, "FILL": self.fill, "RCM": self.rcm, "INPAINT": self.inpaint,
-                         "CBG": self.cbg, "STYLE": self.style, "ENV": self.env, "POSE": self.pose}.items():
+        for name, fn in {
+            "RES": self.res,
+            "SOS": self.sos,
+            "MASK-SEG": self.mask_seg,
+            "ADD-PRED": self.add_pred,
+            "CMI-PRED": self.cmi_pred,
+            "FILL": self.fill,
+            "RCM": self.rcm,
+            "INPAINT": self.inpaint,
+            "CBG": self.cbg,
+            "STYLE": self.style,
+            "ENV": self.env,
+            "POSE": self.pose,
+        }.items():
             registry.bind(name, fn, source="shapes oracle")
         return registry

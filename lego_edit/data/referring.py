@@ -36,9 +36,14 @@ def _noun(o: Obj, color: bool, pattern: bool, size: bool, base: int = 64) -> str
 
 
 def _matching(scene: Scene, o: Obj, color: bool, pattern: bool, size: bool) -> list[int]:
-    return [i for i, p in enumerate(scene.objects) if p.shape == o.shape
-            and (not color or p.color == o.color) and (not pattern or p.pattern == o.pattern)
-            and (not size or p.size_name(scene.base_size) == o.size_name(scene.base_size))]
+    return [
+        i
+        for i, p in enumerate(scene.objects)
+        if p.shape == o.shape
+        and (not color or p.color == o.color)
+        and (not pattern or p.pattern == o.pattern)
+        and (not size or p.size_name(scene.base_size) == o.size_name(scene.base_size))
+    ]
 
 
 def _extreme(scene: Scene, group: list[int], side: str) -> int | None:
@@ -65,8 +70,14 @@ def candidates(scene: Scene, index: int) -> list[str]:
     """Every expression (without a leading 'the') that picks out object ``index`` and no other."""
     o = scene.objects[index]
     out: list[str] = []
-    for color, pattern, size in ((False, False, False), (True, False, False), (False, True, False),
-                                 (True, True, False), (False, False, True), (True, False, True)):
+    for color, pattern, size in (
+        (False, False, False),
+        (True, False, False),
+        (False, True, False),
+        (True, True, False),
+        (False, False, True),
+        (True, False, True),
+    ):
         if pattern and o.pattern == "solid":
             continue
         group = _matching(scene, o, color, pattern, size)
@@ -113,7 +124,7 @@ def resolve(scene: Scene, expression: str) -> int | None:
         ranked = sorted(group, key=lambda i: sign * _centre(scene.objects[i])[axis])
         if ordinal >= len(ranked):
             return None
-        pos = [sign * _centre(scene.objects[i])[axis] for i in ranked[max(0, ordinal - 1):ordinal + 2]]
+        pos = [sign * _centre(scene.objects[i])[axis] for i in ranked[max(0, ordinal - 1) : ordinal + 2]]
         if any(b - a < MIN_SEPARATION for a, b in zip(pos, pos[1:])):
             return None  # level with a neighbour in the ranking: "the first ... from the left" is ambiguous
         return ranked[ordinal]

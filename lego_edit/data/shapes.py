@@ -16,13 +16,23 @@ import numpy as np
 
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
 COLORS = {
-    "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (240, 210, 40),
-    "orange": (245, 140, 30), "purple": (140, 60, 190), "pink": (240, 120, 180), "cyan": (40, 200, 210),
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (240, 210, 40),
+    "orange": (245, 140, 30),
+    "purple": (140, 60, 190),
+    "pink": (240, 120, 180),
+    "cyan": (40, 200, 210),
 }
 PATTERNS = ("solid", "striped", "dotted", "checkered")
 BACKGROUNDS = {
-    "white": (245, 245, 245), "beige": (235, 220, 190), "gray": (195, 195, 195),
-    "light blue": (190, 215, 240), "light green": (200, 235, 200), "lavender": (225, 210, 240),
+    "white": (245, 245, 245),
+    "beige": (235, 220, 190),
+    "gray": (195, 195, 195),
+    "light blue": (190, 215, 240),
+    "light green": (200, 235, 200),
+    "lavender": (225, 210, 240),
 }
 TEXTURES = ("plain", "grid", "striped", "dotted")
 ENVIRONMENTS = ("day", "night", "fog", "sunset", "snow")  # "day" is no transform
@@ -30,9 +40,15 @@ STYLES = ("none", "sketch", "pixel art", "pop art", "watercolor")
 ORIENTATIONS = ("up", "right", "down", "left")  # visible for triangles only
 SIZES = {"small": 0.19, "medium": 0.28, "large": 0.38}  # box side as a fraction of the canvas side
 PLACES = {  # (column, row) of a 3x3 grid
-    "top left": (0, 0), "top": (1, 0), "top right": (2, 0),
-    "left": (0, 1), "center": (1, 1), "right": (2, 1),
-    "bottom left": (0, 2), "bottom": (1, 2), "bottom right": (2, 2),
+    "top left": (0, 0),
+    "top": (1, 0),
+    "top right": (2, 0),
+    "left": (0, 1),
+    "center": (1, 1),
+    "right": (2, 1),
+    "bottom left": (0, 2),
+    "bottom": (1, 2),
+    "bottom right": (2, 2),
 }
 MARGIN = 2  # objects never touch the canvas border
 
@@ -260,6 +276,7 @@ def _style(img: np.ndarray, style: str, X: np.ndarray, Y: np.ndarray, labels: np
 
 # --- geometry helpers shared by scene sampling and edits ---------------------------------------------
 
+
 def size_px(size: str, canvas: int = 64) -> int:
     return max(6, int(round(SIZES[size] * canvas)))
 
@@ -290,11 +307,13 @@ def box_inside(box, width: int, height: int) -> bool:
 def box_free(scene: Scene, box, ignore: int | None = None) -> bool:
     """Inside the canvas margin and clear of every other object."""
     return box_inside(box, scene.width, scene.height) and not any(
-        boxes_overlap(box, o.box) for i, o in enumerate(scene.objects) if i != ignore)
+        boxes_overlap(box, o.box) for i, o in enumerate(scene.objects) if i != ignore
+    )
 
 
-def sample_scene(rng: np.random.Generator, size: int = 64, max_objects: int = 4,
-                 environment_rate: float = 0.15) -> Scene:
+def sample_scene(
+    rng: np.random.Generator, size: int = 64, max_objects: int = 4, environment_rate: float = 0.15
+) -> Scene:
     """A random scene with 1..max_objects non-overlapping objects at jittered 3x3 grid positions."""
     background = str(rng.choice(list(BACKGROUNDS)))
     texture = str(rng.choice(TEXTURES, p=[0.55, 0.15, 0.15, 0.15]))
@@ -315,8 +334,15 @@ def sample_scene(rng: np.random.Generator, size: int = 64, max_objects: int = 4,
             if box_inside(box, size, size) and not any(boxes_overlap(box, o.box) for o in objects):
                 shape = str(rng.choice(SHAPES))
                 orientation = str(rng.choice(ORIENTATIONS)) if shape == "triangle" and rng.random() < 0.3 else "up"
-                objects.append(Obj(shape, str(rng.choice(list(COLORS))),
-                                   str(rng.choice(PATTERNS, p=[0.55, 0.15, 0.15, 0.15])), box, orientation))
+                objects.append(
+                    Obj(
+                        shape,
+                        str(rng.choice(list(COLORS))),
+                        str(rng.choice(PATTERNS, p=[0.55, 0.15, 0.15, 0.15])),
+                        box,
+                        orientation,
+                    )
+                )
                 break
     return Scene(size, size, background, texture, environment, "none", tuple(objects), base_size=size)
 

@@ -39,8 +39,10 @@ class ShardConfig:
     per_scene: int = field(default=1, metadata={"help": "Samples drawn per scene (per brick for 'edit')."})
     samples_per_shard: int = field(default=1000, metadata={"help": "Samples per tar file."})
     splits: list[str] = field(default_factory=lambda: list(SPLITS), metadata={"help": "Splits to write."})
-    bricks: list[str] = field(default_factory=lambda: list(bs.EDIT_BRICKS),
-                              metadata={"help": "Edit bricks to draw samples for (family 'edit' only)."})
+    bricks: list[str] = field(
+        default_factory=lambda: list(bs.EDIT_BRICKS),
+        metadata={"help": "Edit bricks to draw samples for (family 'edit' only)."},
+    )
 
     def __post_init__(self):
         if self.per_scene < 1 or self.samples_per_shard < 1:
@@ -85,8 +87,15 @@ class ShardSetWriter:
             self._open_next()
         self._writer.write(sample)
         self._count += 1
-        self.rows.append({"key": sample["__key__"], "shard": self._name, "sha256": sample_digest(sample),
-                          "split": self.split, "kind": kind})
+        self.rows.append(
+            {
+                "key": sample["__key__"],
+                "shard": self._name,
+                "sha256": sample_digest(sample),
+                "split": self.split,
+                "kind": kind,
+            }
+        )
 
     def _open_next(self) -> None:
         self.close()
@@ -102,8 +111,9 @@ class ShardSetWriter:
             self._writer = None
 
 
-def _family_samples(family: str, cfg: ShardConfig, split: str, scenes_path, instruction_paths
-                    ) -> Iterator[tuple[str, dict, dict]]:
+def _family_samples(
+    family: str, cfg: ShardConfig, split: str, scenes_path, instruction_paths
+) -> Iterator[tuple[str, dict, dict]]:
     stream = _FAMILY_STREAM[family]
     if family == "critic":
         rows = [r for p in instruction_paths for r in load_instructions(p, split)]
@@ -115,13 +125,20 @@ def _family_samples(family: str, cfg: ShardConfig, split: str, scenes_path, inst
             for k, (images, meta) in enumerate(bs.critic_samples(scene, rng, cfg.per_scene, r, source, target)):
                 yield f"{r['id']}_{k}", images, meta
         return
-    gen = {"segmentation": bs.segmentation_samples, "placement": bs.placement_samples,
-           "captioning": bs.captioning_samples, "edit": None}[family]
+    gen = {
+        "segmentation": bs.segmentation_samples,
+        "placement": bs.placement_samples,
+        "captioning": bs.captioning_samples,
+        "edit": None,
+    }[family]
     for row in load_scenes(scenes_path, split):
         scene = Scene.from_json(row["scene"])
         rng = _rng(cfg.seed, stream, row["scene_id"])
-        samples = (bs.edit_samples(scene, rng, cfg.per_scene, cfg.bricks) if family == "edit"
-                   else gen(scene, rng, cfg.per_scene))
+        samples = (
+            bs.edit_samples(scene, rng, cfg.per_scene, cfg.bricks)
+            if family == "edit"
+            else gen(scene, rng, cfg.per_scene)
+        )
         for k, (images, meta) in enumerate(samples):
             yield f"{family}_{row['scene_id']:06d}_{k:02d}", images, meta
 
@@ -140,8 +157,9 @@ def _kind(family: str, meta: dict) -> str:
     return meta.get("task") or meta.get("brick") or meta.get("kind") or family
 
 
-def write_shard_set(samples_by_split: dict[str, Iterable[tuple[str, dict, dict]]], family: str, out_dir,
-                    samples_per_shard: int) -> pa.Table:
+def write_shard_set(
+    samples_by_split: dict[str, Iterable[tuple[str, dict, dict]]], family: str, out_dir, samples_per_shard: int
+) -> pa.Table:
     """Encode and write every split's samples, then the manifest (written last: it marks completion)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -154,15 +172,23 @@ def write_shard_set(samples_by_split: dict[str, Iterable[tuple[str, dict, dict]]
         finally:
             writer.close()
         rows.extend(writer.rows)
-    schema = pa.schema([("key", pa.string()), ("shard", pa.string()), ("sha256", pa.string()),
-                        ("split", pa.string()), ("kind", pa.string())])
+    schema = pa.schema(
+        [
+            ("key", pa.string()),
+            ("shard", pa.string()),
+            ("sha256", pa.string()),
+            ("split", pa.string()),
+            ("kind", pa.string()),
+        ]
+    )
     table = pa.Table.from_pylist(rows, schema=schema)
     write_table(table, out_dir / "manifest.parquet")
     return table
 
 
-def build_shards(family: str, cfg: ShardConfig, out_dir, scenes_path=None, instruction_paths=(),
-                 source: dict | None = None) -> pa.Table:
+def build_shards(
+    family: str, cfg: ShardConfig, out_dir, scenes_path=None, instruction_paths=(), source: dict | None = None
+) -> pa.Table:
     """Write the shard set of a brick family from the shapes world, or from a real listing (``source``)."""
     if family not in bs.FAMILIES:
         raise ValueError(f"unknown brick family {family!r}; known: {', '.join(bs.FAMILIES)}")
@@ -171,8 +197,12 @@ def build_shards(family: str, cfg: ShardConfig, out_dir, scenes_path=None, instr
         for split, key, images, meta in read_listing(family, source["listing"], source.get("root", ".")):
             by_split.setdefault(split, []).append((key, images, meta))
         return write_shard_set(by_split, family, out_dir, cfg.samples_per_shard)
-    return write_shard_set({s: _family_samples(family, cfg, s, scenes_path, instruction_paths) for s in cfg.splits},
-                           family, out_dir, cfg.samples_per_shard)
+    return write_shard_set(
+        {s: _family_samples(family, cfg, s, scenes_path, instruction_paths) for s in cfg.splits},
+        family,
+        out_dir,
+        cfg.samples_per_shard,
+    )
 
 
 # --- real data: a listing (CSV / parquet / JSONL) of files on disk ---------------------------------------
@@ -203,8 +233,11 @@ def _read_rows(listing: str | Path) -> list[dict]:
 
 
 EMPTY_OK = {"segmentation": ("text",), "edit": ("prompt",)}  # SOS and MASK-SEG take no text, INPAINT no prompt
-_CONVERT = {"box": (lambda v: [int(x) for x in (v.strip("[]").split(",") if isinstance(v, str) else v)], "4 integers"),
-            "label": (int, "an integer"), "score": (float, "a number")}
+_CONVERT = {
+    "box": (lambda v: [int(x) for x in (v.strip("[]").split(",") if isinstance(v, str) else v)], "4 integers"),
+    "label": (int, "an integer"),
+    "score": (float, "a number"),
+}
 
 
 def _absent(value) -> bool:
@@ -226,8 +259,11 @@ def read_listing(family: str, listing, root) -> Iterator[tuple[str, str, dict, d
     seen: dict[str, int] = {}
     for i, row in enumerate(_read_rows(listing)):
         where = f"{listing} row {i + 1}"
-        missing = [f for f in (*image_fields, *mask_fields, *required)
-                   if f not in optional and f not in empty_ok and _absent(row.get(f))]
+        missing = [
+            f
+            for f in (*image_fields, *mask_fields, *required)
+            if f not in optional and f not in empty_ok and _absent(row.get(f))
+        ]
         if missing:
             raise ValueError(f"{where}: missing {', '.join(missing)}")
         split = row.get("split") or "train"
@@ -235,8 +271,9 @@ def read_listing(family: str, listing, root) -> Iterator[tuple[str, str, dict, d
             raise ValueError(f"{where}, field 'split': {split!r} is not one of {', '.join(SPLITS)}")
         key = str(row.get("key") or f"{family}_{i:08d}")
         if "." in key:
-            raise ValueError(f"{where}, field 'key': {key!r} contains '.', which webdataset reads as the start of "
-                             "the file extension")
+            raise ValueError(
+                f"{where}, field 'key': {key!r} contains '.', which webdataset reads as the start of the file extension"
+            )
         if key in seen:
             raise ValueError(f"{where}, field 'key': {key!r} is already the key of row {seen[key]}")
         seen[key] = i + 1
@@ -263,6 +300,7 @@ def read_listing(family: str, listing, root) -> Iterator[tuple[str, str, dict, d
 
 # --- reading ------------------------------------------------------------------------------------------
 
+
 def _decode(sample: dict) -> dict:
     out = {"__key__": sample["__key__"]}
     for k, v in sample.items():
@@ -284,8 +322,9 @@ def iter_samples(shard_dir, split: str | None = None, kinds: Iterable[str] | Non
     """Decoded samples (images as numpy arrays, JSON fields merged in) of one split, in shard order."""
     manifest = read_manifest(shard_dir).to_pylist()
     kinds = set(kinds) if kinds else None
-    wanted = {r["key"] for r in manifest
-              if (split is None or r["split"] == split) and (not kinds or r["kind"] in kinds)}
+    wanted = {
+        r["key"] for r in manifest if (split is None or r["split"] == split) and (not kinds or r["kind"] in kinds)
+    }
     shards = sorted({r["shard"] for r in manifest if r["key"] in wanted})
     if not shards:
         return

@@ -6,7 +6,23 @@ from .manifest import Manifest, ManifestError, merge_manifests, read_manifest
 from .sources import BUILDER_STAGES, EditError, model_inputs
 
 __all__ = [
-    "BUILDER_STAGES", "BatchEditor", "EditConfig", "EditError", "EditItem", "EditSummary", "Manifest",
-    "ManifestError", "MappingError", "collect_items", "edit_chunk", "edit_folder", "list_images", "merge_manifests",
-    "model_inputs", "output_stems", "read_manifest", "read_mapping", "select_chunk",
+    "BUILDER_STAGES",
+    "BatchEditor",
+    "EditConfig",
+    "EditError",
+    "EditItem",
+    "EditSummary",
+    "Manifest",
+    "ManifestError",
+    "MappingError",
+    "collect_items",
+    "edit_chunk",
+    "edit_folder",
+    "list_images",
+    "merge_manifests",
+    "model_inputs",
+    "output_stems",
+    "read_manifest",
+    "read_mapping",
+    "select_chunk",
 ]

@@ -44,26 +44,26 @@ log = logging.getLogger(__name__)
 class EditConfig:
     folder: str
     output: str
-    instruction: str | None = None   # one instruction for every image
-    mapping: str | None = None       # CSV/JSONL: file -> instruction[, mask]
-    workflow: str | None = None      # one workflow for every image (no Builder)
-    run: str | None = None           # a pipeline's results/ folder: the Builder stage and the brick models
-    builder: str = "grpo_critic"     # the Builder stage under <run>/builder/
-    builder_url: str | None = None   # an OpenAI-compatible Builder instead
+    instruction: str | None = None  # one instruction for every image
+    mapping: str | None = None  # CSV/JSONL: file -> instruction[, mask]
+    workflow: str | None = None  # one workflow for every image (no Builder)
+    run: str | None = None  # a pipeline's results/ folder: the Builder stage and the brick models
+    builder: str = "grpo_critic"  # the Builder stage under <run>/builder/
+    builder_url: str | None = None  # an OpenAI-compatible Builder instead
     builder_model: str | None = None
     prompt_style: str | None = None  # None: the stage's own (registry for an endpoint)
-    batch_size: int = 16             # Builder batch, and items between manifest writes
+    batch_size: int = 16  # Builder batch, and items between manifest writes
     retry_failed: bool = False
     chunk: int = 0
     chunks: int = 1
-    manifest: str | None = None      # default <output>/manifest.parquet (.chunk-K-of-N for a chunk)
+    manifest: str | None = None  # default <output>/manifest.parquet (.chunk-K-of-N for a chunk)
     seed: int = 0
     device: str | None = None
-    threads: int = 0                 # torch threads for model bricks and a local Builder (0: torch's default)
+    threads: int = 0  # torch threads for model bricks and a local Builder (0: torch's default)
     max_new_tokens: int = 512
-    max_side: int = 1024             # larger images are scaled down to this long side before editing (0: never)
-    concurrency: int = 1             # requests in flight to an endpoint
-    item_seconds: float = 600.0      # time bound on one image's workflow; past it the image fails (0: no bound)
+    max_side: int = 1024  # larger images are scaled down to this long side before editing (0: never)
+    concurrency: int = 1  # requests in flight to an endpoint
+    item_seconds: float = 600.0  # time bound on one image's workflow; past it the image fails (0: no bound)
     progress: bool = True
 
     def __post_init__(self):
@@ -72,8 +72,10 @@ class EditConfig:
         if self.workflow and self.builder_url:
             raise EditError("a fixed --workflow needs no Builder: drop --builder-url")
         if not self.workflow and not (self.run or self.builder_url):
-            raise EditError("a Builder is needed to write the workflows: --run <results folder> (with --builder "
-                            f"{'|'.join(BUILDER_STAGES)}) or --builder-url/--builder-model; or give a fixed --workflow")
+            raise EditError(
+                "a Builder is needed to write the workflows: --run <results folder> (with --builder "
+                f"{'|'.join(BUILDER_STAGES)}) or --builder-url/--builder-model; or give a fixed --workflow"
+            )
         if self.builder_url and not self.builder_model:
             raise EditError("--builder-url needs --builder-model (the served model's name)")
         if self.batch_size < 1:
@@ -90,18 +92,20 @@ class EditConfig:
 
 @dataclass
 class EditSummary:
-    items: int          # in this run's selection (the chunk)
-    edited: int         # edited now
-    failed: int         # failed now
-    skipped: int        # not to be edited (not named in the mapping)
-    done_before: int    # done by an earlier run, left alone
+    items: int  # in this run's selection (the chunk)
+    edited: int  # edited now
+    failed: int  # failed now
+    skipped: int  # not to be edited (not named in the mapping)
+    done_before: int  # done by an earlier run, left alone
     failed_before: int  # failed in an earlier run, not retried
     seconds: float
     manifest: str
 
     def __str__(self) -> str:
-        text = (f"{self.items} images: {self.edited} edited, {self.failed} failed, {self.done_before} already done, "
-                f"{self.skipped} skipped")
+        text = (
+            f"{self.items} images: {self.edited} edited, {self.failed} failed, {self.done_before} already done, "
+            f"{self.skipped} skipped"
+        )
         if self.failed_before:
             text += f", {self.failed_before} failed earlier (not retried; --retry-failed retries them)"
         return text + f"; {self.seconds:.1f} s; manifest {self.manifest}"
@@ -150,8 +154,9 @@ class BatchEditor:
             self.fixed, self.label = read_fixed_workflow(cfg.workflow)
             self.style = None
         else:
-            self.label, self.style = builder_identity(cfg.run, cfg.builder, cfg.builder_url, cfg.builder_model,
-                                                      cfg.prompt_style)
+            self.label, self.style = builder_identity(
+                cfg.run, cfg.builder, cfg.builder_url, cfg.builder_model, cfg.prompt_style
+            )
         self.registry = registry if registry is not None else make_registry(cfg.run, cfg.device)
         if self.fixed is not None:
             check_fixed_workflow(self.fixed, cfg.workflow, self.registry, cfg.run)
@@ -159,8 +164,13 @@ class BatchEditor:
         self._backend = backend
         self._wf_text: tuple[object, str] = (None, "null")
         self.manifest = Manifest(cfg.manifest_path())
-        items = collect_items(self.folder, self.out, instruction=cfg.instruction, mapping=cfg.mapping,
-                              fixed_workflow=self.fixed is not None)
+        items = collect_items(
+            self.folder,
+            self.out,
+            instruction=cfg.instruction,
+            mapping=cfg.mapping,
+            fixed_workflow=self.fixed is not None,
+        )
         if self.fixed is not None:  # the workflow's own description stands for a missing instruction
             process = self.fixed.process or None
             items = [it if it.instruction or it.skip else dataclasses.replace(it, instruction=process) for it in items]
@@ -182,8 +192,9 @@ class BatchEditor:
             if item.skip:
                 counts["skipped"] += 1
                 if rec is None or rec["status"] != "skipped" or rec["error"] != item.skip:
-                    self.manifest.set(empty_record(item.file) | {"status": "skipped", "error": item.skip,
-                                                                 "updated": _now()})
+                    self.manifest.set(
+                        empty_record(item.file) | {"status": "skipped", "error": item.skip, "updated": _now()}
+                    )
                 continue
             if rec is not None and _request_matches(rec, item, self.label):
                 if rec["status"] == "ok" and rec["outputs"] and all((self.out / o).is_file() for o in rec["outputs"]):
@@ -201,15 +212,21 @@ class BatchEditor:
         self.stats["plan"] = time.perf_counter() - start
         self._flush()
         done = {"ok": 0, "failed": 0}
-        log.info("%d images to edit (%d already done, %d failed earlier, %d skipped)", len(todo),
-                 counts["done_before"], counts["failed_before"], counts["skipped"])
+        log.info(
+            "%d images to edit (%d already done, %d failed earlier, %d skipped)",
+            len(todo),
+            counts["done_before"],
+            counts["failed_before"],
+            counts["skipped"],
+        )
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), unit="img", desc="editing", disable=not (self.cfg.progress and todo),
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=len(todo), unit="img", desc="editing", disable=not (self.cfg.progress and todo), dynamic_ncols=True
+        )
         try:
             for i in range(0, len(todo), self.cfg.batch_size):
-                for rec in self.edit_batch(todo[i:i + self.cfg.batch_size]):
+                for rec in self.edit_batch(todo[i : i + self.cfg.batch_size]):
                     done[rec["status"]] += 1
                     bar.update(1)
                 self._flush()
@@ -217,8 +234,16 @@ class BatchEditor:
         finally:
             bar.close()
             self._flush(close=True)  # also on Ctrl-C or an unexpected error: keep what is done
-        return EditSummary(len(self.items), done["ok"], done["failed"], counts["skipped"], counts["done_before"],
-                           counts["failed_before"], time.perf_counter() - start, str(self.manifest.path))
+        return EditSummary(
+            len(self.items),
+            done["ok"],
+            done["failed"],
+            counts["skipped"],
+            counts["done_before"],
+            counts["failed_before"],
+            time.perf_counter() - start,
+            str(self.manifest.path),
+        )
 
     def _flush(self, close: bool = False) -> None:
         t0 = time.perf_counter()
@@ -232,16 +257,25 @@ class BatchEditor:
     def backend(self):
         if self._backend is None:
             c = self.cfg
-            self._backend = load_builder(c.run, c.builder, c.builder_url, c.builder_model, device=c.device,
-                                         max_new_tokens=c.max_new_tokens, batch_size=c.batch_size, seed=c.seed,
-                                         concurrency=c.concurrency)
+            self._backend = load_builder(
+                c.run,
+                c.builder,
+                c.builder_url,
+                c.builder_model,
+                device=c.device,
+                max_new_tokens=c.max_new_tokens,
+                batch_size=c.batch_size,
+                seed=c.seed,
+                concurrency=c.concurrency,
+            )
         return self._backend
 
     @staticmethod
     def _finish(rec: dict, since: float | None) -> None:
         """The item's wall time: reading it, its share of the Builder batch, and everything after (``since``)."""
-        rec["total_seconds"] = rec["load_seconds"] + rec["builder_seconds"] + (
-            time.perf_counter() - since if since is not None else 0.0)
+        rec["total_seconds"] = (
+            rec["load_seconds"] + rec["builder_seconds"] + (time.perf_counter() - since if since is not None else 0.0)
+        )
         rec["updated"] = _now()
 
     def _fail(self, rec: dict, error: str, since: float | None = None) -> dict:
@@ -275,9 +309,15 @@ class BatchEditor:
             return [BuilderAnswer(None, self.fixed, None, True)] * len(ready)
         t0 = time.perf_counter()
         try:
-            answers = build_workflows(self.backend(), [r[2] for r in ready], [r[0].instruction for r in ready],
-                                      self.registry, self.style, [r[3] is not None for r in ready],
-                                      self.executor.limits)
+            answers = build_workflows(
+                self.backend(),
+                [r[2] for r in ready],
+                [r[0].instruction for r in ready],
+                self.registry,
+                self.style,
+                [r[3] is not None for r in ready],
+                self.executor.limits,
+            )
         except Exception as e:  # a local backend raises for the whole batch (e.g. out of memory): fail the batch
             log.exception("the Builder failed on a batch of %d", len(ready))
             error = f"builder request failed: {type(e).__name__}: {e}"
@@ -290,8 +330,7 @@ class BatchEditor:
     def edit_batch(self, batch: list[EditItem]) -> list[dict]:
         records, ready = [], []
         for item in batch:
-            rec = empty_record(item.file) | {"instruction": item.instruction, "mask": item.mask,
-                                             "builder": self.label}
+            rec = empty_record(item.file) | {"instruction": item.instruction, "mask": item.mask, "builder": self.label}
             records.append(rec)
             loaded = self._load(item, rec)
             if loaded is not None:
@@ -304,8 +343,10 @@ class BatchEditor:
 
     @staticmethod
     def _tail(answer: BuilderAnswer) -> dict:
-        tail = {"reasoning": answer.workflow.reasoning if answer.workflow is not None else None,
-                "workflow": answer.workflow}
+        tail = {
+            "reasoning": answer.workflow.reasoning if answer.workflow is not None else None,
+            "workflow": answer.workflow,
+        }
         return tail | ({"answer": answer.text} if answer.text is not None else {})
 
     def _write_doc(self, rel: str, doc: dict, workflow) -> None:
@@ -316,10 +357,19 @@ class BatchEditor:
         if workflow is not None and self._wf_text[0] is not workflow:
             d = workflow.to_dict()
             steps = ",\n    ".join(json.dumps(x, ensure_ascii=False) for x in d["pipeline"])
-            self._wf_text = (workflow, f'{{"process": {json.dumps(d["process"], ensure_ascii=False)},\n   '
-                                       f'"pipeline": [\n    {steps}]}}')
-        lines = [f"  {json.dumps(k)}: " + (self._wf_text[1] if k == "workflow" and workflow is not None else
-                                          json.dumps(v, ensure_ascii=False, default=str)) for k, v in doc.items()]
+            self._wf_text = (
+                workflow,
+                f'{{"process": {json.dumps(d["process"], ensure_ascii=False)},\n   "pipeline": [\n    {steps}]}}',
+            )
+        lines = [
+            f"  {json.dumps(k)}: "
+            + (
+                self._wf_text[1]
+                if k == "workflow" and workflow is not None
+                else json.dumps(v, ensure_ascii=False, default=str)
+            )
+            for k, v in doc.items()
+        ]
         text = "{\n" + ",\n".join(lines) + "\n}\n"
         # A model's answer may hold a lone surrogate ("\ud800" from an endpoint): backslashreplace writes it as
         # that very JSON escape, so the file stays valid UTF-8 and valid JSON.
@@ -346,8 +396,11 @@ class BatchEditor:
         except WorkflowError as e:
             error = "invalid workflow: " + "; ".join(str(i) for i in e.issues[:5])
         except ExecutionError as e:  # the time bound firing inside a brick arrives wrapped as that step's failure
-            error = (f"timed out: the workflow ran past {self.cfg.item_seconds:g} s (item_seconds); {e}"
-                     if isinstance(e.__cause__, TimeoutError) else f"brick failed: {e}")
+            error = (
+                f"timed out: the workflow ran past {self.cfg.item_seconds:g} s (item_seconds); {e}"
+                if isinstance(e.__cause__, TimeoutError)
+                else f"brick failed: {e}"
+            )
         except Exception as e:  # a bug somewhere below: record it, keep the batch going
             log.exception("%s: unexpected error", item.file)
             error = f"{type(e).__name__}: {e}"
@@ -359,16 +412,26 @@ class BatchEditor:
             self._write_doc(wf_file, doc | {"status": "failed", "error": error, **self._tail(answer)}, wf)
             return self._fail(rec, error, since)
         rec["brick_seconds"] = result.brick_seconds
-        rec["steps"] = json.dumps([{"step": s.step, "brick": s.brick, "seconds": round(s.seconds, 6)}
-                                   for s in result.steps])
+        rec["steps"] = json.dumps(
+            [{"step": s.step, "brick": s.brick, "seconds": round(s.seconds, 6)} for s in result.steps]
+        )
         n = len(result.images)
         names = [f"{stem}.png"] if n == 1 else [f"{stem}_{i}.png" for i in range(1, n + 1)]
         t0 = time.perf_counter()
         for name, array in zip(names, result.images):
             atomic_write_bytes(self.out / name, encode_png(array))
         rec["save_seconds"] = time.perf_counter() - t0
-        self._write_doc(wf_file, doc | {"status": "ok", "outputs": names,
-                                        "warnings": [w.to_dict() for w in result.warnings], **self._tail(answer)}, wf)
+        self._write_doc(
+            wf_file,
+            doc
+            | {
+                "status": "ok",
+                "outputs": names,
+                "warnings": [w.to_dict() for w in result.warnings],
+                **self._tail(answer),
+            },
+            wf,
+        )
         self._remove_stale(previous, names)
         rec.update(status="ok", outputs=names)
         self._finish(rec, since)

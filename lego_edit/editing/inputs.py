@@ -28,11 +28,11 @@ class MappingError(ValueError):
 
 @dataclass(frozen=True)
 class EditItem:
-    file: str                  # image path relative to the input folder, POSIX
-    instruction: str | None    # None: no instruction (a fixed workflow needs none)
-    mask: str | None = None    # mask path relative to the input folder
-    skip: str | None = None    # why the item is not edited (an image the mapping does not name)
-    row: str | None = None     # "mapping.csv line 4", for messages
+    file: str  # image path relative to the input folder, POSIX
+    instruction: str | None  # None: no instruction (a fixed workflow needs none)
+    mask: str | None = None  # mask path relative to the input folder
+    skip: str | None = None  # why the item is not edited (an image the mapping does not name)
+    row: str | None = None  # "mapping.csv line 4", for messages
 
 
 def list_images(folder: str | os.PathLike, exclude: tuple = ()) -> list[str]:
@@ -103,21 +103,24 @@ def _mapping_rows(path: Path):
     reader = csv.DictReader(io.StringIO(text, newline=""))  # quoted cells may span lines
     header = reader.fieldnames or []
     if not any(c in header for c in MAPPING_FILE_COLUMNS):
-        raise MappingError(f"{path.name}: the header {header} has no 'file' column; expected "
-                           "file,instruction[,mask]")
+        raise MappingError(f"{path.name}: the header {header} has no 'file' column; expected file,instruction[,mask]")
     for row in reader:
         where = f"{path.name} line {reader.line_num}"
         if None in row:
-            raise MappingError(f"{where}: {len(header) + len(row[None])} fields, but the header has {len(header)} "
-                               "(quote values that contain commas)")
+            raise MappingError(
+                f"{where}: {len(header) + len(row[None])} fields, but the header has {len(header)} "
+                "(quote values that contain commas)"
+            )
         if any(v is None for v in row.values()):
-            raise MappingError(f"{where}: {sum(v is not None for v in row.values())} fields, but the header has "
-                               f"{len(header)}")
+            raise MappingError(
+                f"{where}: {sum(v is not None for v in row.values())} fields, but the header has {len(header)}"
+            )
         yield where, row
 
 
-def read_mapping(path: str | os.PathLike, default_instruction: str | None = None,
-                 instruction_required: bool = True) -> list[EditItem]:
+def read_mapping(
+    path: str | os.PathLike, default_instruction: str | None = None, instruction_required: bool = True
+) -> list[EditItem]:
     """The items a mapping file names, in file order.
 
     Columns (CSV header or JSONL keys): ``file`` (or ``path``/``image``), relative to the input folder;
@@ -156,9 +159,14 @@ def read_mapping(path: str | os.PathLike, default_instruction: str | None = None
     return items
 
 
-def collect_items(folder: str | os.PathLike, output: str | os.PathLike | None = None, *,
-                  instruction: str | None = None, mapping: str | os.PathLike | None = None,
-                  fixed_workflow: bool = False) -> list[EditItem]:
+def collect_items(
+    folder: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    *,
+    instruction: str | None = None,
+    mapping: str | os.PathLike | None = None,
+    fixed_workflow: bool = False,
+) -> list[EditItem]:
     """Every item of a batch, sorted by file.
 
     Without a mapping: every image of the folder, with ``instruction``. With one: the rows of the mapping,

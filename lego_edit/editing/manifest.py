@@ -34,13 +34,26 @@ from ..imageio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 STATUSES = ("ok", "failed", "skipped")
-SCHEMA = pa.schema([
-    ("file", pa.string()), ("instruction", pa.string()), ("mask", pa.string()), ("builder", pa.string()),
-    ("status", pa.string()), ("error", pa.string()), ("outputs", pa.list_(pa.string())),
-    ("workflow_file", pa.string()), ("steps", pa.string()), ("total_seconds", pa.float64()),
-    ("builder_seconds", pa.float64()), ("load_seconds", pa.float64()), ("execute_seconds", pa.float64()),
-    ("brick_seconds", pa.float64()), ("save_seconds", pa.float64()), ("updated", pa.string()),
-])
+SCHEMA = pa.schema(
+    [
+        ("file", pa.string()),
+        ("instruction", pa.string()),
+        ("mask", pa.string()),
+        ("builder", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("outputs", pa.list_(pa.string())),
+        ("workflow_file", pa.string()),
+        ("steps", pa.string()),
+        ("total_seconds", pa.float64()),
+        ("builder_seconds", pa.float64()),
+        ("load_seconds", pa.float64()),
+        ("execute_seconds", pa.float64()),
+        ("brick_seconds", pa.float64()),
+        ("save_seconds", pa.float64()),
+        ("updated", pa.string()),
+    ]
+)
 COLUMNS = tuple(SCHEMA.names)
 
 
@@ -149,8 +162,11 @@ class Manifest:
 
     def flush(self) -> None:
         rows = self.journal_rows + len(self.pending)
-        if (self.needs_snapshot or not self.path.exists()
-                or rows >= max(self.min_journal, self.compact_ratio * len(self.records))):
+        if (
+            self.needs_snapshot
+            or not self.path.exists()
+            or rows >= max(self.min_journal, self.compact_ratio * len(self.records))
+        ):
             self.close()
         elif self.pending:
             text = "".join(json.dumps({c: r.get(c) for c in COLUMNS}) + "\n" for r in self.pending)

@@ -17,8 +17,10 @@ MODEL_PATHS = {
     **{b: ("bricks/segmentation",) for b in ("RES", "SOS", "MASK-SEG")},
     "ADD-PRED": ("builder/base", "bricks/placement"),
     "CMI-PRED": ("builder/base", "bricks/captioning"),
-    **{b: ("bricks/edit_base", f"bricks/edit_lora/{b}") for b in ("FILL", "RCM", "INPAINT", "CBG", "STYLE", "ENV",
-                                                                   "POSE")},
+    **{
+        b: ("bricks/edit_base", f"bricks/edit_lora/{b}")
+        for b in ("FILL", "RCM", "INPAINT", "CBG", "STYLE", "ENV", "POSE")
+    },
 }
 
 
@@ -78,8 +80,9 @@ def workflow_bricks(wf, registry) -> tuple[str, ...]:
     return tuple(names)
 
 
-def model_inputs(workflow_path: str | Path | None, run_dir: str = "results",
-                 edit_bricks: tuple[str, ...] | None = None) -> list[str]:
+def model_inputs(
+    workflow_path: str | Path | None, run_dir: str = "results", edit_bricks: tuple[str, ...] | None = None
+) -> list[str]:
     """The trained-model folders a batch needs (for a Snakemake rule's input): those of the fixed workflow's
     model bricks, or every brick model when a Builder writes the workflows (``workflow_path`` None).
     ``edit_bricks``: the edit bricks that get a LoRA (the pipeline's config); the others run on the base."""
@@ -100,8 +103,9 @@ def model_inputs(workflow_path: str | Path | None, run_dir: str = "results",
     return paths
 
 
-def builder_identity(run: str | Path | None, stage: str, url: str | None, model: str | None,
-                     prompt_style: str | None) -> tuple[str, str]:
+def builder_identity(
+    run: str | Path | None, stage: str, url: str | None, model: str | None, prompt_style: str | None
+) -> tuple[str, str]:
     """(label, prompt style) of the Builder, without loading it. The label goes into the manifest: an item
     edited by another Builder is edited again on a rerun."""
     if url:
@@ -110,8 +114,10 @@ def builder_identity(run: str | Path | None, stage: str, url: str | None, model:
         raise EditError(f"--builder must be one of {', '.join(BUILDER_STAGES)}, not {stage!r}")
     stage_dir = Path(run) / "builder" / stage
     if not stage_dir.is_dir():
-        raise EditError(f"{stage_dir}: no Builder stage '{stage}' in this run (train it first, or choose another "
-                        f"with --builder {'|'.join(BUILDER_STAGES)})")
+        raise EditError(
+            f"{stage_dir}: no Builder stage '{stage}' in this run (train it first, or choose another "
+            f"with --builder {'|'.join(BUILDER_STAGES)})"
+        )
     style = prompt_style
     cfg = stage_dir / "train_config.json"
     if style is None and cfg.is_file():
@@ -119,15 +125,26 @@ def builder_identity(run: str | Path | None, stage: str, url: str | None, model:
     return stage, style or "instruction"
 
 
-def load_builder(run: str | Path | None, stage: str, url: str | None, model: str | None, *, device: str | None = None,
-                 max_new_tokens: int = 512, batch_size: int = 16, seed: int = 0, concurrency: int = 1):
+def load_builder(
+    run: str | Path | None,
+    stage: str,
+    url: str | None,
+    model: str | None,
+    *,
+    device: str | None = None,
+    max_new_tokens: int = 512,
+    batch_size: int = 16,
+    seed: int = 0,
+    concurrency: int = 1,
+):
     """The Builder's generation backend: a local VLM (a stage folder holding a model, or a LoRA adapter over the
     base it names) or an OpenAI-compatible endpoint."""
     from ..builder.backends import LocalVLMBackend, OpenAIChatBackend
 
     if url:
-        return OpenAIChatBackend(url, model, max_tokens=max_new_tokens, temperature=0.0, seed=seed,
-                                 concurrency=concurrency)
+        return OpenAIChatBackend(
+            url, model, max_tokens=max_new_tokens, temperature=0.0, seed=seed, concurrency=concurrency
+        )
     from ..training.vlm_sft import resolve_base
 
     stage_dir = Path(run) / "builder" / stage

@@ -27,12 +27,29 @@ from PIL import Image, ImageDraw
 from ..imageio import ImageReadError, load_image, to_rgb_array
 from ..workflow.values import rgb
 
-GEDIT_TASK_TYPES = ("background_change", "color_alter", "material_alter", "motion_change", "ps_human",
-                    "style_change", "subject-add", "subject-remove", "subject-replace", "text_change",
-                    "tone_transfer")
+GEDIT_TASK_TYPES = (
+    "background_change",
+    "color_alter",
+    "material_alter",
+    "motion_change",
+    "ps_human",
+    "style_change",
+    "subject-add",
+    "subject-remove",
+    "subject-replace",
+    "text_change",
+    "tone_transfer",
+)
 GEDIT_LANGUAGES = ("en", "cn")
-GEDIT_COLUMNS = ("task_type", "key", "instruction", "instruction_language", "input_image", "input_image_raw",
-                 "Intersection_exist")
+GEDIT_COLUMNS = (
+    "task_type",
+    "key",
+    "instruction",
+    "instruction_language",
+    "input_image",
+    "input_image_raw",
+    "Intersection_exist",
+)
 _GEDIT_META = ("task_type", "key", "instruction", "instruction_language", "Intersection_exist")
 # The order of ImgEdit's published per-category table; "compose" is reported as "hybrid".
 IMGEDIT_TYPES = ("add", "adjust", "extract", "replace", "remove", "background", "style", "hybrid", "action")
@@ -68,8 +85,9 @@ class BenchmarkItem:
         except ImageReadError as e:
             raise ImageReadError(f"{self.benchmark} item {self.key!r}: {e}") from None
         except (OSError, ValueError, KeyError, IndexError) as e:
-            raise ImageReadError(f"{self.benchmark} item {self.key!r}: cannot read its image "
-                                 f"({type(e).__name__}: {e})") from None
+            raise ImageReadError(
+                f"{self.benchmark} item {self.key!r}: cannot read its image ({type(e).__name__}: {e})"
+            ) from None
 
 
 def _decode(value: Any) -> np.ndarray:
@@ -122,6 +140,7 @@ class _TableCell:
 def _open_column(kind: str, source: str, part: str | int | None, column: str):
     if kind == "parquet":
         import pyarrow.parquet as pq
+
         return pq.ParquetFile(source).read_row_group(part, columns=[column]).column(0)
     return _open_table(kind, source, part).column(column)
 
@@ -130,6 +149,7 @@ def _open_column(kind: str, source: str, part: str | int | None, column: str):
 def _open_table(kind: str, source: str, part: str | None):
     """The pyarrow table (memory-mapped, so cheap) behind a save_to_disk split or an .arrow file."""
     import datasets
+
     ds = datasets.load_from_disk(source) if kind == "disk" else datasets.Dataset.from_file(source)
     if isinstance(ds, datasets.DatasetDict):
         ds = ds[part]
@@ -142,14 +162,16 @@ def _gedit_tables(root: Path) -> Iterator[tuple[str, str, str | int | None, Any]
     """Yield (kind, source, part, pyarrow schema-bearing reader) for each table of a GEdit copy."""
     if root.is_file():
         if root.suffix != ".parquet":
-            raise BenchmarkLayoutError(f"{root}: a GEdit-Bench file must be .parquet (the HF parquet export); "
-                                       "or give the save_to_disk folder")
+            raise BenchmarkLayoutError(
+                f"{root}: a GEdit-Bench file must be .parquet (the HF parquet export); or give the save_to_disk folder"
+            )
         yield from _parquet_parts(root)
         return
     if not root.is_dir():
         raise BenchmarkLayoutError(f"{root}: no such file or folder")
     if (root / "dataset_dict.json").is_file() or (root / "state.json").is_file():
         import datasets
+
         ds = datasets.load_from_disk(str(root))
         split = None
         if isinstance(ds, datasets.DatasetDict):
@@ -167,12 +189,15 @@ def _gedit_tables(root: Path) -> Iterator[tuple[str, str, str | int | None, Any]
         for f in arrow:
             yield "arrow", str(f), None, None
     else:
-        raise BenchmarkLayoutError(f"{root}: not a GEdit-Bench copy: no dataset_dict.json/state.json "
-                                   "(datasets.save_to_disk), no .parquet and no .arrow files")
+        raise BenchmarkLayoutError(
+            f"{root}: not a GEdit-Bench copy: no dataset_dict.json/state.json "
+            "(datasets.save_to_disk), no .parquet and no .arrow files"
+        )
 
 
 def _parquet_parts(path: Path):
     import pyarrow.parquet as pq
+
     try:
         pf = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises ArrowInvalid/OSError for non-parquet bytes
@@ -192,13 +217,15 @@ def _meta_rows(kind: str, source: str, part: str | int | None, pf: Any) -> tuple
 
 def _check_key(key: object, where: str) -> str:
     if not isinstance(key, str) or not _SAFE_KEY.match(key):
-        raise BenchmarkLayoutError(f"{where}: key {key!r} is not a safe file-name stem "
-                                   "(letters, digits, '.', '_', '-')")
+        raise BenchmarkLayoutError(
+            f"{where}: key {key!r} is not a safe file-name stem (letters, digits, '.', '_', '-')"
+        )
     return key
 
 
-def read_gedit(path: str | os.PathLike, languages: tuple[str, ...] | str | None = ("en",),
-               image_column: str = "input_image") -> list[BenchmarkItem]:
+def read_gedit(
+    path: str | os.PathLike, languages: tuple[str, ...] | str | None = ("en",), image_column: str = "input_image"
+) -> list[BenchmarkItem]:
     """GEdit-Bench rows as items. ``languages`` filters ``instruction_language`` (None: both).
 
     ``key`` is ``<key>_<language>`` because both language versions of a sample may share the dataset's key;
@@ -232,15 +259,26 @@ def read_gedit(path: str | os.PathLike, languages: tuple[str, ...] | str | None 
             raw = _check_key(r["key"], where)
             key = f"{raw}_{lang}"
             if key in seen:
-                raise BenchmarkLayoutError(f"{where}: duplicate key {raw!r} for language {lang!r} "
-                                           f"(also in {seen[key]})")
+                raise BenchmarkLayoutError(
+                    f"{where}: duplicate key {raw!r} for language {lang!r} (also in {seen[key]})"
+                )
             seen[key] = where
             inter = r["Intersection_exist"]
-            items.append(BenchmarkItem(
-                benchmark="gedit", key=key, instruction=str(r["instruction"]), task_type=task, language=lang,
-                image=_TableCell(kind, source, part, row, image_column),
-                extra={"source_key": raw, "intersection_exist": None if inter is None else bool(inter),
-                       "image_column": image_column}))
+            items.append(
+                BenchmarkItem(
+                    benchmark="gedit",
+                    key=key,
+                    instruction=str(r["instruction"]),
+                    task_type=task,
+                    language=lang,
+                    image=_TableCell(kind, source, part, row, image_column),
+                    extra={
+                        "source_key": raw,
+                        "intersection_exist": None if inter is None else bool(inter),
+                        "image_column": image_column,
+                    },
+                )
+            )
     if not items:
         raise BenchmarkLayoutError(f"{root}: no GEdit-Bench rows with instruction_language in {languages}")
     return items
@@ -275,14 +313,23 @@ def read_imgedit(json_path: str | os.PathLike, image_root: str | os.PathLike) ->
         edit_type = entry["edit_type"]
         task = IMGEDIT_ALIASES.get(edit_type, edit_type)
         if task not in IMGEDIT_TYPES:
-            raise BenchmarkLayoutError(f"{where}: edit_type {edit_type!r} is not one of {IMGEDIT_TYPES} "
-                                       f"(or aliases {sorted(IMGEDIT_ALIASES)})")
+            raise BenchmarkLayoutError(
+                f"{where}: edit_type {edit_type!r} is not one of {IMGEDIT_TYPES} (or aliases {sorted(IMGEDIT_ALIASES)})"
+            )
         rel = Path(entry["id"])
         if rel.is_absolute() or ".." in rel.parts:  # the JSON is data: keep reads inside the image root
             raise BenchmarkLayoutError(f"{where}: image id {entry['id']!r} must be a path inside the image root")
-        items.append(BenchmarkItem(benchmark="imgedit", key=key, instruction=entry["prompt"], task_type=task,
-                                   language="en", image=str(image_root / rel),
-                                   extra={"edit_type": edit_type, "image_id": entry["id"]}))
+        items.append(
+            BenchmarkItem(
+                benchmark="imgedit",
+                key=key,
+                instruction=entry["prompt"],
+                task_type=task,
+                language="en",
+                image=str(image_root / rel),
+                extra={"edit_type": edit_type, "image_id": entry["id"]},
+            )
+        )
     if not items:
         raise BenchmarkLayoutError(f"{json_path}: no entries")
     return items
@@ -297,23 +344,60 @@ def output_name(item: BenchmarkItem) -> str:
 
 # ---------------------------------------------------------------- fixtures
 # Fixture instructions, one per GEdit task type in GEDIT_TASK_TYPES order.
-_EN = dict(zip(GEDIT_TASK_TYPES, (
-    "Change the background to a sandy beach.", "Make the square green.", "Make the circle look like polished wood.",
-    "Make the figure raise its arm.", "Smooth the skin of the person.", "Turn the picture into a watercolor painting.",
-    "Add a small red ball on the left.", "Remove the circle.", "Replace the square with a triangle.",
-    "Change the sign's text to OPEN.", "Make it look like sunset.")))
-_CN = dict(zip(GEDIT_TASK_TYPES, (
-    "把背景换成沙滩。", "把方块变成绿色。", "把圆形变成抛光的木头质感。", "让人物举起手臂。", "让人物的皮肤更光滑。",
-    "把图片变成水彩画风格。", "在左边加一个小红球。", "移除圆形。", "把方块换成三角形。", "把招牌上的文字改成OPEN。",
-    "让画面看起来像日落时分。")))
+_EN = dict(
+    zip(
+        GEDIT_TASK_TYPES,
+        (
+            "Change the background to a sandy beach.",
+            "Make the square green.",
+            "Make the circle look like polished wood.",
+            "Make the figure raise its arm.",
+            "Smooth the skin of the person.",
+            "Turn the picture into a watercolor painting.",
+            "Add a small red ball on the left.",
+            "Remove the circle.",
+            "Replace the square with a triangle.",
+            "Change the sign's text to OPEN.",
+            "Make it look like sunset.",
+        ),
+    )
+)
+_CN = dict(
+    zip(
+        GEDIT_TASK_TYPES,
+        (
+            "把背景换成沙滩。",
+            "把方块变成绿色。",
+            "把圆形变成抛光的木头质感。",
+            "让人物举起手臂。",
+            "让人物的皮肤更光滑。",
+            "把图片变成水彩画风格。",
+            "在左边加一个小红球。",
+            "移除圆形。",
+            "把方块换成三角形。",
+            "把招牌上的文字改成OPEN。",
+            "让画面看起来像日落时分。",
+        ),
+    )
+)
 _IMGEDIT_PROMPTS = {
-    "add": "Add a small yellow star in the top right corner.", "adjust": "Change the square's colour to blue.",
-    "extract": "Extract the circle in the image.", "replace": "Replace the circle with a square.",
-    "remove": "Remove the square from the image.", "background": "Change the background to a night sky.",
-    "style": "Transfer the image into a pencil-sketch style.", "action": "Make the figure wave.",
-    "compose": "Remove the circle and make the background grey."}
-_IMGEDIT_FOLDERS = {"add": ["for_add"], "style": ["style"], "extract": ["clothes", "animal"], "action": ["human"],
-                    "compose": ["compose/human", "compose/objects"]}
+    "add": "Add a small yellow star in the top right corner.",
+    "adjust": "Change the square's colour to blue.",
+    "extract": "Extract the circle in the image.",
+    "replace": "Replace the circle with a square.",
+    "remove": "Remove the square from the image.",
+    "background": "Change the background to a night sky.",
+    "style": "Transfer the image into a pencil-sketch style.",
+    "action": "Make the figure wave.",
+    "compose": "Remove the circle and make the background grey.",
+}
+_IMGEDIT_FOLDERS = {
+    "add": ["for_add"],
+    "style": ["style"],
+    "extract": ["clothes", "animal"],
+    "action": ["human"],
+    "compose": ["compose/human", "compose/objects"],
+}
 _IMGEDIT_OTHER = ["animal", "daily object", "transport", "architecture"]
 
 
@@ -337,6 +421,7 @@ def _encode(array: np.ndarray, fmt: str = "PNG") -> bytes:
 @contextlib.contextmanager
 def _quiet_datasets():
     import datasets
+
     was_disabled = datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()
     try:
@@ -346,8 +431,9 @@ def _quiet_datasets():
             datasets.enable_progress_bars()
 
 
-def write_gedit_fixture(out_dir: str | os.PathLike, n_per_type: int = 1, layout: str = "parquet",
-                        seed: int = 0) -> Path:
+def write_gedit_fixture(
+    out_dir: str | os.PathLike, n_per_type: int = 1, layout: str = "parquet", seed: int = 0
+) -> Path:
     """A synthetic GEdit-Bench copy: 11 types x ``n_per_type`` samples x (en, cn), published columns.
 
     ``layout="parquet"``: ``data/train-0000i-of-00002.parquet`` (image structs, small row groups);
@@ -365,25 +451,36 @@ def write_gedit_fixture(out_dir: str | os.PathLike, n_per_type: int = 1, layout:
             key = hashlib.md5(f"{seed}/{task}/{j}".encode()).hexdigest()
             inter = bool(rng.integers(0, 2))
             for lang, text in (("en", _EN), ("cn", _CN)):
-                for col, val in (("task_type", task), ("key", key), ("instruction", text[task]),
-                                 ("instruction_language", lang), ("Intersection_exist", inter),
-                                 ("input_image", {"bytes": _encode(small), "path": None}),
-                                 ("input_image_raw", {"bytes": _encode(raw), "path": None})):
+                for col, val in (
+                    ("task_type", task),
+                    ("key", key),
+                    ("instruction", text[task]),
+                    ("instruction_language", lang),
+                    ("Intersection_exist", inter),
+                    ("input_image", {"bytes": _encode(small), "path": None}),
+                    ("input_image_raw", {"bytes": _encode(raw), "path": None}),
+                ):
                     rows[col].append(val)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with _quiet_datasets() as datasets:
-        feats = datasets.Features({c: datasets.Image() if c.startswith("input_image") else
-                                   datasets.Value("bool" if c == "Intersection_exist" else "string")
-                                   for c in GEDIT_COLUMNS})
+        feats = datasets.Features(
+            {
+                c: datasets.Image()
+                if c.startswith("input_image")
+                else datasets.Value("bool" if c == "Intersection_exist" else "string")
+                for c in GEDIT_COLUMNS
+            }
+        )
         ds = datasets.Dataset.from_dict(rows, features=feats)
         if layout == "arrow":
             datasets.DatasetDict({"train": ds}).save_to_disk(str(out))
         else:
             (out / "data").mkdir(exist_ok=True)
             for i in range(2):
-                ds.shard(2, i, contiguous=True).to_parquet(str(out / "data" / f"train-{i:05d}-of-00002.parquet"),
-                                                            batch_size=8)
+                ds.shard(2, i, contiguous=True).to_parquet(
+                    str(out / "data" / f"train-{i:05d}-of-00002.parquet"), batch_size=8
+                )
     return out
 
 
@@ -398,7 +495,7 @@ def write_imgedit_fixture(out_dir: str | os.PathLike, n_per_type: int = 1, seed:
     out = Path(out_dir)
     root = out / "images"
     types = ["add", "adjust", "extract", "replace", "remove", "background", "style", "action", "compose"]
-    ids = [str(v) for v in rng.permutation(np.arange(1, 1 + 20 * len(types) * n_per_type))[:len(types) * n_per_type]]
+    ids = [str(v) for v in rng.permutation(np.arange(1, 1 + 20 * len(types) * n_per_type))[: len(types) * n_per_type]]
     entries, k, other = {}, 0, 0
     for t in types:
         for j in range(n_per_type):

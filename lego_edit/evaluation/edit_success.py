@@ -27,10 +27,12 @@ from .metrics import psnr_from_mse
 
 SUCCESS_SHARE = 0.5  # the output must remove at least half of the unedited image's squared error
 REGION_TOLERANCE = 8  # a channel differing by more than this marks a pixel as changed (as critic_images does)
-DEFINITION = ("edit success: the output removes at least half of the unedited input's squared error to the exact "
-              "GT target (MSE(output, target) <= 0.5 MSE(input, target)); a failed workflow counts as the unedited "
-              "input; extract is compared as premultiplied RGBA; an output of another size (outpaint) is placed on "
-              "the target's canvas where it matches best, the rest white")
+DEFINITION = (
+    "edit success: the output removes at least half of the unedited input's squared error to the exact "
+    "GT target (MSE(output, target) <= 0.5 MSE(input, target)); a failed workflow counts as the unedited "
+    "input; extract is compared as premultiplied RGBA; an output of another size (outpaint) is placed on "
+    "the target's canvas where it matches best, the rest white"
+)
 
 
 @dataclass
@@ -42,8 +44,13 @@ class EditScore:
     region_iou: float | None  # changed pixels (vs the input) of output and target; None if the target changed none
 
     def as_row(self) -> dict:
-        return {"success": self.success, "psnr": self.psnr, "psnr_input": self.psnr_input,
-                "error_ratio": self.error_ratio, "region_iou": self.region_iou}
+        return {
+            "success": self.success,
+            "psnr": self.psnr,
+            "psnr_input": self.psnr_input,
+            "error_ratio": self.error_ratio,
+            "region_iou": self.region_iou,
+        }
 
 
 def load_target(path: str | Path) -> np.ndarray:
@@ -86,7 +93,7 @@ def in_frame(img: np.ndarray, target: np.ndarray) -> np.ndarray:
             canvas = np.full((H, W, C), 255.0)
             y0, x0 = max(0, dy), max(0, dx)
             y1, x1 = min(H, dy + h), min(W, dx + w)
-            canvas[y0:y1, x0:x1] = img[y0 - dy:y1 - dy, x0 - dx:x1 - dx]
+            canvas[y0:y1, x0:x1] = img[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
             err = float(((canvas[y0:y1, x0:x1] - target[y0:y1, x0:x1]) ** 2).mean())
             if err < best_err:
                 best, best_err = canvas, err
@@ -108,5 +115,10 @@ def score_edit(source: np.ndarray, output: np.ndarray | None, target: np.ndarray
     got = np.abs(out - ref).max(axis=2) > REGION_TOLERANCE
     iou = float((want & got).sum() / (want | got).sum()) if want.any() else None
     ratio = mse_out / mse_ref if mse_ref > 0 else (0.0 if mse_out == 0 else math.inf)
-    return EditScore(success=mse_out <= SUCCESS_SHARE * mse_ref, psnr=psnr_from_mse(mse_out),
-                     psnr_input=psnr_from_mse(mse_ref), error_ratio=ratio, region_iou=iou)
+    return EditScore(
+        success=mse_out <= SUCCESS_SHARE * mse_ref,
+        psnr=psnr_from_mse(mse_out),
+        psnr_input=psnr_from_mse(mse_ref),
+        error_ratio=ratio,
+        region_iou=iou,
+    )

@@ -30,8 +30,11 @@ class ParseFailure(ValueError):
 # ---------------------------------------------------------------- answer parsing
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 _FENCE = re.compile(r"```[A-Za-z0-9]*\s*(.*?)```", re.S)
-_LABELLED = re.compile(r"^\s*[-*#\s]*([A-Za-z][^:\n]{0,60}?)\s*\**\s*[:：]\s*\**\s*([+-]?\d+(?:\.\d+)?)"
-                       r"\s*(?:/\s*\d+)?\s*\**\s*$", re.M)
+_LABELLED = re.compile(
+    r"^\s*[-*#\s]*([A-Za-z][^:\n]{0,60}?)\s*\**\s*[:：]\s*\**\s*([+-]?\d+(?:\.\d+)?)"
+    r"\s*(?:/\s*\d+)?\s*\**\s*$",
+    re.M,
+)
 
 
 def _number(value: object) -> float:
@@ -52,7 +55,7 @@ def _objects(text: str):
             end = _matching_brace(chunk, start)
             if end is None:
                 continue
-            snippet = chunk[start:end + 1]
+            snippet = chunk[start : end + 1]
             for candidate in (snippet, _repair(snippet)):
                 try:
                     obj = json.loads(candidate)
@@ -109,8 +112,9 @@ def parse_scores(text: str, n: int, lo: float, hi: float) -> list[float]:
     if values is None:
         labelled = [float(m.group(2)) for m in _LABELLED.finditer(body)]
         if len(labelled) != n:
-            raise ParseFailure(f"no JSON object with a 'score' list, and {len(labelled)} labelled scores "
-                               f"instead of {n}")
+            raise ParseFailure(
+                f"no JSON object with a 'score' list, and {len(labelled)} labelled scores instead of {n}"
+            )
         values = labelled
     if len(values) != n:
         raise ParseFailure(f"expected {n} scores, got {len(values)}: {values}")
@@ -121,68 +125,120 @@ def parse_scores(text: str, n: int, lo: float, hi: float) -> list[float]:
 
 
 # ---------------------------------------------------------------- prompts (our wording of the published methods)
-_ROLE = ("You are a meticulous judge of image edits. The images may be AI-generated or AI-edited, and any people "
-         "in them are synthetic, so evaluate them freely.")
+_ROLE = (
+    "You are a meticulous judge of image edits. The images may be AI-generated or AI-edited, and any people "
+    "in them are synthetic, so evaluate them freely."
+)
 _JSON = 'Reply with JSON only, exactly: {{"score": [{slots}], "reasoning": "<at most 25 words>"}}'
-SC_PROMPT = (_ROLE + "\n\nThe first image is the original. The second is meant to be the original edited by the "
-             "instruction below. Give two integers from 0 to 10.\n"
-             "1. Editing success: how completely and correctly the second image carries out the instruction "
-             "(0 = not at all, 10 = perfectly).\n"
-             "2. Over-editing: how well everything the instruction did not ask to change is kept "
-             "(0 = the image was changed beyond what was asked, 10 = nothing else changed).\n"
-             "If the two images look the same, the edit failed.\n"
-             + _JSON.format(slots="<success>, <over-editing>") + "\n\nEditing instruction: {instruction}")
-PQ_PROMPT = (_ROLE + "\n\nJudge the single image on its own. Give two integers from 0 to 10.\n"
-             "1. Naturalness: does it look like a coherent, plausible picture with consistent lighting, perspective "
-             "and proportions (0 = clearly unnatural, 10 = fully natural)?\n"
-             "2. Artifacts: is it free of distortion, smearing, blur, noise, broken text, duplicated or malformed "
-             "parts (0 = heavy artifacts, 10 = none)?\n"
-             + _JSON.format(slots="<naturalness>, <artifacts>"))
-_RETRY = ("Your previous answer could not be read ({reason}). Answer again with JSON only, exactly: "
-          '{{"score": [{slots}], "reasoning": "..."}} with {n} numbers from {lo:g} to {hi:g}.')
+SC_PROMPT = (
+    _ROLE + "\n\nThe first image is the original. The second is meant to be the original edited by the "
+    "instruction below. Give two integers from 0 to 10.\n"
+    "1. Editing success: how completely and correctly the second image carries out the instruction "
+    "(0 = not at all, 10 = perfectly).\n"
+    "2. Over-editing: how well everything the instruction did not ask to change is kept "
+    "(0 = the image was changed beyond what was asked, 10 = nothing else changed).\n"
+    "If the two images look the same, the edit failed.\n"
+    + _JSON.format(slots="<success>, <over-editing>")
+    + "\n\nEditing instruction: {instruction}"
+)
+PQ_PROMPT = (
+    _ROLE + "\n\nJudge the single image on its own. Give two integers from 0 to 10.\n"
+    "1. Naturalness: does it look like a coherent, plausible picture with consistent lighting, perspective "
+    "and proportions (0 = clearly unnatural, 10 = fully natural)?\n"
+    "2. Artifacts: is it free of distortion, smearing, blur, noise, broken text, duplicated or malformed "
+    "parts (0 = heavy artifacts, 10 = none)?\n" + _JSON.format(slots="<naturalness>, <artifacts>")
+)
+_RETRY = (
+    "Your previous answer could not be read ({reason}). Answer again with JSON only, exactly: "
+    '{{"score": [{slots}], "reasoning": "..."}} with {n} numbers from {lo:g} to {hi:g}.'
+)
 
 # ImgEdit's per-type rubric: three 1-5 criteria; the 2nd and 3rd may not exceed the 1st.
 IMGEDIT_RUBRICS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
-    "add": ("an object addition", (
-        ("Prompt compliance", "the requested object is present with the stated class, place, colour, size, count"),
-        ("Visual naturalness", "the added object blends in: no paste marks, matching style, lighting and palette"),
-        ("Physical & detail coherence", "contact, shadows, perspective and occlusion are right; the rest is "
-                                        "untouched"))),
-    "adjust": ("an attribute change", (
-        ("Prompt compliance", "the named attribute (colour, material, texture...) of the named object changed as "
-                              "asked"),
-        ("Visual seamlessness", "the change looks native: no halos, blotches or mismatched shading"),
-        ("Physical & detail fidelity", "shape, structure and fine detail of the object and scene are kept"))),
-    "extract": ("an object extraction", (
-        ("Object identity", "the edited image shows exactly the requested object, complete, the same instance"),
-        ("Mask precision", "clean contour on a pure white background, no remnants, holes or fringes"),
-        ("Visual quality", "the object keeps its colours and detail, without blur, warping or noise"))),
-    "replace": ("an object replacement", (
-        ("Prompt compliance", "the named object is gone and the requested one stands in its place"),
-        ("Visual naturalness", "the new object fits the scene's style, lighting and resolution"),
-        ("Physical & detail integrity", "scale, contact, shadows and perspective are right; the rest is kept"))),
-    "remove": ("an object removal", (
-        ("Prompt compliance", "the named object is completely removed and nothing else"),
-        ("Visual naturalness", "the filled area shows no smear, ghost, seam or repeated pattern"),
-        ("Physical & detail integrity", "the revealed background continues plausibly; shadows and reflections "
-                                        "of the object are gone too"))),
-    "background": ("a background change", (
-        ("Instruction compliance", "the background became what was asked and the foreground subject is kept"),
-        ("Visual seamlessness", "the subject's edges and the new background join cleanly"),
-        ("Physical consistency", "lighting, perspective and scale of subject and background agree"))),
-    "style": ("a style transfer", (
-        ("Style fidelity", "the image shows the requested style's palette, strokes and texture throughout"),
-        ("Content preservation", "the layout, objects and identities of the original stay recognisable"),
-        ("Rendering quality", "the stylised image is clean and coherent, without artefacts"))),
-    "hybrid": ("a multi-step edit", (
-        ("Instruction compliance", "every operation the instruction asks for is done, on the right objects"),
-        ("Visual naturalness", "all edited regions blend into the image without seams or mismatches"),
-        ("Physical consistency & fine detail", "lighting, perspective and detail are coherent; nothing else "
-                                               "changed"))),
-    "action": ("an action or expression change", (
-        ("Action fidelity", "the subject now performs the requested pose, motion or expression"),
-        ("Identity preservation", "the subject's identity, clothing and the scene stay the same"),
-        ("Visual & anatomical coherence", "the new pose is anatomically plausible and free of artefacts"))),
+    "add": (
+        "an object addition",
+        (
+            ("Prompt compliance", "the requested object is present with the stated class, place, colour, size, count"),
+            ("Visual naturalness", "the added object blends in: no paste marks, matching style, lighting and palette"),
+            (
+                "Physical & detail coherence",
+                "contact, shadows, perspective and occlusion are right; the rest is untouched",
+            ),
+        ),
+    ),
+    "adjust": (
+        "an attribute change",
+        (
+            (
+                "Prompt compliance",
+                "the named attribute (colour, material, texture...) of the named object changed as asked",
+            ),
+            ("Visual seamlessness", "the change looks native: no halos, blotches or mismatched shading"),
+            ("Physical & detail fidelity", "shape, structure and fine detail of the object and scene are kept"),
+        ),
+    ),
+    "extract": (
+        "an object extraction",
+        (
+            ("Object identity", "the edited image shows exactly the requested object, complete, the same instance"),
+            ("Mask precision", "clean contour on a pure white background, no remnants, holes or fringes"),
+            ("Visual quality", "the object keeps its colours and detail, without blur, warping or noise"),
+        ),
+    ),
+    "replace": (
+        "an object replacement",
+        (
+            ("Prompt compliance", "the named object is gone and the requested one stands in its place"),
+            ("Visual naturalness", "the new object fits the scene's style, lighting and resolution"),
+            ("Physical & detail integrity", "scale, contact, shadows and perspective are right; the rest is kept"),
+        ),
+    ),
+    "remove": (
+        "an object removal",
+        (
+            ("Prompt compliance", "the named object is completely removed and nothing else"),
+            ("Visual naturalness", "the filled area shows no smear, ghost, seam or repeated pattern"),
+            (
+                "Physical & detail integrity",
+                "the revealed background continues plausibly; shadows and reflections of the object are gone too",
+            ),
+        ),
+    ),
+    "background": (
+        "a background change",
+        (
+            ("Instruction compliance", "the background became what was asked and the foreground subject is kept"),
+            ("Visual seamlessness", "the subject's edges and the new background join cleanly"),
+            ("Physical consistency", "lighting, perspective and scale of subject and background agree"),
+        ),
+    ),
+    "style": (
+        "a style transfer",
+        (
+            ("Style fidelity", "the image shows the requested style's palette, strokes and texture throughout"),
+            ("Content preservation", "the layout, objects and identities of the original stay recognisable"),
+            ("Rendering quality", "the stylised image is clean and coherent, without artefacts"),
+        ),
+    ),
+    "hybrid": (
+        "a multi-step edit",
+        (
+            ("Instruction compliance", "every operation the instruction asks for is done, on the right objects"),
+            ("Visual naturalness", "all edited regions blend into the image without seams or mismatches"),
+            (
+                "Physical consistency & fine detail",
+                "lighting, perspective and detail are coherent; nothing else changed",
+            ),
+        ),
+    ),
+    "action": (
+        "an action or expression change",
+        (
+            ("Action fidelity", "the subject now performs the requested pose, motion or expression"),
+            ("Identity preservation", "the subject's identity, clothing and the scene stay the same"),
+            ("Visual & anatomical coherence", "the new pose is anatomically plausible and free of artefacts"),
+        ),
+    ),
 }
 
 
@@ -192,12 +248,19 @@ def imgedit_prompt(edit_type: str, instruction: str) -> str:
     if task not in IMGEDIT_RUBRICS:
         raise ValueError(f"unknown ImgEdit edit type {edit_type!r}; expected one of {IMGEDIT_TYPES}")
     what, criteria = IMGEDIT_RUBRICS[task]
-    lines = [_ROLE, "", f"You grade {what}. The first image is the original, the second the edited result. "
-             "Score three criteria from 1 (fails) to 5 (flawless):"]
+    lines = [
+        _ROLE,
+        "",
+        f"You grade {what}. The first image is the original, the second the edited result. "
+        "Score three criteria from 1 (fails) to 5 (flawless):",
+    ]
     lines += [f"{i}. {name}: {desc}." for i, (name, desc) in enumerate(criteria, 1)]
-    lines += ["Scores 2 and 3 must not be higher than score 1.",
-              _JSON.format(slots=", ".join(f"<{name.lower()}>" for name, _ in criteria)),
-              "", f"Editing instruction: {instruction}"]
+    lines += [
+        "Scores 2 and 3 must not be higher than score 1.",
+        _JSON.format(slots=", ".join(f"<{name.lower()}>" for name, _ in criteria)),
+        "",
+        f"Editing instruction: {instruction}",
+    ]
     return "\n".join(lines)
 
 
@@ -245,8 +308,17 @@ def _user(text: str, n_images: int) -> dict:
     return {"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": text}]}
 
 
-def _ask(chat: Chat, prompt: str, images: list[np.ndarray], n: int, lo: float, hi: float, max_retries: int,
-         answers: list[str], check: Callable[[list[float]], None] | None = None) -> tuple[list[float] | None, str]:
+def _ask(
+    chat: Chat,
+    prompt: str,
+    images: list[np.ndarray],
+    n: int,
+    lo: float,
+    hi: float,
+    max_retries: int,
+    answers: list[str],
+    check: Callable[[list[float]], None] | None = None,
+) -> tuple[list[float] | None, str]:
     """Ask, parse, and on an unreadable answer ask again with the reason, up to ``max_retries`` more times."""
     messages, reason = [_user(prompt, len(images))], ""
     slots = ", ".join(["<n>"] * n)
@@ -282,14 +354,23 @@ class VIEScoreJudge:
     def score(self, instruction: str, source: np.ndarray, edited: np.ndarray) -> JudgeResult:
         edited = _resize_to(edited, source)
         answers: list[str] = []
-        sc_scores, err = _ask(self.chat, SC_PROMPT.replace("{instruction}", instruction), [source, edited], 2, 0, 10,
-                              self.max_retries, answers)
+        sc_scores, err = _ask(
+            self.chat,
+            SC_PROMPT.replace("{instruction}", instruction),
+            [source, edited],
+            2,
+            0,
+            10,
+            self.max_retries,
+            answers,
+        )
         if sc_scores is None:  # the sample is unscored either way, so PQ is not asked
             return JudgeResult(None, None, None, answers, False, f"unscored: SC answer unreadable: {err}")
         pq_scores, err = _ask(self.chat, PQ_PROMPT, [edited], 2, 0, 10, self.max_retries, answers)
         if pq_scores is None:
-            return JudgeResult(None, None, None, answers, False, f"unscored: PQ answer unreadable: {err}",
-                               sc_scores=sc_scores)
+            return JudgeResult(
+                None, None, None, answers, False, f"unscored: PQ answer unreadable: {err}", sc_scores=sc_scores
+            )
         sc, pq = min(sc_scores), min(pq_scores)
         return JudgeResult(sc, pq, math.sqrt(sc * pq), answers, True, None, sc_scores, pq_scores)
 
@@ -355,12 +436,14 @@ def aggregate_gedit(df: pd.DataFrame) -> pd.DataFrame:
     for subset, part in (("fullset", d), ("intersection", d[d["intersection_exist"].eq(True)])):
         for lang in langs:
             p = part[part["language"] == lang]
-            type_rows = [_mean_row(p[p["task_type"] == t], ["sc", "pq", "overall"], task_type=t)
-                         for t in GEDIT_TASK_TYPES]
+            type_rows = [
+                _mean_row(p[p["task_type"] == t], ["sc", "pq", "overall"], task_type=t) for t in GEDIT_TASK_TYPES
+            ]
             rows += [{"subset": subset, "language": lang, **r} for r in type_rows]
             rows.append({"subset": subset, "language": lang, **_average_row(type_rows, ["sc", "pq", "overall"])})
-    return _tidy(rows, ["subset", "language", "task_type", "sc", "pq", "overall", "n_scored", "n_total",
-                        "coverage", "n_types"])
+    return _tidy(
+        rows, ["subset", "language", "task_type", "sc", "pq", "overall", "n_scored", "n_total", "coverage", "n_types"]
+    )
 
 
 def aggregate_imgedit(df: pd.DataFrame) -> pd.DataFrame:
@@ -380,16 +463,27 @@ def aggregate_imgedit(df: pd.DataFrame) -> pd.DataFrame:
 def _mean_row(part: pd.DataFrame, cols: list[str], **labels) -> dict:
     s = part[part["_scored"]]
     n, total = len(s), len(part)
-    return {**labels, **{c: float(s[c].astype(float).mean()) if n else math.nan for c in cols},
-            "n_scored": n, "n_total": total, "coverage": n / total if total else math.nan, "n_types": None}
+    return {
+        **labels,
+        **{c: float(s[c].astype(float).mean()) if n else math.nan for c in cols},
+        "n_scored": n,
+        "n_total": total,
+        "coverage": n / total if total else math.nan,
+        "n_types": None,
+    }
 
 
 def _average_row(type_rows: list[dict], cols: list[str]) -> dict:
     present = [r for r in type_rows if r["n_scored"] > 0]
     n, total = sum(r["n_scored"] for r in type_rows), sum(r["n_total"] for r in type_rows)
-    return {"task_type": "average", **{c: float(np.mean([r[c] for r in present])) if present else math.nan
-                                       for c in cols},
-            "n_scored": n, "n_total": total, "coverage": n / total if total else math.nan, "n_types": len(present)}
+    return {
+        "task_type": "average",
+        **{c: float(np.mean([r[c] for r in present])) if present else math.nan for c in cols},
+        "n_scored": n,
+        "n_total": total,
+        "coverage": n / total if total else math.nan,
+        "n_types": len(present),
+    }
 
 
 def _tidy(rows: list[dict], columns: list[str]) -> pd.DataFrame:
@@ -399,37 +493,12 @@ def _tidy(rows: list[dict], columns: list[str]) -> pd.DataFrame:
 
 def to_markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
     """A GitHub pipe table (no extra dependency); NaN/None shown as 'n/a'."""
+
     def cell(v: object) -> str:
         if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
             return "n/a"
         return format(v, floatfmt) if isinstance(v, float) else str(v)
+
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- published scores (ANCHORS.md)
-_LEGO_IMGEDIT = {"add": 3.67, "adjust": 3.82, "extract": 2.47, "replace": 3.22, "remove": 3.39,
-                 "background": 4.47, "style": 4.01, "hybrid": 3.18, "action": 3.24}
-PUBLISHED_SCORES: dict[str, list[dict]] = {
-    "imgedit": [{"model": "Lego-Edit", "task_type": t, "score": s,
-                 "source": "paper" if t == "hybrid" else "later report", "verified": True}
-                for t, s in _LEGO_IMGEDIT.items()]
-    + [{"model": "Lego-Edit", "task_type": "overall", "score": 3.50, "source": "paper", "verified": True}]
-    + [{"model": m, "task_type": "overall", "score": s, "source": "published", "verified": True}
-       for m, s in (("ICEdit", 3.05), ("Step1X-Edit", 3.06), ("BAGEL", 3.42), ("OmniGen2", 3.44),
-                    ("FLUX.1-Kontext-dev", 3.71), ("GPT-4o-Image", 4.20), ("Qwen-Image-Edit", 4.27))],
-    "gedit_en": [{"model": "Lego-Edit", "sc": 5.99, "pq": 7.45, "overall": 6.64,
-                  "source": "unverified, secondary source", "verified": False}]
-    + [{"model": m, "sc": sc, "pq": pq, "overall": o, "source": "published", "verified": True}
-       for m, sc, pq, o in (("Step1X-Edit v1.0", 7.09, 6.76, 6.70), ("BAGEL", 7.36, 6.83, 6.52),
-                            ("FLUX.1-Kontext-dev", 6.52, 7.38, 6.00), ("GPT-4o", 7.85, 7.62, 7.53),
-                            ("Qwen-Image-Edit", 8.00, 7.86, 7.56))],
-}
-
-
-def published_table(benchmark: str) -> pd.DataFrame:
-    """The published comparison rows for "imgedit" or "gedit_en" as a DataFrame."""
-    if benchmark not in PUBLISHED_SCORES:
-        raise ValueError(f"no published scores for {benchmark!r}; have {sorted(PUBLISHED_SCORES)}")
-    return pd.DataFrame(PUBLISHED_SCORES[benchmark])

@@ -49,19 +49,37 @@ def load_items(set_name: str, spec: dict, max_items: int = 0) -> list[EvalItem]:
     """The items of an evaluation set: shapes_gt / shapes_open (test split tables), gedit, imgedit."""
     if set_name in SHAPES_SETS:
         rows = load_instructions(spec["table"], "test")
-        items = [EvalItem(r["id"], set_name, r["category"], r["instruction"], r["image_path"], r["target_path"],
-                          r["workflow"]) for r in rows]
+        items = [
+            EvalItem(
+                r["id"], set_name, r["category"], r["instruction"], r["image_path"], r["target_path"], r["workflow"]
+            )
+            for r in rows
+        ]
     elif set_name == "gedit":
         from .benchmarks import read_gedit
 
-        items = [EvalItem(b.key, set_name, b.task_type, b.instruction, b.load_image, language=b.language,
-                          extra={"intersection_exist": bool(b.extra.get("intersection_exist", False))})
-                 for b in read_gedit(spec["path"], languages=tuple(spec.get("languages", ["en"])))]
+        items = [
+            EvalItem(
+                b.key,
+                set_name,
+                b.task_type,
+                b.instruction,
+                b.load_image,
+                language=b.language,
+                extra={"intersection_exist": bool(b.extra.get("intersection_exist", False))},
+            )
+            for b in read_gedit(spec["path"], languages=tuple(spec.get("languages", ["en"])))
+        ]
     elif set_name == "imgedit":
         from .benchmarks import read_imgedit
 
-        items = [EvalItem(b.key, set_name, b.task_type, b.instruction, b.load_image)
-                 for b in read_imgedit(spec["json"], spec["images"])]
+        # The raw edit type ("compose", "alter") picks the published prompt; the category is the reported type.
+        items = [
+            EvalItem(
+                b.key, set_name, b.task_type, b.instruction, b.load_image, extra={"edit_type": b.extra["edit_type"]}
+            )
+            for b in read_imgedit(spec["json"], spec["images"])
+        ]
     else:
         raise ValueError(f"unknown evaluation set {set_name!r}")
     if max_items and len(items) > max_items:
@@ -74,7 +92,7 @@ def load_items(set_name: str, spec: dict, max_items: int = 0) -> list[EvalItem]:
 def chunk_of(items: list, scatteritem: str) -> list:
     """Snakemake's '3-of-8' scatter item -> every 8th item starting at the third."""
     i, n = (int(v) for v in scatteritem.split("-of-"))
-    return items[i - 1::n]
+    return items[i - 1 :: n]
 
 
 def make_builder(spec: dict, run_dir: str | Path):
@@ -83,34 +101,62 @@ def make_builder(spec: dict, run_dir: str | Path):
     from ..training.vlm_sft import resolve_base
 
     if spec["kind"] == "openai":
-        return OpenAIChatBackend(spec["base_url"], spec["model"], api_key_env=spec.get("api_key_env", "OPENAI_API_KEY"),
-                                 max_tokens=spec.get("max_tokens", 1024), concurrency=spec.get("concurrency", 4))
+        return OpenAIChatBackend(
+            spec["base_url"],
+            spec["model"],
+            api_key_env=spec.get("api_key_env", "OPENAI_API_KEY"),
+            max_tokens=spec.get("max_tokens", 1024),
+            concurrency=spec.get("concurrency", 4),
+        )
     path = resolve_base(Path(run_dir) / "builder" / spec["stage"])
     return LocalVLMBackend(path, max_new_tokens=spec.get("max_new_tokens", 384), batch_size=spec.get("batch_size", 16))
 
 
-def _critic_scores(critic, set_name, items, sources, outputs) -> list[dict]:
-    """Per item {critic} (shapes sets) or judge figures {sc, pq, overall} / {imgedit_score} (benchmarks)."""
+def _critic_scores(critic, set_name, items, sources, outputs, prefix: str = "") -> list[dict]:
+    """Per item {critic, sc, pq} (GEdit under its protocol when the judge has one) and {imgedit_score} (ImgEdit);
+    with ``prefix`` "judge_", a second judge's figures beside the reward model's {judge_score, judge_sc, ...}."""
     idx = [i for i, o in enumerate(outputs) if o is not None]
     out = [dict() for _ in items]
     if critic is None or not idx:
         return out
-    scores = critic.score([items[i].instruction for i in idx], [sources[i] for i in idx], [outputs[i] for i in idx])
+    texts, srcs, outs = [items[i].instruction for i in idx], [sources[i] for i in idx], [outputs[i] for i in idx]
+    if set_name == "gedit" and hasattr(critic, "gedit_scores"):
+        scores = critic.gedit_scores(texts, srcs, outs)
+    else:
+        scores = critic.score(texts, srcs, outs)
     for i, s in zip(idx, scores):
         # A judge answers SC and PQ itself; the local critic's one score stands for SC (PQ stays unscored).
-        out[i] = {"critic": s.score, "sc": s.sc if s.sc is not None else (None if s.score is None else 10 * s.score),
-                  "pq": s.pq, "critic_error": s.error}
+        out[i] = {
+            "critic": s.score,
+            "sc": s.sc if s.sc is not None else (None if s.score is None else 10 * s.score),
+            "pq": s.pq,
+            "critic_error": s.error,
+        }
+        if prefix:
+            out[i] = {prefix + ("score" if k == "critic" else k.removeprefix("critic_")): v for k, v in out[i].items()}
     if set_name == "imgedit" and hasattr(critic, "imgedit_scores"):
-        rubric = critic.imgedit_scores([items[i].instruction for i in idx], [items[i].category for i in idx],
-                                       [sources[i] for i in idx], [outputs[i] for i in idx])
-        for i, v in zip(idx, rubric):
+        kinds = [items[i].extra.get("edit_type", items[i].category) for i in idx]
+        for i, v in zip(idx, critic.imgedit_scores(texts, kinds, srcs, outs)):
             out[i]["imgedit_score"] = v
     return out
 
 
-def run_chunk(items: list[EvalItem], builder: dict, run_dir: str | Path, out_dir: str | Path, table_path: str | Path,
-              registry=None, critic=None, style: str = "instruction", seed: int = 0, seconds: float = 60.0,
-              batch_size: int = 64) -> pa.Table:
+def run_chunk(
+    items: list[EvalItem],
+    builder: dict,
+    run_dir: str | Path,
+    out_dir: str | Path,
+    table_path: str | Path,
+    registry=None,
+    critic=None,
+    style: str = "instruction",
+    seed: int = 0,
+    seconds: float = 60.0,
+    batch_size: int = 64,
+    judge=None,
+) -> pa.Table:
+    """Edit and score ``items``. ``critic`` is the reward model; ``judge`` (an ``EvaluationJudge``) scores the
+    benchmarks, and the shapes splits too when it is another model; each row records who judged it."""
     from ..bricks.models import bind_model_bricks
     from ..bricks.registry import default_registry
     from ..builder.generation import build_workflows
@@ -125,7 +171,7 @@ def run_chunk(items: list[EvalItem], builder: dict, run_dir: str | Path, out_dir
     backend = None if builder["kind"] == "oracle" else make_builder(builder, run_dir)
     rows: list[dict] = []
     for start in range(0, len(items), batch_size):
-        batch = items[start:start + batch_size]
+        batch = items[start : start + batch_size]
         sources, load_errors = [], []
         for it in batch:
             try:
@@ -139,8 +185,11 @@ def run_chunk(items: list[EvalItem], builder: dict, run_dir: str | Path, out_dir
             answers = [(it.workflow, None) for it in batch]
         else:
             ok = [i for i, s in enumerate(sources) if s is not None]
-            built = build_workflows(backend, [sources[i] for i in ok], [batch[i].instruction for i in ok], registry,
-                                    style) if ok else []
+            built = (
+                build_workflows(backend, [sources[i] for i in ok], [batch[i].instruction for i in ok], registry, style)
+                if ok
+                else []
+            )
             answers = [(None, "not generated")] * len(batch)
             for i, a in zip(ok, built):
                 answers[i] = (a.text, None if a.text is not None else a.error)
@@ -152,14 +201,31 @@ def run_chunk(items: list[EvalItem], builder: dict, run_dir: str | Path, out_dir
             except WorkflowError as e:
                 workflows.append(e)
         runnable = [i for i, wf in enumerate(workflows) if wf is not None and not isinstance(wf, WorkflowError)]
-        executed = dict(zip(runnable, run_bounded(executor, [workflows[i] for i in runnable],
-                                                  [sources[i] for i in runnable], seconds)))
+        executed = dict(
+            zip(
+                runnable,
+                run_bounded(executor, [workflows[i] for i in runnable], [sources[i] for i in runnable], seconds),
+            )
+        )
         outputs: list[np.ndarray | None] = []
         for j, (it, src, load_err, (text, gen_err)) in enumerate(zip(batch, sources, load_errors, answers)):
-            row = {"id": it.id, "set": it.set, "category": it.category, "language": it.language,
-                   "instruction": it.instruction, "builder": builder["name"], "answer": text, "parsed": False,
-                   "valid": False, "executed": False, "error": load_err or gen_err, "builder_seconds": gen_seconds,
-                   "execute_seconds": None, "output": None, **{f"x_{k}": v for k, v in it.extra.items()}}
+            row = {
+                "id": it.id,
+                "set": it.set,
+                "category": it.category,
+                "language": it.language,
+                "instruction": it.instruction,
+                "builder": builder["name"],
+                "answer": text,
+                "parsed": False,
+                "valid": False,
+                "executed": False,
+                "error": load_err or gen_err,
+                "builder_seconds": gen_seconds,
+                "execute_seconds": None,
+                "output": None,
+                **{f"x_{k}": v for k, v in it.extra.items()},
+            }
             output = raw = None
             wf = workflows[j] if j in executed else None
             result = executed.get(j)
@@ -187,24 +253,67 @@ def run_chunk(items: list[EvalItem], builder: dict, run_dir: str | Path, out_dir
                 row.update(score_edit(src, raw, load_target(it.target)).as_row())
             outputs.append(output)
             rows.append(row)
-        for row, extra in zip(rows[-len(batch):], _critic_scores(critic, batch[0].set, batch, sources, outputs)):
+        set_name = batch[0].set
+        benchmark = set_name not in SHAPES_SETS
+        scorer = judge.scorer if judge is not None and (benchmark or judge.is_reward_model) else critic
+        for row, extra in zip(rows[-len(batch) :], _critic_scores(scorer, set_name, batch, sources, outputs)):
             row.update(extra)
+        if judge is not None and not benchmark and not judge.is_reward_model:
+            for row, extra in zip(
+                rows[-len(batch) :], _critic_scores(judge.scorer, set_name, batch, sources, outputs, prefix="judge_")
+            ):
+                row.update(extra)
+        if judge is not None:
+            for row in rows[-len(batch) :]:
+                row.update(judge.row_labels())
         log.info("%s/%s: %d/%d items", builder["name"], batch[0].set, start + len(batch), len(items))
     # Every row gets every column: pyarrow takes the columns from the first row, and a first item that failed
     # has no score columns.
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    table = pa.Table.from_pylist([{k: (json.dumps(r[k]) if isinstance(r.get(k), (dict, list)) else r.get(k))
-                                   for k in keys} for r in rows])
+    table = pa.Table.from_pylist(
+        [{k: (json.dumps(r[k]) if isinstance(r.get(k), (dict, list)) else r.get(k)) for k in keys} for r in rows]
+    )
     write_table(table, table_path)
     return table
 
 
-def evaluate_chunk(set_name: str, spec: dict, scatteritem: str, builder: dict, run_dir, critic_dir, images_dir,
-                   rows_path, style: str = "instruction", seed: int = 0, seconds: float = 60.0) -> pa.Table:
-    """The pipeline's chunk job: the chunk's items, edited by ``builder``, scored by the run's critic."""
+def evaluate_chunk(
+    set_name: str,
+    spec: dict,
+    scatteritem: str,
+    builder: dict,
+    run_dir,
+    critic_dir,
+    images_dir,
+    rows_path,
+    style: str = "instruction",
+    seed: int = 0,
+    seconds: float = 60.0,
+    judge: dict | None = None,
+    protocol: str | None = None,
+) -> pa.Table:
+    """The pipeline's chunk job: the chunk's items, edited by ``builder``; the shapes splits scored by the run's
+    critic (the reward model), the benchmarks by ``judge`` (``evaluation.judge``; empty: the critic) under the
+    published protocol of the checkout at ``protocol`` when given."""
     from ..models.critic import load_critic_dir
+    from .judging import EvaluationJudgeConfig, load_evaluation_judge
 
     items = chunk_of(load_items(set_name, spec, spec.get("max_items", 0)), scatteritem)
-    critic = load_critic_dir(critic_dir)
-    return run_chunk(items, builder, run_dir, images_dir, rows_path, critic=critic, style=style, seed=seed,
-                     seconds=seconds)
+    judge_cfg = EvaluationJudgeConfig.from_dict(judge)
+    reward = load_critic_dir(critic_dir) if set_name in SHAPES_SETS or not judge_cfg.base_url else None
+    evaluation_judge = load_evaluation_judge(judge_cfg, critic_dir, set_name, protocol, reward_critic=reward)
+    try:
+        return run_chunk(
+            items,
+            builder,
+            run_dir,
+            images_dir,
+            rows_path,
+            critic=reward,
+            style=style,
+            seed=seed,
+            seconds=seconds,
+            judge=evaluation_judge,
+        )
+    finally:
+        evaluation_judge.close()

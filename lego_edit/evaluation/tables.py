@@ -13,7 +13,8 @@ from PIL import Image, ImageDraw
 
 from ..imageio import atomic_write_text, load_image
 from ..workflow.values import rgb
-from .judge import aggregate_gedit, aggregate_imgedit, published_table, to_markdown
+from .judge import aggregate_gedit, aggregate_imgedit, to_markdown
+from .judge_report import judge_note, judges_table, published_section, shapes_note
 from .metrics import ordering_agreement
 
 BUILDER_ORDER = ["base", "sft", "grpo_gt", "grpo_critic", "api", "oracle"]
@@ -46,6 +47,17 @@ def _scored(p: pd.DataFrame, col: str) -> float:
     return _mean(p[col]) if col in p else math.nan
 
 
+def _judged(p: pd.DataFrame, col: str) -> tuple[float, int]:
+    """(mean score, unscored count): a failed item scores 0; an edited item the judge left unscored is left out
+    and counted, never given a score."""
+    if col not in p or not len(p):
+        return math.nan, 0
+    edited = p["executed"].fillna(False).astype(bool)
+    values = pd.to_numeric(p[col], errors="coerce")
+    kept = ~edited | values.notna()
+    return _mean(values.where(edited, 0.0)[kept]), int((edited & values.isna()).sum())
+
+
 def builder_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per Builder. Both shapes-world splits against their exact GT targets: edit success, PSNR and region
     IoU (failed items count as the unedited input); the GT split also parse / valid / executable rates, brick F1
@@ -55,12 +67,23 @@ def builder_table(df: pd.DataFrame) -> pd.DataFrame:
         row = {"builder": b}
         for set_name, tag in SHAPES_SPLITS.items():
             p = df[(df["builder"] == b) & (df["set"] == set_name)]
-            figures = {"n": len(p), "valid_rate": _rate(p, "valid"), "success": _rate(p, "success"),
-                       "psnr": _scored(p, "psnr"), "region_iou": _scored(p, "region_iou")}
+            figures = {
+                "n": len(p),
+                "valid_rate": _rate(p, "valid"),
+                "success": _rate(p, "success"),
+                "psnr": _scored(p, "psnr"),
+                "region_iou": _scored(p, "region_iou"),
+            }
             if tag == "gt":
-                figures.update(parse_rate=_rate(p, "parsed"), executable_rate=_rate(p, "executed"),
-                               brick_f1=_scored(p, "brick_f1"), exact_match=_rate(p, "exact_match"))
-            figures[REWARD_MODEL] = _mean(p["critic"].fillna(0.0)) if "critic" in p and len(p) else math.nan
+                figures.update(
+                    parse_rate=_rate(p, "parsed"),
+                    executable_rate=_rate(p, "executed"),
+                    brick_f1=_scored(p, "brick_f1"),
+                    exact_match=_rate(p, "exact_match"),
+                )
+            figures[REWARD_MODEL], figures["reward_model_unscored"] = _judged(p, "critic")
+            if "judge_score" in df:  # a judge other than the reward model scored the splits too
+                figures["judge_score"], figures["judge_unscored"] = _judged(p, "judge_score")
             row.update({f"{tag}_{k}": v for k, v in figures.items()})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -74,10 +97,20 @@ def category_table(df: pd.DataFrame, set_name: str = "shapes_gt") -> pd.DataFram
     for b in _order(d["builder"]):
         for cat in sorted(set(d["category"])):
             p = d[(d["builder"] == b) & (d["category"] == cat)]
-            rows.append({"builder": b, "category": cat, "n": len(p), "valid": _rate(p, "valid"),
-                         "executable": _rate(p, "executed"), "success": _rate(p, "success"),
-                         "psnr": _scored(p, "psnr"), "region_iou": _scored(p, "region_iou"),
-                         REWARD_MODEL: _mean(p["critic"].fillna(0.0)) if "critic" in p else math.nan})
+            row = {
+                "builder": b,
+                "category": cat,
+                "n": len(p),
+                "valid": _rate(p, "valid"),
+                "executable": _rate(p, "executed"),
+                "success": _rate(p, "success"),
+                "psnr": _scored(p, "psnr"),
+                "region_iou": _scored(p, "region_iou"),
+                REWARD_MODEL: _judged(p, "critic")[0],
+            }
+            if "judge_score" in d:
+                row["judge_score"] = _judged(p, "judge_score")[0]
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -115,11 +148,23 @@ def stage_table(df: pd.DataFrame, resamples: int = 10_000) -> pd.DataFrame:
                 if not ok.any():
                     continue
                 mean, lo, hi = paired_bootstrap((y[ok] - x[ok]).to_numpy(), resamples)
-                rows.append({"set": set_name, "stage": after, "vs": before, "figure": figure, "n": int(ok.sum()),
-                             "before": float(x[ok].mean()), "after": float(y[ok].mean()), "difference": mean,
-                             "ci_low": lo, "ci_high": hi})
-    return pd.DataFrame(rows, columns=["set", "stage", "vs", "figure", "n", "before", "after", "difference",
-                                       "ci_low", "ci_high"])
+                rows.append(
+                    {
+                        "set": set_name,
+                        "stage": after,
+                        "vs": before,
+                        "figure": figure,
+                        "n": int(ok.sum()),
+                        "before": float(x[ok].mean()),
+                        "after": float(y[ok].mean()),
+                        "difference": mean,
+                        "ci_low": lo,
+                        "ci_high": hi,
+                    }
+                )
+    return pd.DataFrame(
+        rows, columns=["set", "stage", "vs", "figure", "n", "before", "after", "difference", "ci_low", "ci_high"]
+    )
 
 
 def reward_model_agreement(df: pd.DataFrame, min_db: float = 1.0) -> pd.DataFrame:
@@ -134,8 +179,11 @@ def reward_model_agreement(df: pd.DataFrame, min_db: float = 1.0) -> pd.DataFram
         d = d[pd.to_numeric(d["critic"], errors="coerce").notna()]
         agree = pairs = 0
         for _, g in d.groupby("id"):
-            a, n = ordering_agreement(pd.to_numeric(g["psnr"], errors="coerce").to_numpy(),
-                                      pd.to_numeric(g["critic"], errors="coerce").to_numpy(), min_db)
+            a, n = ordering_agreement(
+                pd.to_numeric(g["psnr"], errors="coerce").to_numpy(),
+                pd.to_numeric(g["critic"], errors="coerce").to_numpy(),
+                min_db,
+            )
             agree, pairs = agree + a, pairs + n
         rows.append({"set": set_name, "pairs": pairs, "agreement": agree / pairs if pairs else math.nan})
     return pd.DataFrame(rows, columns=["set", "pairs", "agreement"])
@@ -145,7 +193,7 @@ def benchmark_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """GEdit-Bench (SC/PQ/O per task type and language) and ImgEdit-Bench (per type, overall) per Builder.
 
     A failed item counts as scored 0 (the published protocols score every sample's output; a workflow that did
-    not run produced no edit); an unreadable judge answer leaves the item unscored (coverage < 1)."""
+    not run produced no edit); an unreadable judge answer leaves the item unscored (``n_unscored``, coverage < 1)."""
     out = {}
     for name in ("gedit", "imgedit"):
         d = df[df["set"] == name]
@@ -168,7 +216,7 @@ def benchmark_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
                 p["score"] = np.where(failed, 1.0, judge if judge is not None else proxy)
                 p["task_type"] = p["category"]
                 agg = aggregate_imgedit(p[["task_type", "score"]])
-            frames.append(agg.assign(builder=b))
+            frames.append(agg.assign(builder=b, n_unscored=agg["n_total"] - agg["n_scored"]))
         if frames:
             out[name] = pd.concat(frames, ignore_index=True)
     return out
@@ -180,20 +228,52 @@ def write_tables(df: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    tables = {"builders": builder_table(df), "categories": pd.concat(
-        [category_table(df, s).assign(set=s) for s in SHAPES_SPLITS], ignore_index=True),
-        "stages": stage_table(df), "reward_model": reward_model_agreement(df)}
-    text = ["# Builders on the shapes-world test splits", "", f"Measured against the exact GT targets; {DEFINITION}. "
-            f"`{REWARD_MODEL}` is the critic that stage 3 optimised: it is not a measure of quality.", "",
-            to_markdown(tables["builders"], ".3f"), "",
-            "# Each stage against the one before (paired bootstrap 95% CI over the same items)", "",
-            to_markdown(tables["stages"], ".3f"), "",
-            "# Per category", "", to_markdown(tables["categories"], ".3f"), "",
-            "# Does the reward model order outputs as the GT does? (pairs of outputs for one instruction whose "
-            "PSNR differs by more than 1 dB)", "", to_markdown(tables["reward_model"], ".3f")]
+    tables = {
+        "builders": builder_table(df),
+        "categories": pd.concat([category_table(df, s).assign(set=s) for s in SHAPES_SPLITS], ignore_index=True),
+        "stages": stage_table(df),
+        "reward_model": reward_model_agreement(df),
+        "judges": judges_table(df),
+    }
+    text = [
+        "# Builders on the shapes-world test splits",
+        "",
+        f"Measured against the exact GT targets; {DEFINITION}.",
+        "",
+        *shapes_note(df),
+        "",
+        to_markdown(tables["builders"], ".3f"),
+        "",
+        "# Each stage against the one before (paired bootstrap 95% CI over the same items)",
+        "",
+        to_markdown(tables["stages"], ".3f"),
+        "",
+        "# Per category",
+        "",
+        to_markdown(tables["categories"], ".3f"),
+        "",
+        "# Does the reward model order outputs as the GT does? (pairs of outputs for one instruction whose "
+        "PSNR differs by more than 1 dB)",
+        "",
+        to_markdown(tables["reward_model"], ".3f"),
+        "",
+        "# Who judged each set",
+        "",
+        to_markdown(tables["judges"], ".3f"),
+    ]
     for name, table in benchmark_tables(df).items():
-        text += ["", f"# {name}", "", to_markdown(table, ".3f"), "", f"Published ({name}):", "",
-                 to_markdown(published_table(name if name == "imgedit" else "gedit_en"), ".2f")]
+        rows = df[df["set"] == name]
+        score_columns = ["sc", "pq"] if name == "gedit" else ["imgedit_score" if "imgedit_score" in rows else "critic"]
+        text += [
+            "",
+            f"# {name}",
+            "",
+            *judge_note(rows, score_columns, name),
+            "",
+            to_markdown(table, ".3f"),
+            "",
+            *published_section(name, table, rows),
+        ]
     paths["markdown"] = out_dir / "tables.md"
     atomic_write_text(paths["markdown"], "\n".join(text) + "\n")
     for name, table in tables.items():
@@ -203,8 +283,9 @@ def write_tables(df: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
 
 
 def _label(img: np.ndarray, text: str, width: int = 96) -> Image.Image:
-    tile = Image.fromarray(rgb(img)[:, :, :3]).resize((width, round(width * img.shape[0] / img.shape[1])),
-                                                      Image.NEAREST)
+    tile = Image.fromarray(rgb(img)[:, :, :3]).resize(
+        (width, round(width * img.shape[0] / img.shape[1])), Image.NEAREST
+    )
     canvas = Image.new("RGB", (width, tile.height + 12), "white")
     canvas.paste(tile, (0, 12))
     ImageDraw.Draw(canvas).text((2, 0), text[:16], fill="black")

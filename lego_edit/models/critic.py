@@ -12,7 +12,9 @@ Backends behind one interface:
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,6 +22,8 @@ import numpy as np
 
 from ..bricks.vlm_prompts import CRITIC_CHOICES, CRITIC_PROMPT, critic_images
 from ..workflow.values import rgb
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,8 +35,9 @@ class CriticScore:
 
 
 class Critic(Protocol):
-    def score(self, instructions: list[str], sources: list[np.ndarray], edited: list[np.ndarray]
-              ) -> list[CriticScore]: ...
+    def score(
+        self, instructions: list[str], sources: list[np.ndarray], edited: list[np.ndarray]
+    ) -> list[CriticScore]: ...
 
 
 def critic_messages(instruction: str) -> list[dict]:
@@ -51,9 +56,15 @@ class LocalCritic:
     def score(self, instructions, sources, edited) -> list[CriticScore]:
         from .vlm import score_choices
 
-        probs = score_choices(self.model, self.processor, [critic_messages(t) for t in instructions],
-                              [critic_images(s, e) for s, e in zip(sources, edited)], CRITIC_CHOICES,
-                              normalize=True, batch_size=self.batch_size)
+        probs = score_choices(
+            self.model,
+            self.processor,
+            [critic_messages(t) for t in instructions],
+            [critic_images(s, e) for s, e in zip(sources, edited)],
+            CRITIC_CHOICES,
+            normalize=True,
+            batch_size=self.batch_size,
+        )
         return [CriticScore(p[CRITIC_CHOICES[0]]) for p in probs]
 
 
@@ -93,43 +104,121 @@ class OpenAICriticConfig:
 
 
 class OpenAICritic:
-    def __init__(self, cfg: OpenAICriticConfig):
+    """The endpoint judge: VIEScore-style SC/PQ in the project's wording (``score``), GEdit-Bench and ImgEdit-Bench
+    scoring (``gedit_scores``, ``imgedit_scores``) under their published protocols when given, else in the
+    project's wording. ``concurrency`` requests in flight; transport failures retried with backoff by the backend;
+    with a ``cache`` (``JudgeCache``) an answer already given for the same images, prompt and model is reused."""
+
+    def __init__(
+        self,
+        cfg: OpenAICriticConfig,
+        *,
+        max_tokens: int = 512,
+        temperature: float | None = 0.0,
+        cache=None,
+        gedit_protocol=None,
+        imgedit_protocol=None,
+    ):
         from ..builder.backends import OpenAIChatBackend
         from ..evaluation.judge import VIEScoreJudge
+        from ..evaluation.judge_cache import CachedChat
 
-        self.backend = OpenAIChatBackend(cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, timeout=cfg.timeout,
-                                         max_retries=cfg.max_retries, max_tokens=512, temperature=0.0,
-                                         concurrency=cfg.concurrency)
-        self.judge = VIEScoreJudge(self.backend.chat, max_retries=cfg.max_retries)
+        self.backend = OpenAIChatBackend(
+            cfg.base_url,
+            cfg.model,
+            api_key_env=cfg.api_key_env,
+            timeout=cfg.timeout,
+            max_retries=cfg.max_retries,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            concurrency=cfg.concurrency,
+        )
+        self.chat = self.backend.chat if cache is None else CachedChat(self.backend.chat, cache, cfg.model)
+        self.judge = VIEScoreJudge(self.chat, max_retries=cfg.max_retries)
+        self.gedit_protocol, self.imgedit_protocol = gedit_protocol, imgedit_protocol
 
     def _map(self, fn, *columns) -> list:
         """``fn`` over the rows, ``concurrency`` judge requests in flight (each retried by the backend), in order."""
         rows = list(zip(*columns))
-        if self.backend.concurrency == 1 or len(rows) < 2:
-            return [fn(*r) for r in rows]
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(self.backend.concurrency) as pool:
-            return list(pool.map(lambda r: fn(*r), rows))
+        results = map_in_order(fn, rows, self.backend.concurrency, f"judge {self.backend.model}")
+        if hasattr(self.chat, "sent"):
+            log.info(
+                "judge %s: %d requests sent, %d answers from the cache so far",
+                self.backend.model,
+                self.chat.sent,
+                self.chat.hits,
+            )
+        return results
 
     def score(self, instructions, sources, edited) -> list[CriticScore]:
+        return self._vie_scores(self.judge.score, instructions, sources, edited)
+
+    def gedit_scores(self, instructions, sources, edited) -> list[CriticScore]:
+        """GEdit-Bench's SC, PQ and O: under the published VIEScore protocol when given, else as ``score``."""
+        if self.gedit_protocol is None:
+            return self.score(instructions, sources, edited)
+        return self._vie_scores(
+            lambda t, s, e: self.gedit_protocol.score(self.chat, t, s, e), instructions, sources, edited
+        )
+
+    def _vie_scores(self, judge, instructions, sources, edited) -> list[CriticScore]:
         def one(t, s, e):
-            r = self.judge.score(t, rgb(s)[:, :, :3], rgb(e)[:, :, :3])
+            r = judge(t, rgb(s)[:, :, :3], rgb(e)[:, :, :3])
             return CriticScore(r.overall / 10 if r.ok else None, r.sc, r.pq, r.error)
 
         return self._map(one, instructions, sources, edited)
 
     def imgedit_scores(self, instructions, edit_types, sources, edited) -> list[float | None]:
-        """ImgEdit-Bench's per-type rubric (three 1-5 scores, their mean); None where the answer stayed unreadable."""
+        """ImgEdit-Bench's per-type rubric, the sample's mean score: the published prompts when given, else three 1-5
+        scores in the project's wording; None where the answer stayed unreadable."""
         from ..evaluation.judge import ImgEditJudge
 
-        judge = ImgEditJudge(self.backend.chat, max_retries=self.judge.max_retries)
+        if self.imgedit_protocol is not None:
+            judge = lambda t, k, s, e: self.imgedit_protocol.score(self.chat, t, k, s, e)  # noqa: E731
+        else:
+            judge = ImgEditJudge(self.chat, max_retries=self.judge.max_retries).score
 
         def one(t, k, s, e):
-            r = judge.score(t, k, rgb(s)[:, :, :3], rgb(e)[:, :, :3])
+            r = judge(t, k, rgb(s)[:, :, :3], rgb(e)[:, :, :3])
             return r.score if r.ok else None
 
         return self._map(one, instructions, edit_types, sources, edited)
+
+
+PROGRESS_LOG_S = 30.0
+
+
+def map_in_order(fn, rows: list[tuple], concurrency: int, label: str = "judge") -> list:
+    """``fn(*row)`` for every row with up to ``concurrency`` calls in flight; results in row order. Progress goes
+    to a tqdm bar on a terminal, and to the log every ``PROGRESS_LOG_S`` seconds and at the end (a job's log has no
+    terminal; a short batch, such as one GRPO step's rewards, logs one line)."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    results: list = [None] * len(rows)
+    start = last_log = time.monotonic()
+    with tqdm(total=len(rows), desc=label, unit="item", disable=None, mininterval=2) as bar:
+
+        def done(count: int) -> None:
+            nonlocal last_log
+            bar.update(1)
+            now = time.monotonic()
+            if count == len(rows) or now - last_log >= PROGRESS_LOG_S:
+                last_log = now
+                log.info("%s: %d/%d items (%.2f items/s)", label, count, len(rows), count / max(now - start, 1e-9))
+
+        if concurrency == 1 or len(rows) < 2:
+            for i, row in enumerate(rows):
+                results[i] = fn(*row)
+                done(i + 1)
+            return results
+        with ThreadPoolExecutor(concurrency) as pool:
+            futures = {pool.submit(fn, *row): i for i, row in enumerate(rows)}
+            for count, future in enumerate(as_completed(futures), 1):
+                results[futures[future]] = future.result()
+                done(count)
+    return results
 
 
 def load_critic(spec: dict, device: str | None = None) -> Critic:

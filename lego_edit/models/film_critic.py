@@ -45,8 +45,9 @@ class FilmCriticConfig:
     """The FiLM-conditioned CNN critic (sizes; the vocabulary is learned from the training instructions)."""
 
     image_size: int = field(default=64, metadata={"help": "Side the images are resized to."})
-    channels: list[int] = field(default_factory=lambda: [32, 64, 64, 128],
-                                metadata={"help": "Channels of the stride-2 conv blocks."})
+    channels: list[int] = field(
+        default_factory=lambda: [32, 64, 64, 128], metadata={"help": "Channels of the stride-2 conv blocks."}
+    )
     embed_dim: int = field(default=64, metadata={"help": "Word embedding width."})
     gru_hidden: int = field(default=64, metadata={"help": "GRU width per direction."})
     head_hidden: int = field(default=128, metadata={"help": "Hidden width of the scoring head."})
@@ -83,8 +84,11 @@ def critic_planes(source: np.ndarray, edited: np.ndarray, size: int = 64) -> tup
     H, W = src_full.shape[:2]
     grow = np.asarray((np.log(out_full.shape[1] / W), np.log(out_full.shape[0] / H)), np.float32)
     src, zoom_src, zoom_out = critic_images(src_full, out_full)  # candidate resized to the source inside
-    out = out_full if out_full.shape[:2] == (H, W) else np.asarray(
-        Image.fromarray(out_full).resize((W, H), Image.Resampling.BILINEAR))
+    out = (
+        out_full
+        if out_full.shape[:2] == (H, W)
+        else np.asarray(Image.fromarray(out_full).resize((W, H), Image.Resampling.BILINEAR))
+    )
     stack = np.concatenate([_resize(a, size) for a in (src, out, zoom_src, zoom_out)], axis=2)
     return np.ascontiguousarray(stack.transpose(2, 0, 1)), grow
 
@@ -135,8 +139,9 @@ class FilmCritic(nn.Module):
         text_dim = 2 * cfg.gru_hidden + cfg.embed_dim
         widths = [IN_CHANNELS, *cfg.channels]
         self.blocks = nn.ModuleList(FilmBlock(a, b, text_dim) for a, b in zip(widths, widths[1:]))
-        self.head = nn.Sequential(nn.Linear(2 * cfg.channels[-1] + text_dim, cfg.head_hidden), nn.ReLU(),
-                                  nn.Linear(cfg.head_hidden, 1))
+        self.head = nn.Sequential(
+            nn.Linear(2 * cfg.channels[-1] + text_dim, cfg.head_hidden), nn.ReLU(), nn.Linear(cfg.head_hidden, 1)
+        )
 
     @property
     def device(self) -> torch.device:

@@ -68,39 +68,66 @@ ICEDIT_LORA_TARGETS = (
     r"|.*(?<!single_)transformer_blocks\.[0-9]+\.ff\.net\.2|.*single_transformer_blocks\.[0-9]+\.norm\.linear"
     r"|.*single_transformer_blocks\.[0-9]+\.proj_mlp|.*single_transformer_blocks\.[0-9]+\.proj_out"
     r"|.*single_transformer_blocks\.[0-9]+\.attn\.to_k|.*single_transformer_blocks\.[0-9]+\.attn\.to_q"
-    r"|.*single_transformer_blocks\.[0-9]+\.attn\.to_v|.*single_transformer_blocks\.[0-9]+\.attn\.to_out)")
+    r"|.*single_transformer_blocks\.[0-9]+\.attn\.to_v|.*single_transformer_blocks\.[0-9]+\.attn\.to_out)"
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
 class FluxFillConfig:
-    pretrained: str | None = field(default=None, metadata={
-        "help": "Hub id or local folder of a FluxFillPipeline, e.g. black-forest-labs/FLUX.1-Fill-dev; "
-                "None: build tiny components from `tiny` (tests and CPU checks)."})
-    resolution: int = field(default=768, metadata={
-        "help": "Working size: each image is resized to about resolution^2 pixels, aspect kept (one diptych half, "
-                "or the whole masked-fill canvas). 768 as the published release, 512 as ICEdit."})
+    pretrained: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub id or local folder of a FluxFillPipeline, e.g. black-forest-labs/FLUX.1-Fill-dev; "
+            "None: build tiny components from `tiny` (tests and CPU checks)."
+        },
+    )
+    resolution: int = field(
+        default=768,
+        metadata={
+            "help": "Working size: each image is resized to about resolution^2 pixels, aspect kept (one diptych half, "
+            "or the whole masked-fill canvas). 768 as the published release, 512 as ICEdit."
+        },
+    )
     num_inference_steps: int = field(default=25, metadata={"help": "Euler steps (25 as the published release)."})
-    guidance_scale: float = field(default=50.0, metadata={
-        "help": "Fill-dev's distilled guidance for diptych bricks (50 as ICEdit and the published release)."})
-    fill_guidance_scale: float = field(default=30.0, metadata={
-        "help": "Guidance for masked-fill bricks (30 as the published FILL and INPAINT, Fill-dev's default)."})
-    diptych: bool = field(default=True, metadata={
-        "help": "Run the bricks in diptych_bricks as ICEdit diptychs; False: masked fill for every brick."})
-    diptych_bricks: list[str] = field(default_factory=lambda: ["RCM", "STYLE", "ENV", "POSE"], metadata={
-        "help": "Bricks edited as diptychs (the others as masked fill)."})
-    mask_dilation: float = field(default=0.03, metadata={
-        "help": "Grow the mask the model sees by this share of the working width (the release grows RCM's by "
-                "35 px at 768 and INPAINT's by 25 px); the paste-back still uses the brick's own mask."})
+    guidance_scale: float = field(
+        default=50.0,
+        metadata={"help": "Fill-dev's distilled guidance for diptych bricks (50 as ICEdit and the published release)."},
+    )
+    fill_guidance_scale: float = field(
+        default=30.0,
+        metadata={
+            "help": "Guidance for masked-fill bricks (30 as the published FILL and INPAINT, Fill-dev's default)."
+        },
+    )
+    diptych: bool = field(
+        default=True,
+        metadata={"help": "Run the bricks in diptych_bricks as ICEdit diptychs; False: masked fill for every brick."},
+    )
+    diptych_bricks: list[str] = field(
+        default_factory=lambda: ["RCM", "STYLE", "ENV", "POSE"],
+        metadata={"help": "Bricks edited as diptychs (the others as masked fill)."},
+    )
+    mask_dilation: float = field(
+        default=0.03,
+        metadata={
+            "help": "Grow the mask the model sees by this share of the working width (the release grows RCM's by "
+            "35 px at 768 and INPAINT's by 25 px); the paste-back still uses the brick's own mask."
+        },
+    )
     max_sequence_length: int = field(default=512, metadata={"help": "T5 tokens per prompt (at most 512)."})
     dtype: str = field(default="bfloat16", metadata={"help": "Weights dtype: float32, bfloat16 or float16."})
     lora_rank: int = field(default=32, metadata={"help": "Default LoRA rank (ICEdit: 32)."})
     lora_alpha: int | None = field(default=32, metadata={"help": "Default LoRA alpha (ICEdit: 32; None: = rank)."})
-    lora_target_modules: str = field(default=ICEDIT_LORA_TARGETS, metadata={
-        "help": "peft target_modules regex (ICEdit's: attention, norm and feed-forward projections)."})
-    outside_weight: float = field(default=1.0, metadata={
-        "help": "Loss weight of latent tokens outside the model's mask (1: the plain Fill loss)."})
+    lora_target_modules: str = field(
+        default=ICEDIT_LORA_TARGETS,
+        metadata={"help": "peft target_modules regex (ICEdit's: attention, norm and feed-forward projections)."},
+    )
+    outside_weight: float = field(
+        default=1.0,
+        metadata={"help": "Loss weight of latent tokens outside the model's mask (1: the plain Fill loss)."},
+    )
     gradient_checkpointing: bool = field(default=True, metadata={"help": "Checkpoint transformer blocks in training."})
     tiny: TinyFluxConfig = field(default_factory=TinyFluxConfig)
 
@@ -119,10 +146,33 @@ class FluxFillConfig:
 
 
 # --- prompts ---------------------------------------------------------------------------------------------------
-_VERBS = {"make", "change", "turn", "replace", "recolor", "recolour", "paint", "add", "remove", "convert", "give",
-          "set", "rotate", "let", "put", "erase", "swap", "transform", "render", "point"}
-_BACKGROUND_LEAD = re.compile(r"^(?:please\s+)?(?:change|replace|make|turn|set|switch)\s+the\s+background\s+"
-                              r"(?:to|into|with|as)\s+", re.I)
+_VERBS = {
+    "make",
+    "change",
+    "turn",
+    "replace",
+    "recolor",
+    "recolour",
+    "paint",
+    "add",
+    "remove",
+    "convert",
+    "give",
+    "set",
+    "rotate",
+    "let",
+    "put",
+    "erase",
+    "swap",
+    "transform",
+    "render",
+    "point",
+}
+_BACKGROUND_LEAD = re.compile(
+    r"^(?:please\s+)?(?:change|replace|make|turn|set|switch)\s+the\s+background\s+"
+    r"(?:to|into|with|as)\s+",
+    re.I,
+)
 
 
 def _clean(text: str | None) -> str:
@@ -198,15 +248,15 @@ def _reference_half(rgba: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -
     mrows, mcols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     if rows.size == 0 or mrows.size == 0:
         return out
-    obj = rgba[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    obj = rgba[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     y0, y1, x0, x1 = mrows[0], mrows[-1] + 1, mcols[0], mcols[-1] + 1
     scale = min((y1 - y0) / obj.shape[0], (x1 - x0) / obj.shape[1])
     oh, ow = max(1, round(obj.shape[0] * scale)), max(1, round(obj.shape[1] * scale))
     obj = np.asarray(Image.fromarray(np.ascontiguousarray(obj)).resize((ow, oh), Image.Resampling.BICUBIC))
     oy, ox = y0 + (y1 - y0 - oh) // 2, x0 + (x1 - x0 - ow) // 2
     a = obj[:, :, 3:4].astype(np.float32) / 255
-    region = out[oy:oy + oh, ox:ox + ow].astype(np.float32)
-    out[oy:oy + oh, ox:ox + ow] = np.rint(a * obj[:, :, :3] + (1 - a) * region).astype(np.uint8)
+    region = out[oy : oy + oh, ox : ox + ow].astype(np.float32)
+    out[oy : oy + oh, ox : ox + ow] = np.rint(a * obj[:, :, :3] + (1 - a) * region).astype(np.uint8)
     return out
 
 
@@ -215,12 +265,12 @@ class Layout:
     """One edit as the Fill model sees it: the conditioning canvas (masked by ``mask``), the model's mask (0/1),
     an optional start image (strength < 1), the training target, and where the edited image lies in the canvas."""
 
-    mode: str                      # "diptych", "reference" (FILL with an RGBA object) or "fill"
-    canvas: np.ndarray             # uint8 (h, W, 3)
-    mask: np.ndarray               # uint8 (h, W), 1 = generate
-    init: np.ndarray | None        # uint8 (h, W, 3) or None
-    target: np.ndarray | None      # uint8 (h, W, 3) or None
-    x0: int                        # the edited image is canvas[:, x0:]
+    mode: str  # "diptych", "reference" (FILL with an RGBA object) or "fill"
+    canvas: np.ndarray  # uint8 (h, W, 3)
+    mask: np.ndarray  # uint8 (h, W), 1 = generate
+    init: np.ndarray | None  # uint8 (h, W, 3) or None
+    target: np.ndarray | None  # uint8 (h, W, 3) or None
+    x0: int  # the edited image is canvas[:, x0:]
 
 
 @contextlib.contextmanager
@@ -258,8 +308,12 @@ class FluxFillEditor(nn.Module):
             model = cls(cfg, pipe)
             model.requires_grad_(False)
             return model._own_memory()
-        corpus = list(texts) + [flux_prompt(b, p, s, m) for b in EDIT_BRICKS for m in ("diptych", "fill")
-                                for p, s in (("", None), ("a red circle", "sketch style"))]
+        corpus = list(texts) + [
+            flux_prompt(b, p, s, m)
+            for b in EDIT_BRICKS
+            for m in ("diptych", "fill")
+            for p, s in (("", None), ("a red circle", "sketch style"))
+        ]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.tiny.seed)
             pipe = tiny_pipeline(cfg.tiny, corpus)
@@ -293,8 +347,14 @@ class FluxFillEditor(nn.Module):
         scale = self.cfg.resolution / math.sqrt(height * width)
         return max(m, round(height * scale / m) * m), max(m, round(width * scale / m) * m)
 
-    def layout(self, brick: str, image: np.ndarray, mask: np.ndarray | None, preimage: np.ndarray | None = None,
-               target: np.ndarray | None = None) -> Layout:
+    def layout(
+        self,
+        brick: str,
+        image: np.ndarray,
+        mask: np.ndarray | None,
+        preimage: np.ndarray | None = None,
+        target: np.ndarray | None = None,
+    ) -> Layout:
         """The canvas, mask, start image and target of one edit at the working size."""
         H, W = image.shape[:2]
         if mask is not None and mask.shape[:2] != (H, W):
@@ -315,9 +375,14 @@ class FluxFillEditor(nn.Module):
         left = img if mode == "diptych" else _reference_half(preimage, m, (H, W))
         left = _resize_rgb(left, size)
         zeros = np.zeros_like(model_mask)
-        return Layout(mode, np.concatenate([left, img], 1), np.concatenate([zeros, model_mask], 1),
-                      None if start is None else np.concatenate([left, start], 1),
-                      None if tgt is None else np.concatenate([left, tgt], 1), w)
+        return Layout(
+            mode,
+            np.concatenate([left, img], 1),
+            np.concatenate([zeros, model_mask], 1),
+            None if start is None else np.concatenate([left, start], 1),
+            None if tgt is None else np.concatenate([left, tgt], 1),
+            w,
+        )
 
     def guidance_for(self, mode: str) -> float:
         return self.cfg.guidance_scale if mode == "diptych" else self.cfg.fill_guidance_scale
@@ -331,22 +396,33 @@ class FluxFillEditor(nn.Module):
         """Fill conditioning, packed: [masked-image latents, mask] as FluxFillPipeline builds them."""
         b, _, h, w = canvas.shape
         masked = canvas * (1 - mask)
-        mask_p, latents_p = self.pipe.prepare_mask_latents(mask, masked, b, self.vae.config.latent_channels, 1, h, w,
-                                                           self.dtype, self.device, generator)
+        mask_p, latents_p = self.pipe.prepare_mask_latents(
+            mask, masked, b, self.vae.config.latent_channels, 1, h, w, self.dtype, self.device, generator
+        )
         return torch.cat([latents_p, mask_p], dim=-1)
 
     def _encode(self, prompts: list[str]):
-        return self.pipe.encode_prompt(prompt=prompts, prompt_2=None, device=self.device,
-                                       max_sequence_length=self.cfg.max_sequence_length)
+        return self.pipe.encode_prompt(
+            prompt=prompts, prompt_2=None, device=self.device, max_sequence_length=self.cfg.max_sequence_length
+        )
 
     def _velocity(self, latents_p, cond_p, sigma, text, img_ids, guidance: float) -> torch.Tensor:
         prompt_embeds, pooled, text_ids = text
-        g = (torch.full((latents_p.shape[0],), guidance, device=self.device, dtype=torch.float32)
-             if self.transformer.config.guidance_embeds else None)
-        return self.transformer(hidden_states=torch.cat([latents_p, cond_p], dim=2).to(self.dtype),
-                                timestep=sigma.to(self.dtype), guidance=g, pooled_projections=pooled,
-                                encoder_hidden_states=prompt_embeds, txt_ids=text_ids, img_ids=img_ids,
-                                return_dict=False)[0]
+        g = (
+            torch.full((latents_p.shape[0],), guidance, device=self.device, dtype=torch.float32)
+            if self.transformer.config.guidance_embeds
+            else None
+        )
+        return self.transformer(
+            hidden_states=torch.cat([latents_p, cond_p], dim=2).to(self.dtype),
+            timestep=sigma.to(self.dtype),
+            guidance=g,
+            pooled_projections=pooled,
+            encoder_hidden_states=prompt_embeds,
+            txt_ids=text_ids,
+            img_ids=img_ids,
+            return_dict=False,
+        )[0]
 
     # --- training ----------------------------------------------------------------------------------------------
     def training_data(self, samples: list[dict]) -> dict:
@@ -358,8 +434,9 @@ class FluxFillEditor(nn.Module):
             if s["brick"] not in EDIT_BRICKS:
                 raise ValueError(f"not an edit brick sample: {s['brick']!r}")
             kept.append(s)
-            prompts.append(flux_prompt(s["brick"], s.get("prompt", ""), s.get("style"),
-                                       self.mode(s["brick"], s.get("preimage"))))
+            prompts.append(
+                flux_prompt(s["brick"], s.get("prompt", ""), s.get("style"), self.mode(s["brick"], s.get("preimage")))
+            )
         return {"samples": kept, "prompts": prompts, "size": len(kept), "brick": [x["brick"] for x in kept]}
 
     def training_loss(self, data: dict, index: torch.LongTensor, generator: torch.Generator) -> torch.Tensor:
@@ -390,17 +467,27 @@ class FluxFillEditor(nn.Module):
             with torch.set_grad_enabled(text_grad and torch.is_grad_enabled()):
                 text = self._encode(prompts)
             pred = self._velocity(noisy, cond, sigma, text, img_ids, guidance)
-            inside = (cond[..., -4 * self.vae_scale_factor ** 2:].amax(-1, keepdim=True) > 0.5).float()
+            inside = (cond[..., -4 * self.vae_scale_factor**2 :].amax(-1, keepdim=True) > 0.5).float()
             weight = inside + self.cfg.outside_weight * (1 - inside)
             total = total + (weight * (pred.float() - goal.float()) ** 2).mean() * b
         return total / len(index)
 
     # --- inference ---------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def edit(self, brick: str, images: list[np.ndarray], masks: list[np.ndarray | None], prompts: list[str], *,
-             preimages: list[np.ndarray | None] | None = None, strengths: list[float | None] | None = None,
-             styles: list[str | None] | None = None, seed: int = 0, seeds: list[int] | None = None,
-             batch_size: int = 4) -> list[np.ndarray]:
+    def edit(
+        self,
+        brick: str,
+        images: list[np.ndarray],
+        masks: list[np.ndarray | None],
+        prompts: list[str],
+        *,
+        preimages: list[np.ndarray | None] | None = None,
+        strengths: list[float | None] | None = None,
+        styles: list[str | None] | None = None,
+        seed: int = 0,
+        seeds: list[int] | None = None,
+        batch_size: int = 4,
+    ) -> list[np.ndarray]:
         """Edit each image inside its mask (None: the whole image); returns RGB uint8 images of the input sizes,
         equal to the input outside the mask. ``preimages``: INPAINT's pre-inpainted image (the start image when
         the strength is below 1) or FILL's RGBA reference object; ``strengths`` in (0, 1] start the sampler
@@ -426,15 +513,26 @@ class FluxFillEditor(nn.Module):
         item_seeds = list(seeds) if seeds is not None else [seed * 1_000_003 + i for i in range(n)]
         for (_, mode, strength), items in jobs.items():
             for start in range(0, len(items), batch_size):
-                chunk = items[start:start + batch_size]
-                edited = self._sample([x[1] for x in chunk], [x[2] for x in chunk], strength, self.guidance_for(mode),
-                                      [torch.Generator().manual_seed(item_seeds[x[0]]) for x in chunk])
+                chunk = items[start : start + batch_size]
+                edited = self._sample(
+                    [x[1] for x in chunk],
+                    [x[2] for x in chunk],
+                    strength,
+                    self.guidance_for(mode),
+                    [torch.Generator().manual_seed(item_seeds[x[0]]) for x in chunk],
+                )
                 for (i, lay, _), out in zip(chunk, edited):
-                    results[i] = self._paste(images[i], masks[i], out[:, lay.x0:])
+                    results[i] = self._paste(images[i], masks[i], out[:, lay.x0 :])
         return results
 
-    def _sample(self, lays: list[Layout], prompts: list[str], strength: float, guidance: float,
-                generators: list[torch.Generator]) -> np.ndarray:
+    def _sample(
+        self,
+        lays: list[Layout],
+        prompts: list[str],
+        strength: float,
+        guidance: float,
+        generators: list[torch.Generator],
+    ) -> np.ndarray:
         """FluxFillPipeline's sampling loop, with the conditioning from the canvas and the start from ``init``."""
         b, dev = len(lays), self.device
         canvas = self._to_unit([x.canvas for x in lays])
@@ -447,9 +545,13 @@ class FluxFillEditor(nn.Module):
         text = self._encode(prompts)
         sched = self.pipe.scheduler
         steps = self.cfg.num_inference_steps
-        mu = calculate_shift((lh // 2) * (lw // 2), sched.config.get("base_image_seq_len", 256),
-                             sched.config.get("max_image_seq_len", 4096), sched.config.get("base_shift", 0.5),
-                             sched.config.get("max_shift", 1.15))
+        mu = calculate_shift(
+            (lh // 2) * (lw // 2),
+            sched.config.get("base_image_seq_len", 256),
+            sched.config.get("max_image_seq_len", 4096),
+            sched.config.get("base_shift", 0.5),
+            sched.config.get("max_shift", 1.15),
+        )
         retrieve_timesteps(sched, steps, dev, sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
         timesteps, _ = self.pipe.get_timesteps(steps, strength, dev)
         if strength < 1.0:
@@ -486,8 +588,9 @@ class FluxFillEditor(nn.Module):
         rank = rank or self.cfg.lora_rank
         alpha = alpha or (self.cfg.lora_alpha if rank == self.cfg.lora_rank else None) or rank
         self.requires_grad_(False)
-        config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=self.cfg.lora_target_modules,
-                            init_lora_weights="gaussian")
+        config = LoraConfig(
+            r=rank, lora_alpha=alpha, target_modules=self.cfg.lora_target_modules, init_lora_weights="gaussian"
+        )
         with _several_adapters():
             self.transformer.add_adapter(config, adapter_name=brick)
         for name, p in self.transformer.named_parameters():
@@ -519,12 +622,19 @@ class FluxFillEditor(nn.Module):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         config = self.transformer.peft_config[brick]
-        state = {k: v.detach().contiguous()  # as trained (float32): the file is small and the round trip exact
-                 for k, v in get_peft_model_state_dict(self.transformer, adapter_name=brick).items()}
-        meta = {"r": config.r, "lora_alpha": config.lora_alpha, "target_modules": self.cfg.lora_target_modules,
-                "init_lora_weights": "gaussian"}
-        FluxFillPipeline.save_lora_weights(str(out_dir), transformer_lora_layers=state, safe_serialization=True,
-                                           transformer_lora_adapter_metadata=meta)
+        state = {
+            k: v.detach().contiguous()  # as trained (float32): the file is small and the round trip exact
+            for k, v in get_peft_model_state_dict(self.transformer, adapter_name=brick).items()
+        }
+        meta = {
+            "r": config.r,
+            "lora_alpha": config.lora_alpha,
+            "target_modules": self.cfg.lora_target_modules,
+            "init_lora_weights": "gaussian",
+        }
+        FluxFillPipeline.save_lora_weights(
+            str(out_dir), transformer_lora_layers=state, safe_serialization=True, transformer_lora_adapter_metadata=meta
+        )
 
     def set_brick(self, brick: str) -> None:
         """Activate the brick's LoRA if one is loaded, else run the shared base."""
@@ -552,8 +662,9 @@ class FluxFillEditor(nn.Module):
         adapters = self.adapters()
         for brick in adapters:
             self.save_lora(brick, out_dir / "loras" / brick)
-        (out_dir / CONFIG_NAME).write_text(json.dumps({"backend": self.backend, "adapters": adapters, **meta},
-                                                      indent=2))
+        (out_dir / CONFIG_NAME).write_text(
+            json.dumps({"backend": self.backend, "adapters": adapters, **meta}, indent=2)
+        )
 
     def _save_base(self, out_dir: Path) -> None:
         """The pipeline without adapters (peft's layers would change the transformer's weight names)."""
@@ -561,8 +672,7 @@ class FluxFillEditor(nn.Module):
         if not adapters:
             self.pipe.save_pretrained(out_dir, safe_serialization=True)
             return
-        base = {k.replace(".base_layer.", "."): v for k, v in self.transformer.state_dict().items()
-                if "lora_" not in k}
+        base = {k.replace(".base_layer.", "."): v for k, v in self.transformer.state_dict().items() if "lora_" not in k}
         clean = FluxTransformer2DModel.from_config(self.transformer.config)
         if self.dtype != torch.float32:
             clean = clean.to(self.dtype)
@@ -580,8 +690,7 @@ class FluxFillEditor(nn.Module):
         if cfg.pretrained:
             model = cls.build(cfg, [])
         else:
-            pipe = FluxFillPipeline.from_pretrained(path / "pipeline", dtype=DTYPES[cfg.dtype],
-                                                    use_safetensors=True)
+            pipe = FluxFillPipeline.from_pretrained(path / "pipeline", dtype=DTYPES[cfg.dtype], use_safetensors=True)
             model = cls(cfg, pipe)
             model.requires_grad_(False)
         for brick in adapters:

@@ -25,8 +25,18 @@ from .conditional_unet import UNetConfig, build_unet, coord_channels
 from .text_encoder import PromptEncoder, TextEncoderConfig
 
 START_GAIN = "start_gain.json"  # in a LoRA folder: the brick's fitted start gain
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
-                "conv1", "conv2"]
+LORA_TARGETS = [
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "proj_in",
+    "proj_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "conv1",
+    "conv2",
+]
 
 
 @dataclass
@@ -39,13 +49,21 @@ class EditModelConfig:
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(block_out_channels=[16, 32, 64], attention_levels=1))
     sampling_steps: int = field(default=4, metadata={"help": "Euler steps of the flow-matching sampler."})
     outside_weight: float = field(default=0.1, metadata={"help": "Loss weight of pixels outside the mask."})
-    prediction: str = field(default="velocity", metadata={
-        "help": "What the UNet outputs: velocity (noise - x0, as FLUX), sample (x0 itself) or residual (x0 minus the "
-                "source it is given: an output of zero keeps the source, so a brick that refines a start, INPAINT "
-                "or POSE, keeps what is already right). The sampler derives the velocity from x0."})
-    box_coords: bool = field(default=False, metadata={
-        "help": "Two more input channels: each pixel's place inside the mask's bounding box, -1..1 across it (a "
-                "shape drawn into a box, a pattern laid on an object, follow the box, not the image)."})
+    prediction: str = field(
+        default="velocity",
+        metadata={
+            "help": "What the UNet outputs: velocity (noise - x0, as FLUX), sample (x0 itself) or residual (x0 minus "
+            "the source it is given: an output of zero keeps the source, so a brick that refines a start, INPAINT "
+            "or POSE, keeps what is already right). The sampler derives the velocity from x0."
+        },
+    )
+    box_coords: bool = field(
+        default=False,
+        metadata={
+            "help": "Two more input channels: each pixel's place inside the mask's bounding box, -1..1 across it (a "
+            "shape drawn into a box, a pattern laid on an object, follow the box, not the image)."
+        },
+    )
 
     def __post_init__(self):
         if isinstance(self.text, dict):
@@ -81,7 +99,7 @@ def windows(mask: np.ndarray, crop: int) -> list[tuple[int, int]]:
         return [(min(max(0, cx - crop // 2), W - crop), min(max(0, cy - crop // 2), H - crop))]
     xs = sorted({min(v, W - crop) for v in range(x, x + w, crop)})
     ys = sorted({min(v, H - crop) for v in range(y, y + h, crop)})
-    return [(wx, wy) for wy in ys for wx in xs if (mask[wy:wy + crop, wx:wx + crop] > 0).any()]
+    return [(wx, wy) for wy in ys for wx in xs if (mask[wy : wy + crop, wx : wx + crop] > 0).any()]
 
 
 def box_channels(mask: np.ndarray, x0: int, y0: int, height: int, width: int) -> torch.Tensor:
@@ -108,8 +126,9 @@ class UNetInpainter(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.prompt_encoder = prompt_encoder
-        self.unet = unet or build_unet(cfg.unet, cfg.crop_size, in_channels=cfg.in_channels, out_channels=3,
-                                       cross_attention_dim=prompt_encoder.dim)
+        self.unet = unet or build_unet(
+            cfg.unet, cfg.crop_size, in_channels=cfg.in_channels, out_channels=3, cross_attention_dim=prompt_encoder.dim
+        )
         self.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
         # Per refining brick (INPAINT, POSE): the share of the model's change to its start that is kept, fitted by
         # least squares on validation samples (calibrate_start_gain). 1 = the model's output as it is.
@@ -156,16 +175,25 @@ class UNetInpainter(nn.Module):
                 continue
             text = edit_text(s["brick"], s.get("prompt", ""), s.get("style"))
             for x, y in windows(mask, c):
-                src.append(torch.from_numpy(np.ascontiguousarray(source[y:y + c, x:x + c, :3])).permute(2, 0, 1))
-                tgt.append(torch.from_numpy(np.ascontiguousarray(s["target"][y:y + c, x:x + c, :3])).permute(2, 0, 1))
-                msk.append(torch.from_numpy((mask[y:y + c, x:x + c] > 0).astype(np.uint8))[None])
+                src.append(torch.from_numpy(np.ascontiguousarray(source[y : y + c, x : x + c, :3])).permute(2, 0, 1))
+                tgt.append(
+                    torch.from_numpy(np.ascontiguousarray(s["target"][y : y + c, x : x + c, :3])).permute(2, 0, 1)
+                )
+                msk.append(torch.from_numpy((mask[y : y + c, x : x + c] > 0).astype(np.uint8))[None])
                 crd.append(self._coords(mask, x, y))
                 texts.append(text)
                 bricks.append(s["brick"])
                 starts.append(start)
-        return {"source": torch.stack(src), "target": torch.stack(tgt), "mask": torch.stack(msk),
-                "coords": torch.stack(crd), "ids": self.prompt_encoder.tokenize(texts), "size": len(texts),
-                "brick": bricks, "start": torch.tensor(starts)}
+        return {
+            "source": torch.stack(src),
+            "target": torch.stack(tgt),
+            "mask": torch.stack(msk),
+            "coords": torch.stack(crd),
+            "ids": self.prompt_encoder.tokenize(texts),
+            "size": len(texts),
+            "brick": bricks,
+            "start": torch.tensor(starts),
+        }
 
     def training_loss(self, data: dict, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Flow matching: x_t = (1 - s) x0 + s noise; the UNet predicts noise - x0 (or x0, or x0 - source); the
@@ -194,15 +222,33 @@ class UNetInpainter(nn.Module):
         items = []
         for i, (m, src) in enumerate(zip(masks, sources)):
             for x, y in windows(m, c):
-                items.append((i, x, y, to_unit(src[y:y + c, x:x + c]), torch.from_numpy(
-                    (m[y:y + c, x:x + c] > 0).astype(np.float32))[None], self._coords(m, x, y)))
+                items.append(
+                    (
+                        i,
+                        x,
+                        y,
+                        to_unit(src[y : y + c, x : x + c]),
+                        torch.from_numpy((m[y : y + c, x : x + c] > 0).astype(np.float32))[None],
+                        self._coords(m, x, y),
+                    )
+                )
         return items
 
     @torch.no_grad()
-    def edit(self, brick: str, images: list[np.ndarray], masks: list[np.ndarray | None], prompts: list[str], *,
-             preimages: list[np.ndarray | None] | None = None, strengths: list[float] | None = None,
-             styles: list[str | None] | None = None, seed: int = 0, seeds: list[int] | None = None,
-             batch_size: int = 64) -> list[np.ndarray]:
+    def edit(
+        self,
+        brick: str,
+        images: list[np.ndarray],
+        masks: list[np.ndarray | None],
+        prompts: list[str],
+        *,
+        preimages: list[np.ndarray | None] | None = None,
+        strengths: list[float] | None = None,
+        styles: list[str | None] | None = None,
+        seed: int = 0,
+        seeds: list[int] | None = None,
+        batch_size: int = 64,
+    ) -> list[np.ndarray]:
         """Edit each image inside its mask (None: the whole image); returns RGB uint8 images.
 
         ``preimages`` replace the source inside the model (INPAINT's pre-inpainted image, POSE's turned object);
@@ -221,28 +267,44 @@ class UNetInpainter(nn.Module):
             pad.append((H, W))
             m = np.full((H, W), 255, np.uint8) if masks[i] is None else masks[i]
             src = images[i] if preimages is None or preimages[i] is None else preimages[i]
-            padded.append(tuple(np.pad(a, ((0, ph), (0, pw)) + ((0, 0),) * (a.ndim - 2), mode="edge")
-                                for a in (img[:, :, :3], m, src[:, :, :3])))
+            padded.append(
+                tuple(
+                    np.pad(a, ((0, ph), (0, pw)) + ((0, 0),) * (a.ndim - 2), mode="edge")
+                    for a in (img[:, :, :3], m, src[:, :, :3])
+                )
+            )
         items = self._window_batch([p[1] for p in padded], [p[2] for p in padded]) if padded else []
         texts = [edit_text(brick, prompts[i], styles[i] if styles else None) for i in range(n)]
         outputs = [p[0].astype(np.float32).copy() for p in padded]
         item_seeds = list(seeds) if seeds is not None else [seed * 1_000_003 + i for i in range(n)]
         per_item = np.bincount([it[0] for it in items], minlength=n)
-        noise = torch.cat([torch.randn((int(k), 3, c, c), generator=torch.Generator().manual_seed(int(item_seeds[i])))
-                           for i, k in enumerate(per_item)]) if items else None
+        noise = (
+            torch.cat(
+                [
+                    torch.randn((int(k), 3, c, c), generator=torch.Generator().manual_seed(int(item_seeds[i])))
+                    for i, k in enumerate(per_item)
+                ]
+            )
+            if items
+            else None
+        )
         dev = self.device
         for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
+            chunk = items[start : start + batch_size]
             idx = [it[0] for it in chunk]
             source = torch.stack([it[3] for it in chunk]).to(dev)
             mask = torch.stack([it[4] for it in chunk]).to(dev)
             coords = torch.stack([it[5] for it in chunk]).to(dev)
             ids = self.prompt_encoder.tokenize([texts[i] for i in idx]).to(dev)
-            strength = torch.tensor([1.0 if strengths is None or strengths[i] is None else
-                                     float(np.clip(strengths[i], 0.05, 1.0)) for i in idx])
-            x = self.sample(source, mask, coords, ids, strength, noise[start:start + batch_size].to(dev))
+            strength = torch.tensor(
+                [
+                    1.0 if strengths is None or strengths[i] is None else float(np.clip(strengths[i], 0.05, 1.0))
+                    for i in idx
+                ]
+            )
+            x = self.sample(source, mask, coords, ids, strength, noise[start : start + batch_size].to(dev))
             for (i, wx, wy, *_), win, m in zip(chunk, x.cpu(), mask.cpu()):
-                region = outputs[i][wy:wy + c, wx:wx + c]
+                region = outputs[i][wy : wy + c, wx : wx + c]
                 pix = ((win.clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
                 region[:] = np.where(m[0, :, :, None].numpy() > 0, pix, region)
         results = []
@@ -272,13 +334,16 @@ class UNetInpainter(nn.Module):
 
     # --- adapters ---------------------------------------------------------------------------------
     def add_lora(self, brick: str, rank: int, alpha: int | None = None) -> None:
-        self.unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=LORA_TARGETS,
-                                         init_lora_weights="gaussian"), adapter_name=brick)
+        self.unet.add_adapter(
+            LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=LORA_TARGETS, init_lora_weights="gaussian"),
+            adapter_name=brick,
+        )
         self.unet.set_adapters([brick])
 
     def load_lora(self, brick: str, path: str | Path) -> None:
-        self.unet.load_lora_adapter(str(path), adapter_name=brick, prefix=None,
-                                    weight_name="pytorch_lora_weights.safetensors")
+        self.unet.load_lora_adapter(
+            str(path), adapter_name=brick, prefix=None, weight_name="pytorch_lora_weights.safetensors"
+        )
         gain = Path(path) / START_GAIN
         if gain.is_file():
             self.start_gain[brick] = float(json.loads(gain.read_text())["start_gain"])
@@ -306,8 +371,9 @@ class UNetInpainter(nn.Module):
         out_dir.mkdir(parents=True, exist_ok=True)
         self.prompt_encoder.save_pretrained(out_dir)
         self.unet.save_pretrained(out_dir / "unet", safe_serialization=True)
-        (out_dir / "edit_model.json").write_text(json.dumps({"backend": self.backend, **asdict(self.cfg),
-                                                             "start_gain": self.start_gain}, indent=2))
+        (out_dir / "edit_model.json").write_text(
+            json.dumps({"backend": self.backend, **asdict(self.cfg), "start_gain": self.start_gain}, indent=2)
+        )
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None) -> UNetInpainter:
@@ -315,7 +381,10 @@ class UNetInpainter(nn.Module):
         meta = json.loads((path / "edit_model.json").read_text())
         meta.pop("backend", None)
         gains = meta.pop("start_gain", {})
-        model = cls(EditModelConfig(**meta), PromptEncoder.from_pretrained(path),
-                    UNet2DConditionModel.from_pretrained(path / "unet"))
+        model = cls(
+            EditModelConfig(**meta),
+            PromptEncoder.from_pretrained(path),
+            UNet2DConditionModel.from_pretrained(path / "unet"),
+        )
         model.start_gain = dict(gains)
         return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()

@@ -51,23 +51,38 @@ class SegmentationConfig:
 
     image_size: int = field(default=64, metadata={"help": "Working resolution (inputs are resized to it)."})
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
-    unet: UNetConfig = field(default_factory=lambda: UNetConfig(block_out_channels=[16, 32, 64, 64],
-                                                                attention_levels=1))
+    unet: UNetConfig = field(
+        default_factory=lambda: UNetConfig(block_out_channels=[16, 32, 64, 64], attention_levels=1)
+    )
     threshold: float = field(default=0.5, metadata={"help": "Probability above which a pixel is in the mask."})
-    aux_classes: list[int] = field(default_factory=lambda: [6, 9, 5, 4], metadata={
-        "help": "Classes of each per-pixel auxiliary attribute head (shapes world: shape, colour, pattern, size, "
-                "each + background); trained when the shards carry attribute maps; [] for none."})
+    aux_classes: list[int] = field(
+        default_factory=lambda: [6, 9, 5, 4],
+        metadata={
+            "help": "Classes of each per-pixel auxiliary attribute head (shapes world: shape, colour, pattern, size, "
+            "each + background); trained when the shards carry attribute maps; [] for none."
+        },
+    )
     aux_weight: float = field(default=0.5, metadata={"help": "Weight of the auxiliary attribute loss."})
-    embed_dim: int = field(default=32, metadata={
-        "help": "Per-pixel embedding size; the mask logit is its dot product with the prompt's embedding (as in "
-                "CLIPSeg/LSeg), which binds words to pixels far faster than a plain conv head."})
-    selector_layers: int = field(default=2, metadata={
-        "help": "Transformer layers of the RES object selector (0: no selector, RES thresholds its own map)."})
+    embed_dim: int = field(
+        default=32,
+        metadata={
+            "help": "Per-pixel embedding size; the mask logit is its dot product with the prompt's embedding (as in "
+            "CLIPSeg/LSeg), which binds words to pixels far faster than a plain conv head."
+        },
+    )
+    selector_layers: int = field(
+        default=2,
+        metadata={
+            "help": "Transformer layers of the RES object selector (0: no selector, RES thresholds its own map)."
+        },
+    )
     max_candidates: int = field(default=8, metadata={"help": "Candidate objects the RES selector compares at most."})
     roi_size: int = field(default=16, metadata={"help": "Side of each candidate's RoI crop (pixels)."})
     selector_weight: float = field(default=1.0, metadata={"help": "Weight of the selector's loss."})
-    selector_batch_size: int = field(default=32, metadata={
-        "help": "RES samples per training step for the selector (its own batch, drawn next to the UNet's)."})
+    selector_batch_size: int = field(
+        default=32,
+        metadata={"help": "RES samples per training step for the selector (its own batch, drawn next to the UNet's)."},
+    )
 
     def __post_init__(self):
         if isinstance(self.text, dict):
@@ -116,14 +131,22 @@ class ObjectSelector(nn.Module):
         super().__init__()
         self.roi_size = roi_size
         # RoI crops of the image and of the candidate's own region: colour, shape and texture of the object.
-        self.roi = nn.Sequential(nn.Conv2d(4, 16, 3, padding=1), nn.GELU(), nn.Conv2d(16, 32, 3, stride=2, padding=1),
-                                 nn.GELU(), nn.Conv2d(32, self.ROI_FEATURES, 3, stride=2, padding=1), nn.GELU(),
-                                 nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.roi = nn.Sequential(
+            nn.Conv2d(4, 16, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(32, self.ROI_FEATURES, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         feature_dim += self.ROI_FEATURES
         self.project = nn.Sequential(nn.Linear(feature_dim, dim), nn.GELU(), nn.Linear(dim, dim))
         self.kind = nn.Embedding(2, dim)  # 0: a prompt token, 1: a candidate
-        layer = nn.TransformerEncoderLayer(dim, nhead=max(1, dim // 32), dim_feedforward=2 * dim, dropout=0.0,
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            dim, nhead=max(1, dim // 32), dim_feedforward=2 * dim, dropout=0.0, batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.score = nn.Linear(dim, 1)
         # A direct text-object match (as CLIP scores image and text): attribute expressions need no attention.
@@ -137,11 +160,21 @@ class ObjectSelector(nn.Module):
         b, k = candidates.shape[:2]
         boxes = region_boxes(candidates).reshape(b * k, 4).to(images.dtype)
         owner = torch.arange(b, device=images.device).repeat_interleave(k)
-        crop = roi_align(images, torch.cat([owner[:, None].to(images.dtype), boxes], 1), self.roi_size,
-                         sampling_ratio=2, aligned=True)
+        crop = roi_align(
+            images,
+            torch.cat([owner[:, None].to(images.dtype), boxes], 1),
+            self.roi_size,
+            sampling_ratio=2,
+            aligned=True,
+        )
         own = torch.arange(b * k, device=images.device)[:, None].to(images.dtype)
-        region = roi_align(candidates.reshape(b * k, 1, *candidates.shape[2:]), torch.cat([own, boxes], 1),
-                           self.roi_size, sampling_ratio=2, aligned=True)
+        region = roi_align(
+            candidates.reshape(b * k, 1, *candidates.shape[2:]),
+            torch.cat([own, boxes], 1),
+            self.roi_size,
+            sampling_ratio=2,
+            aligned=True,
+        )
         return self.roi(torch.cat([crop, region * 2 - 1], 1)).reshape(b, k, -1)
 
     def forward(self, tokens, token_mask, pooled, features, candidate_mask) -> torch.Tensor:
@@ -162,13 +195,17 @@ class SegmentationModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.prompt_encoder = prompt_encoder
-        self.unet = build_unet(cfg.unet, cfg.image_size, in_channels=6, out_channels=cfg.embed_dim,
-                               cross_attention_dim=prompt_encoder.dim)
+        self.unet = build_unet(
+            cfg.unet, cfg.image_size, in_channels=6, out_channels=cfg.embed_dim, cross_attention_dim=prompt_encoder.dim
+        )
         self.text_head = nn.Linear(prompt_encoder.dim, cfg.embed_dim + 1)
         self.aux_head = nn.Conv2d(cfg.embed_dim, sum(cfg.aux_classes), 1) if cfg.aux_classes else None
         self.register_buffer("coords", coord_channels(cfg.image_size, cfg.image_size), persistent=False)
-        self.selector = (ObjectSelector(prompt_encoder.dim, 5, cfg.selector_layers, cfg.roi_size)
-                         if cfg.selector_layers > 0 else None)
+        self.selector = (
+            ObjectSelector(prompt_encoder.dim, 5, cfg.selector_layers, cfg.roi_size)
+            if cfg.selector_layers > 0
+            else None
+        )
 
     @classmethod
     def build(cls, cfg: SegmentationConfig, texts: list[str]) -> SegmentationModel:
@@ -182,7 +219,7 @@ class SegmentationModel(nn.Module):
         pixels = self.unet(x, zero_t, encoder_hidden_states=tokens, class_labels=pooled).sample
         head = self.text_head(pooled)
         weight, bias = head[:, :-1], head[:, -1]
-        logits = torch.einsum("bchw,bc->bhw", pixels, weight) / self.cfg.embed_dim ** 0.5 + bias[:, None, None]
+        logits = torch.einsum("bchw,bc->bhw", pixels, weight) / self.cfg.embed_dim**0.5 + bias[:, None, None]
         return {"pixels": pixels, "logits": logits}
 
     def forward(self, images: torch.Tensor, hints: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -197,9 +234,16 @@ class SegmentationModel(nn.Module):
         present = area > 0
         w = candidates / area.clamp_min(1)[:, :, None, None]
         centre = torch.einsum("chw,bkhw->bkc", self.coords, w)
-        spread = (torch.einsum("chw,bkhw->bkc", self.coords ** 2, w) - centre ** 2).clamp_min(0).sqrt()
-        features = torch.cat([self.selector.roi_features(images, candidates), centre, spread,
-                              area[..., None] / candidates[0, 0].numel()], -1)
+        spread = (torch.einsum("chw,bkhw->bkc", self.coords**2, w) - centre**2).clamp_min(0).sqrt()
+        features = torch.cat(
+            [
+                self.selector.roi_features(images, candidates),
+                centre,
+                spread,
+                area[..., None] / candidates[0, 0].numel(),
+            ],
+            -1,
+        )
         return self.selector(tokens, self.prompt_encoder.token_mask(ids), pooled, features, present)
 
     def prepare(self, images: list[np.ndarray], hints: list[np.ndarray | None] | None = None):
@@ -209,17 +253,29 @@ class SegmentationModel(nn.Module):
         ims, hs = [], []
         for i, im in enumerate(images):
             t = torch.from_numpy(np.ascontiguousarray(im[:, :, :3])).permute(2, 0, 1).float()[None] / 127.5 - 1
-            ims.append(F.interpolate(t, size=(s, s), mode="bilinear", align_corners=False) if t.shape[-1] != s
-                       or t.shape[-2] != s else t)
+            ims.append(
+                F.interpolate(t, size=(s, s), mode="bilinear", align_corners=False)
+                if t.shape[-1] != s or t.shape[-2] != s
+                else t
+            )
             h = None if hints is None else hints[i]
-            h = (torch.zeros(1, 1, *im.shape[:2]) if h is None
-                 else torch.from_numpy((h > 0).astype(np.float32))[None, None])
+            h = (
+                torch.zeros(1, 1, *im.shape[:2])
+                if h is None
+                else torch.from_numpy((h > 0).astype(np.float32))[None, None]
+            )
             hs.append(F.interpolate(h, size=(s, s), mode="nearest"))
         return torch.cat(ims).to(dev), torch.cat(hs).to(dev)
 
     @torch.no_grad()
-    def predict(self, images: list[np.ndarray], tasks: list[str], prompts: list[str],
-                hints: list[np.ndarray | None] | None = None, batch_size: int = 32) -> list[np.ndarray]:
+    def predict(
+        self,
+        images: list[np.ndarray],
+        tasks: list[str],
+        prompts: list[str],
+        hints: list[np.ndarray | None] | None = None,
+        batch_size: int = 32,
+    ) -> list[np.ndarray]:
         """Masks (uint8 0/255, each the size of its input image)."""
         self.eval()
         out: list[np.ndarray] = []
@@ -234,8 +290,11 @@ class SegmentationModel(nn.Module):
                 if picked[j] is not None:
                     mask = self._at_input_size(picked[j], im.shape[:2])
                 else:
-                    p = F.interpolate(prob[j][None], size=im.shape[:2], mode="bilinear",
-                                      align_corners=False)[0, 0].cpu().numpy()
+                    p = (
+                        F.interpolate(prob[j][None], size=im.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+                        .cpu()
+                        .numpy()
+                    )
                     mask = p > self.cfg.threshold
                     if task in SINGLE_OBJECT_TASKS:
                         mask = most_likely_component(mask, p)
@@ -257,7 +316,7 @@ class SegmentationModel(nn.Module):
             return picked
         cand = torch.zeros(len(rows), k, *sos.shape[1:])
         for j, r in enumerate(regions):
-            cand[j, :len(r)] = torch.from_numpy(r.astype(np.float32))
+            cand[j, : len(r)] = torch.from_numpy(r.astype(np.float32))
         choice = self.select(x[rows], ids[rows], cand.to(x.device)).argmax(-1).cpu().numpy()
         for j, i in enumerate(rows):
             if len(regions[j]):

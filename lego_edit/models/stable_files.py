@@ -19,8 +19,12 @@ SET_VALUED = ("target_modules", "modules_to_save", "exclude_modules")
 
 def _canonical(value):
     if isinstance(value, dict):
-        return {k: sorted(v) if k in SET_VALUED and isinstance(v, list) and all(isinstance(x, str) for x in v)
-                else _canonical(v) for k, v in value.items()}
+        return {
+            k: sorted(v)
+            if k in SET_VALUED and isinstance(v, list) and all(isinstance(x, str) for x in v)
+            else _canonical(v)
+            for k, v in value.items()
+        }
     return value
 
 
@@ -39,12 +43,12 @@ def canonical_safetensors(data: bytes) -> bytes:
     import struct
 
     n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
+    header = json.loads(data[8 : 8 + n])
     if "__metadata__" in header:
         header["__metadata__"] = {k: _stable_json_text(v) or v for k, v in header["__metadata__"].items()}
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the data section starts 8-byte aligned, as safetensors writes it
-    return struct.pack("<Q", len(text)) + text + data[8 + n:]
+    return struct.pack("<Q", len(text)) + text + data[8 + n :]
 
 
 def stabilise_safetensors(path: str | Path) -> None:

@@ -46,9 +46,16 @@ class PromptEncoder(nn.Module):
         eos = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
         assert eos != 2, "the prompt encoder's end token must not have id 2"
         config = CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-            num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-            max_position_embeddings=max(77, cfg.max_length), eos_token_id=eos, bos_token_id=eos, pad_token_id=eos)
+            vocab_size=len(tokenizer),
+            hidden_size=cfg.hidden_size,
+            intermediate_size=cfg.intermediate_size,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads,
+            max_position_embeddings=max(77, cfg.max_length),
+            eos_token_id=eos,
+            bos_token_id=eos,
+            pad_token_id=eos,
+        )
         return cls(CLIPTextModel(config), tokenizer, cfg.max_length)
 
     @property
@@ -93,8 +100,11 @@ class PromptEncoder(nn.Module):
     def from_pretrained(cls, path: str | Path) -> PromptEncoder:
         path = Path(path)
         meta = json.loads((path / "text_encoder" / "prompt.json").read_text())
-        return cls(CLIPTextModel.from_pretrained(path / "text_encoder"),
-                   PreTrainedTokenizerFast.from_pretrained(path / "tokenizer"), meta["max_length"])
+        return cls(
+            CLIPTextModel.from_pretrained(path / "text_encoder"),
+            PreTrainedTokenizerFast.from_pretrained(path / "tokenizer"),
+            meta["max_length"],
+        )
 
 
 def config_to_dict(cfg) -> dict:

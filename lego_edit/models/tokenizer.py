@@ -49,8 +49,9 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
-                    split_spaces: bool = False) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int, min_frequency: int = 2, split_spaces: bool = False
+) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on `texts` and wrap it with Qwen's special tokens and chat template.
 
     Deterministic: the same texts (in the same order) give a byte-identical ``tokenizer.json``.
@@ -67,8 +68,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
 
     tok = Tokenizer(models.BPE())
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Split(" ", behavior="isolated"), byte_level])
-                         if split_spaces else byte_level)
+    tok.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Split(" ", behavior="isolated"), byte_level])
+        if split_spaces
+        else byte_level
+    )
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(

@@ -51,32 +51,44 @@ class VLMConfig:
     vision_intermediate_size: int = field(default=128, metadata={"help": "Vision MLP width."})
     image_size: int = field(
         default=112,
-        metadata={"help": "Images are resized to about image_size**2 pixels (min = max pixels); multiple of 28. "
-                          "112 gives 16 LLM tokens per image. Applies to a `base` checkpoint's processor too."},
+        metadata={
+            "help": "Images are resized to about image_size**2 pixels (min = max pixels); multiple of 28. "
+            "112 gives 16 LLM tokens per image. Applies to a `base` checkpoint's processor too."
+        },
     )
     max_position_embeddings: int = field(default=4096, metadata={"help": "Longest sequence (prompt + answer)."})
     rope_theta: float = field(default=10000.0, metadata={"help": "RoPE base; short sequences need no large base."})
-    tie_word_embeddings: bool = field(default=False, metadata={
-        "help": "Share the input embeddings with the output layer (a model trained from scratch then copies a word "
-                "it reads with the same vectors it writes it with)."})
+    tie_word_embeddings: bool = field(
+        default=False,
+        metadata={
+            "help": "Share the input embeddings with the output layer (a model trained from scratch then copies a word "
+            "it reads with the same vectors it writes it with)."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the initial weights."})
     dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16 (auto when loading)."})
 
     def __post_init__(self):
         if self.image_size % (PATCH * MERGE):
-            raise ValueError(f"image_size={self.image_size} must be a multiple of {PATCH * MERGE} "
-                             f"(patch {PATCH} x merge {MERGE}); e.g. 112 or 224")
+            raise ValueError(
+                f"image_size={self.image_size} must be a multiple of {PATCH * MERGE} "
+                f"(patch {PATCH} x merge {MERGE}); e.g. 112 or 224"
+            )
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
         if self.head_dim % 8:
-            raise ValueError(f"head_dim = hidden_size / num_heads = {self.head_dim} must be a multiple of 8 so that "
-                             "mrope_section (temporal, height, width) can split head_dim/2; "
-                             "change hidden_size or num_heads")
+            raise ValueError(
+                f"head_dim = hidden_size / num_heads = {self.head_dim} must be a multiple of 8 so that "
+                "mrope_section (temporal, height, width) can split head_dim/2; "
+                "change hidden_size or num_heads"
+            )
         if self.vision_hidden_size % self.vision_heads or (self.vision_hidden_size // self.vision_heads) % 4:
-            raise ValueError(f"vision_hidden_size / vision_heads = {self.vision_hidden_size}/{self.vision_heads} "
-                             "must be a whole multiple of 4 (the vision rotary embedding splits it in 2D halves)")
+            raise ValueError(
+                f"vision_hidden_size / vision_heads = {self.vision_hidden_size}/{self.vision_heads} "
+                "must be a whole multiple of 4 (the vision rotary embedding splits it in 2D halves)"
+            )
         if min(self.num_layers, self.vision_depth, self.intermediate_size, self.vision_intermediate_size) < 1:
             raise ValueError("num_layers, vision_depth and the intermediate sizes must be >= 1")
         if self.dtype not in ("float32", "bfloat16", "float16"):
@@ -107,9 +119,15 @@ def private_rng():
 
 
 def _special_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
-    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in (
-        ("image_token_id", IMAGE_PAD), ("video_token_id", VIDEO_PAD),
-        ("vision_start_token_id", VISION_START), ("vision_end_token_id", VISION_END))}
+    ids = {
+        name: tokenizer.convert_tokens_to_ids(tok)
+        for name, tok in (
+            ("image_token_id", IMAGE_PAD),
+            ("video_token_id", VIDEO_PAD),
+            ("vision_start_token_id", VISION_START),
+            ("vision_end_token_id", VISION_END),
+        )
+    }
     for name, i in ids.items():
         if i is None or i == tokenizer.unk_token_id:
             raise ValueError(f"tokenizer has no id for {name}; train it with lego_edit.models.tokenizer")
@@ -156,8 +174,13 @@ def build_tiny_vlm(cfg: VLMConfig, tokenizer: PreTrainedTokenizerBase):
         "fullatt_block_indexes": [cfg.vision_depth - 1],
     }
     text_config["tie_word_embeddings"] = cfg.tie_word_embeddings
-    config = Qwen2_5_VLConfig(text_config=text_config, vision_config=vision_config, **ids, **tokens,
-                              tie_word_embeddings=cfg.tie_word_embeddings)
+    config = Qwen2_5_VLConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        **ids,
+        **tokens,
+        tie_word_embeddings=cfg.tie_word_embeddings,
+    )
     # A private RNG stream: seeding the weights must not disturb the caller's global RNG.
     with private_rng():
         torch.manual_seed(cfg.seed)
@@ -182,8 +205,13 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_vlm(path_or_id: str | Path, device: str | None = None, dtype: str | torch.dtype | None = None,
-             adapter: str | Path | None = None, image_size: int | None = None):
+def load_vlm(
+    path_or_id: str | Path,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    adapter: str | Path | None = None,
+    image_size: int | None = None,
+):
     """Load a saved or hub Qwen2.5-VL-like model and its processor; optionally a peft adapter on top.
 
     ``dtype=None`` keeps the checkpoint's dtype. ``image_size`` overrides the processor's pixel bounds
@@ -194,7 +222,8 @@ def load_vlm(path_or_id: str | Path, device: str | None = None, dtype: str | tor
     processor = AutoProcessor.from_pretrained(str(path_or_id), trust_remote_code=False)
     # device_map puts the weights straight on the device: a 7B checkpoint never sits whole in CPU memory first.
     model = AutoModelForImageTextToText.from_pretrained(
-        str(path_or_id), dtype=dtype, device_map=device, trust_remote_code=False, use_safetensors=True)
+        str(path_or_id), dtype=dtype, device_map=device, trust_remote_code=False, use_safetensors=True
+    )
     if adapter is not None:
         from peft import PeftModel  # imported here: only adapter users pay for it
 
@@ -258,8 +287,7 @@ def _encode(processor, messages: Sequence[Messages], images: Sequence[Sequence] 
         texts.append(text)
     flat = [to_pil(im) for imgs in images for im in imgs]
     # padding_side per call: a checkpoint's tokenizer may default to right padding, which breaks batching.
-    return processor(text=texts, images=flat or None, padding=True, padding_side="left",
-                     return_tensors="pt").to(device)
+    return processor(text=texts, images=flat or None, padding=True, padding_side="left", return_tensors="pt").to(device)
 
 
 def _chunks(n: int, size: int):
@@ -269,9 +297,19 @@ def _chunks(n: int, size: int):
 
 
 @torch.inference_mode()
-def generate(model, processor, messages: Sequence[Messages], images: Sequence[Sequence] | None = None, *,
-             max_new_tokens: int = 256, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
-             seed: int = 0, batch_size: int = 16) -> list[str]:
+def generate(
+    model,
+    processor,
+    messages: Sequence[Messages],
+    images: Sequence[Sequence] | None = None,
+    *,
+    max_new_tokens: int = 256,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> list[str]:
     """The new text for each conversation (special tokens stripped), in order.
 
     ``images[i]`` holds the PIL images or uint8 arrays of ``messages[i]``'s image placeholders, in order.
@@ -285,12 +323,13 @@ def generate(model, processor, messages: Sequence[Messages], images: Sequence[Se
         gen.update(temperature=temperature, top_p=top_p)
     out: list[str] = []
     for c, idx in enumerate(_chunks(len(messages), batch_size)):
-        batch = _encode(processor, [messages[i] for i in idx], None if images is None else [images[i] for i in idx],
-                        model.device)
+        batch = _encode(
+            processor, [messages[i] for i in idx], None if images is None else [images[i] for i in idx], model.device
+        )
         with private_rng():  # generation must not move the caller's RNG
             torch.manual_seed(seed + c)
             seqs = model.generate(**batch, generation_config=gen)
-        new = seqs[:, batch["input_ids"].shape[1]:]
+        new = seqs[:, batch["input_ids"].shape[1] :]
         out.extend(tok.batch_decode(new, skip_special_tokens=True))
     return out
 
@@ -301,16 +340,19 @@ def choice_token_ids(tokenizer, choices: Sequence[str]) -> list[int]:
     for ch in choices:
         enc = tokenizer.encode(ch, add_special_tokens=False)
         if len(enc) != 1:
-            raise ValueError(f"choice {ch!r} is {len(enc)} tokens {tokenizer.convert_ids_to_tokens(enc)}; "
-                             "answers scored by score_choices must be single tokens (train the tokenizer on them)")
+            raise ValueError(
+                f"choice {ch!r} is {len(enc)} tokens {tokenizer.convert_ids_to_tokens(enc)}; "
+                "answers scored by score_choices must be single tokens (train the tokenizer on them)"
+            )
         ids.append(enc[0])
     if len(set(ids)) != len(ids):
         raise ValueError(f"choices {list(choices)} share a token")
     return ids
 
 
-def next_token_logits(model, processor, messages: Sequence[Messages], images: Sequence[Sequence] | None = None
-                      ) -> torch.Tensor:
+def next_token_logits(
+    model, processor, messages: Sequence[Messages], images: Sequence[Sequence] | None = None
+) -> torch.Tensor:
     """Logits (B, vocab) of the first generated token of each conversation, with gradients when enabled."""
     batch = _encode(processor, messages, images, model.device)
     # Left padding puts every row's last prompt token in the last column.
@@ -318,9 +360,16 @@ def next_token_logits(model, processor, messages: Sequence[Messages], images: Se
 
 
 @torch.inference_mode()
-def score_choices(model, processor, messages: Sequence[Messages], images: Sequence[Sequence] | None = None,
-                  choices: Sequence[str] = ("yes", "no"), *, normalize: bool = False,
-                  batch_size: int = 16) -> list[dict[str, float]]:
+def score_choices(
+    model,
+    processor,
+    messages: Sequence[Messages],
+    images: Sequence[Sequence] | None = None,
+    choices: Sequence[str] = ("yes", "no"),
+    *,
+    normalize: bool = False,
+    batch_size: int = 16,
+) -> list[dict[str, float]]:
     """Probability of each single-token answer at the first generated position, per conversation.
 
     Probabilities come from the full softmax; ``normalize=True`` rescales them to sum to 1 over ``choices``.
@@ -328,8 +377,9 @@ def score_choices(model, processor, messages: Sequence[Messages], images: Sequen
     ids = choice_token_ids(_tokenizer(processor), choices)
     out: list[dict[str, float]] = []
     for idx in _chunks(len(messages), batch_size):
-        logits = next_token_logits(model, processor, [messages[i] for i in idx],
-                                   None if images is None else [images[i] for i in idx])
+        logits = next_token_logits(
+            model, processor, [messages[i] for i in idx], None if images is None else [images[i] for i in idx]
+        )
         probs = torch.softmax(logits, dim=-1)[:, ids]
         if normalize:
             probs = probs / probs.sum(dim=-1, keepdim=True).clamp_min(1e-30)
@@ -344,4 +394,3 @@ def param_count(model) -> int:
 def config_dict(cfg: VLMConfig) -> dict:
     """The config as plain data, for ``metrics.json`` / reproducibility records."""
     return asdict(cfg)
-

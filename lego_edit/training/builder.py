@@ -43,9 +43,13 @@ class GRPOSettings:
     steps: int = field(default=40, metadata={"help": "Optimizer steps."})
     prompts_per_step: int = field(default=4, metadata={"help": "Distinct instructions per step."})
     num_generations: int = field(default=4, metadata={"help": "Sampled workflows per instruction (the group)."})
-    grad_accum: int = field(default=1, metadata={
-        "help": "Micro-steps per optimizer step: a step's completions are generated together and trained on in "
-                "this many slices (the logits of a 7B's long completions fit)."})
+    grad_accum: int = field(
+        default=1,
+        metadata={
+            "help": "Micro-steps per optimizer step: a step's completions are generated together and trained on in "
+            "this many slices (the logits of a 7B's long completions fit)."
+        },
+    )
     lr: float = field(default=2e-5, metadata={"help": "Learning rate."})
     beta: float = field(default=0.02, metadata={"help": "KL penalty towards the starting model."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
@@ -58,23 +62,45 @@ class GRPOSettings:
     use_vllm: bool = field(default=False, metadata={"help": "Generate with vLLM (TRL's integration; GPU runs)."})
     vllm_mode: str = field(default="colocate", metadata={"help": "TRL vllm_mode: colocate or server."})
     lora: LoraSettings | None = field(default=None, metadata={"help": "LoRA settings; None: full fine-tuning."})
-    gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "Recompute activations in the backward pass (a 7B policy's long completions fit; slower)."})
-    reward_weights: dict = field(default_factory=dict, metadata={
-        "help": "Stage 2: weight per reward (format, validity, brick_f1, edge_f1, arguments, graded_arguments, "
-                "execution); a reward not named here weighs 1, one weighted 0 is not computed."})
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "Recompute activations in the backward pass (a 7B policy's long completions fit; slower)."},
+    )
+    reward_weights: dict = field(
+        default_factory=dict,
+        metadata={
+            "help": "Stage 2: weight per reward (format, validity, brick_f1, edge_f1, arguments, graded_arguments, "
+            "execution); a reward not named here weighs 1, one weighted 0 is not computed."
+        },
+    )
     execution_seconds: float = field(default=20.0, metadata={"help": "Stage 3: time bound per workflow execution."})
     max_train_rows: int = field(default=0, metadata={"help": "Instructions drawn from (0: all training rows)."})
-    guidance: bool = field(default=False, metadata={
-        "help": "Stage 2: the GT answer is one sample of each group, scored like the others (off-policy guidance)."})
-    execution_gate: bool = field(default=False, metadata={
-        "help": "Stage 2: the execution reward counts only where the GT workflow, run by the trained bricks, is an "
-                "edit success (elsewhere the bricks' failure, not the answer, decides the score)."})
-    prompt_filter: str = field(default="all", metadata={
-        "help": "Stage 2's training instructions: all, or missed (those whose GT the starting model's greedy answer "
-                "does not match exactly, plus solved_share of the others)."})
-    solved_share: float = field(default=0.1, metadata={
-        "help": "With prompt_filter missed: the share of already-solved instructions kept (against forgetting)."})
+    guidance: bool = field(
+        default=False,
+        metadata={
+            "help": "Stage 2: the GT answer is one sample of each group, scored like the others (off-policy guidance)."
+        },
+    )
+    execution_gate: bool = field(
+        default=False,
+        metadata={
+            "help": "Stage 2: the execution reward counts only where the GT workflow, run by the trained bricks, is an "
+            "edit success (elsewhere the bricks' failure, not the answer, decides the score)."
+        },
+    )
+    prompt_filter: str = field(
+        default="all",
+        metadata={
+            "help": "Stage 2's training instructions: all, or missed (those whose GT the starting model's greedy "
+            "answer does not match exactly, plus solved_share of the others)."
+        },
+    )
+    solved_share: float = field(
+        default=0.1,
+        metadata={
+            "help": "With prompt_filter missed: the share of already-solved instructions kept (against forgetting)."
+        },
+    )
 
     def __post_init__(self):
         if isinstance(self.lora, dict):
@@ -82,8 +108,10 @@ class GRPOSettings:
         if self.num_generations < 2:
             raise ValueError("GRPO needs num_generations >= 2 (it compares samples within a group)")
         if self.grad_accum < 1 or (self.prompts_per_step * self.num_generations) % self.grad_accum:
-            raise ValueError(f"grad_accum {self.grad_accum} must divide prompts_per_step x num_generations = "
-                             f"{self.prompts_per_step * self.num_generations}")
+            raise ValueError(
+                f"grad_accum {self.grad_accum} must divide prompts_per_step x num_generations = "
+                f"{self.prompts_per_step * self.num_generations}"
+            )
         if self.prompt_filter not in ("all", "missed"):
             raise ValueError(f"prompt_filter must be all or missed, got {self.prompt_filter!r}")
         if not 0 <= self.solved_share <= 1:
@@ -94,8 +122,9 @@ class GRPOSettings:
 class BuilderConfig:
     stage: str = field(default="sft", metadata={"help": "sft, grpo_gt or grpo_critic."})
     base: str = field(default="", metadata={"help": "Starting model: the base VLM (sft) or the previous stage."})
-    instructions: str = field(default="", metadata={"help": "Instruction table (gt for sft/grpo_gt, open for "
-                                                            "grpo_critic)."})
+    instructions: str = field(
+        default="", metadata={"help": "Instruction table (gt for sft/grpo_gt, open for grpo_critic)."}
+    )
     run_dir: str = field(default="results", metadata={"help": "Pipeline results folder (trained bricks, stage 3)."})
     critic: str = field(default="", metadata={"help": "Critic folder (stage 3)."})
     output_dir: str = ""
@@ -136,8 +165,13 @@ def sft_rows(rows: list[dict], style: str, registry) -> list[dict]:
         system = builder_system_text(registry, style)
         user = registry_user_text(r["instruction"]) if style == "registry" else builder_user_text(r["instruction"])
         prompt = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-        out.append({"images": [_image(r["image_path"])], "prompt": prompt,
-                    "completion": [{"role": "assistant", "content": _guide(r)}]})
+        out.append(
+            {
+                "images": [_image(r["image_path"])],
+                "prompt": prompt,
+                "completion": [{"role": "assistant", "content": _guide(r)}],
+            }
+        )
     return out
 
 
@@ -145,9 +179,16 @@ def run_sft(cfg: BuilderConfig) -> dict:
     registry = default_registry()
     rows = select_rows(load_instructions(cfg.instructions, "train"), cfg.max_train_rows, cfg.seed)
     out = Path(cfg.output_dir)
-    model, processor, history = sft(cfg.base, sft_rows(rows, cfg.prompt_style, registry), out,
-                                    cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt", cfg.seed, cfg.sft,
-                                    "Builder stage 1 (SFT)", merge_lora=True)  # stage 2 and evaluation load it
+    model, processor, history = sft(
+        cfg.base,
+        sft_rows(rows, cfg.prompt_style, registry),
+        out,
+        cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt",
+        cfg.seed,
+        cfg.sft,
+        "Builder stage 1 (SFT)",
+        merge_lora=True,
+    )  # stage 2 and evaluation load it
     return {"final_loss": next((r["loss"] for r in reversed(history) if "loss" in r), None), "rows": len(rows)}
 
 
@@ -173,11 +214,13 @@ def gt_reward_functions(cfg: BuilderConfig) -> list:
 
         def wrapped(prompts=None, completions=(), fn=fn, **kw):
             return fn(prompts=prompts, completions=completions, **kw)
+
         wrapped.__name__ = name  # TRL logs rewards/<__name__>/mean
         funcs.append(wrapped)
     if float(weights.get("execution", 1.0)) != 0:
-        funcs.append(ExecutionReward(_brick_executor(cfg), seconds=cfg.grpo.execution_seconds,
-                                     gate=cfg.grpo.execution_gate))
+        funcs.append(
+            ExecutionReward(_brick_executor(cfg), seconds=cfg.grpo.execution_seconds, gate=cfg.grpo.execution_gate)
+        )
     return funcs
 
 
@@ -198,13 +241,17 @@ def missed_rows(cfg: BuilderConfig, rows: list[dict], registry) -> tuple[list[di
     from ..workflow import parse_workflow
 
     backend = LocalVLMBackend(resolve_base(cfg.base), max_new_tokens=cfg.grpo.max_completion_length, batch_size=32)
-    answers = build_workflows(backend, [np.asarray(_image(r["image_path"])) for r in rows],
-                              [r["instruction"] for r in rows], registry, cfg.prompt_style)
+    answers = build_workflows(
+        backend,
+        [np.asarray(_image(r["image_path"])) for r in rows],
+        [r["instruction"] for r in rows],
+        registry,
+        cfg.prompt_style,
+    )
     solved = [exact_match(a.workflow, parse_workflow(r["workflow"])) for r, a in zip(rows, answers)]
     rng = np.random.default_rng(cfg.seed)
     keep = [r for r, ok in zip(rows, solved) if not ok or rng.random() < cfg.grpo.solved_share]
-    info = {"prompt_filter/rows": len(rows), "prompt_filter/solved": int(sum(solved)),
-            "prompt_filter/kept": len(keep)}
+    info = {"prompt_filter/rows": len(rows), "prompt_filter/solved": int(sum(solved)), "prompt_filter/kept": len(keep)}
     log.info("stage 2 prompt filter: %s", info)
     return keep, info
 
@@ -228,34 +275,68 @@ def run_grpo(cfg: BuilderConfig) -> dict:
     filtered = {}
     if cfg.stage == "grpo_gt" and g.prompt_filter == "missed":
         rows, filtered = missed_rows(cfg, rows, registry)
-    data = Dataset.from_list([{"prompt": prompt_messages(r["instruction"], cfg.prompt_style, registry),
-                               "image": _image(r["image_path"]), "instruction": r["instruction"],
-                               "workflow": r["workflow"], "target": r["target_path"], "guide": _guide(r)}
-                              for r in rows])
+    data = Dataset.from_list(
+        [
+            {
+                "prompt": prompt_messages(r["instruction"], cfg.prompt_style, registry),
+                "image": _image(r["image_path"]),
+                "instruction": r["instruction"],
+                "workflow": r["workflow"],
+                "target": r["target_path"],
+                "guide": _guide(r),
+            }
+            for r in rows
+        ]
+    )
     rewards = gt_reward_functions(cfg) if cfg.stage == "grpo_gt" else [critic_reward_function(cfg)]
     weights = [float(g.reward_weights.get(getattr(f, "__name__", ""), 1.0)) for f in rewards]
-    settings = SFTSettings(steps=g.steps, batch_size=g.prompts_per_step * g.num_generations // g.grad_accum,
-                           grad_accum=g.grad_accum, lr=g.lr,
-                           scheduler=g.scheduler, warmup_steps=0, checkpoint_every=g.checkpoint_every,
-                           checkpoints_kept=g.checkpoints_kept, log_every=g.log_every, threads=g.threads,
-                           gradient_checkpointing=g.gradient_checkpointing)
-    extra = dict(num_generations=g.num_generations, max_completion_length=g.max_completion_length,
-                 temperature=g.temperature, beta=g.beta, reward_weights=weights, use_vllm=g.use_vllm,
-                 log_completions=False, remove_unused_columns=False)
+    settings = SFTSettings(
+        steps=g.steps,
+        batch_size=g.prompts_per_step * g.num_generations // g.grad_accum,
+        grad_accum=g.grad_accum,
+        lr=g.lr,
+        scheduler=g.scheduler,
+        warmup_steps=0,
+        checkpoint_every=g.checkpoint_every,
+        checkpoints_kept=g.checkpoints_kept,
+        log_every=g.log_every,
+        threads=g.threads,
+        gradient_checkpointing=g.gradient_checkpointing,
+    )
+    extra = dict(
+        num_generations=g.num_generations,
+        max_completion_length=g.max_completion_length,
+        temperature=g.temperature,
+        beta=g.beta,
+        reward_weights=weights,
+        use_vllm=g.use_vllm,
+        log_completions=False,
+        remove_unused_columns=False,
+    )
     if g.use_vllm:
         extra["vllm_mode"] = g.vllm_mode
-    args = training_args(GRPOConfig, settings, cfg.checkpoint_dir or Path(cfg.output_dir).parent / "ckpt", cfg.seed,
-                         **extra)
-    model, processor = load_vlm(resolve_base(cfg.base), device="cuda" if torch.cuda.is_available() else "cpu",
-                                dtype="float32" if not torch.cuda.is_available() else None)
+    args = training_args(
+        GRPOConfig, settings, cfg.checkpoint_dir or Path(cfg.output_dir).parent / "ckpt", cfg.seed, **extra
+    )
+    model, processor = load_vlm(
+        resolve_base(cfg.base),
+        device="cuda" if torch.cuda.is_available() else "cpu",
+        dtype="float32" if not torch.cuda.is_available() else None,
+    )
     model.generation_config.do_sample = True  # GRPO samples; the saved model keeps greedy decoding
     trainer_cls = pickle_free(GRPOTrainer)
     if g.guidance and cfg.stage == "grpo_gt":
         from .guided_grpo import guided
 
         trainer_cls = guided(trainer_cls)
-    trainer = trainer_cls(model=model, reward_funcs=rewards, args=args, train_dataset=data,
-                          processing_class=processor, peft_config=peft_config(g.lora))
+    trainer = trainer_cls(
+        model=model,
+        reward_funcs=rewards,
+        args=args,
+        train_dataset=data,
+        processing_class=processor,
+        peft_config=peft_config(g.lora),
+    )
     trainer.train(resume_from_checkpoint=latest_hf_checkpoint(args.output_dir))
     if not rank_finished(f"Builder {cfg.stage}", trainer.state.global_step):
         return {}
@@ -284,6 +365,7 @@ def run_grpo(cfg: BuilderConfig) -> dict:
 def movement(history: list[dict]) -> dict:
     """Whether a GRPO stage moved: the mean share of groups whose samples all got the same reward (no gradient)
     and the KL to the starting model, at the start and the end."""
+
     def series(key):
         return [r[key] for r in history if r.get(key) is not None]
 

@@ -46,8 +46,14 @@ def is_main_process() -> bool:
 def rank_finished(name: str, steps: int) -> bool:
     """Log that this rank finished ``steps`` training steps of ``name``; True on rank 0, which alone then
     evaluates and writes the outputs (the other ranks stop here)."""
-    logging.getLogger(__name__).info("rank %d of %d: %s trained %d steps%s", process_index(), num_processes(), name,
-                                     steps, "" if is_main_process() else "; rank 0 writes the outputs")
+    logging.getLogger(__name__).info(
+        "rank %d of %d: %s trained %d steps%s",
+        process_index(),
+        num_processes(),
+        name,
+        steps,
+        "" if is_main_process() else "; rank 0 writes the outputs",
+    )
     return is_main_process()
 
 

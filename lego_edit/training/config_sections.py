@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..data.brick_samples import EDIT_BRICKS
+from ..evaluation.judging import EvaluationJudgeConfig, ProtocolPaths
 from ..models.critic import OpenAICriticConfig
 from ..models.film_critic import FilmCriticConfig
 from ..models.flux_fill import FluxFillConfig
@@ -28,8 +29,12 @@ class SegmentationSection:
 
 
 def _vlm_brick_train() -> SFTSettings:
-    return SFTSettings(steps=150, batch_size=16, lr=2e-3,
-                       lora=LoraSettings(rank=16, alpha=32, modules_to_save=["embed_tokens", "lm_head"]))
+    return SFTSettings(
+        steps=150,
+        batch_size=16,
+        lr=2e-3,
+        lora=LoraSettings(rank=16, alpha=32, modules_to_save=["embed_tokens", "lm_head"]),
+    )
 
 
 @dataclass
@@ -53,11 +58,14 @@ class EditLoraSection:
 class EditSection:
     """Edit bricks: a diffusion inpainting base plus one LoRA per brick."""
 
-    backend: Literal["unet", "flux_fill"] = field(default="unet", metadata={
-        "help": "unet: the small pixel-space UNet trained here; flux_fill: FLUX.1-Fill-dev with LoRAs."})
+    backend: Literal["unet", "flux_fill"] = field(
+        default="unet",
+        metadata={"help": "unet: the small pixel-space UNet trained here; flux_fill: FLUX.1-Fill-dev with LoRAs."},
+    )
     gpus: int = field(default=0, metadata={"help": "GPUs per training job (0: CPU)."})
-    bricks: list[str] = field(default_factory=lambda: list(EDIT_BRICKS),
-                              metadata={"help": "Edit bricks to train (each gets a LoRA)."})
+    bricks: list[str] = field(
+        default_factory=lambda: list(EDIT_BRICKS), metadata={"help": "Edit bricks to train (each gets a LoRA)."}
+    )
     model: EditModelConfig = field(default_factory=EditModelConfig)
     flux: FluxFillConfig = field(default_factory=FluxFillConfig, metadata={"help": "Backend flux_fill settings."})
     base: LoopConfig = field(default_factory=lambda: LoopConfig(steps=1500, batch_size=32, lr=1e-3))
@@ -70,13 +78,19 @@ class ExecutedSamplesSection:
     """The critic's samples from the trained bricks: GT workflows and perturbed copies, executed and scored
     against the exact GT target."""
 
-    train_instructions: int = field(default=600, metadata={"help": "Training-split GT instructions executed (0: "
-                                                                   "none; the critic learns from clean renders)."})
+    train_instructions: int = field(
+        default=600,
+        metadata={"help": "Training-split GT instructions executed (0: none; the critic learns from clean renders)."},
+    )
     val_instructions: int = field(default=100, metadata={"help": "Validation-split instructions (held-out figure)."})
     variants: int = field(default=2, metadata={"help": "Perturbed workflows per instruction besides the GT one."})
-    builder_answers: int = field(default=2, metadata={
-        "help": "The stage-1 Builder's own answers per instruction (greedy, then sampled), executed too: the "
-                "mistakes the outputs stage 3 scores really have (0: none)."})
+    builder_answers: int = field(
+        default=2,
+        metadata={
+            "help": "The stage-1 Builder's own answers per instruction (greedy, then sampled), executed too: the "
+            "mistakes the outputs stage 3 scores really have (0: none)."
+        },
+    )
     batch_size: int = field(default=64, metadata={"help": "Workflows executed together."})
 
 
@@ -86,21 +100,41 @@ class CriticSection:
 
     backend: Literal["local", "openai"] = field(default="local", metadata={"help": "local or openai."})
     gpus: int = field(default=0, metadata={"help": "GPUs for training the local critic (0: CPU)."})
-    architecture: Literal["film", "vlm"] = field(default="film", metadata={
-        "help": "Local critic: film (a CNN over the images conditioned on the instruction's words by FiLM) or vlm "
-                "(a VLM of the Builder's architecture answering yes/no)."})
+    architecture: Literal["film", "vlm"] = field(
+        default="film",
+        metadata={
+            "help": "Local critic: film (a CNN over the images conditioned on the instruction's words by FiLM) or vlm "
+            "(a VLM of the Builder's architecture answering yes/no)."
+        },
+    )
     film: FilmCriticConfig = field(default_factory=FilmCriticConfig)
     executed: ExecutedSamplesSection = field(default_factory=ExecutedSamplesSection)
-    margin_db: float = field(default=1.0, metadata={
-        "help": "architecture film: candidates of one instruction whose PSNR to the GT target differs by more than "
-                "this form a ranking pair."})
-    objective: Literal["pairwise", "sft"] = field(default="pairwise", metadata={
-        "help": "architecture vlm: pairwise (a Bradley-Terry loss on the yes/no verdict over each instruction's GT "
-                "target and wrong edits; train.batch_size counts candidates; full fine-tuning only) or sft (TRL SFT "
-                "on the answer 'yes|no. The edit: <what it does>', LoRA allowed)."})
-    train: SFTSettings = field(default_factory=lambda: SFTSettings(steps=2000, batch_size=64, lr=2e-3,
-                                                                   warmup_steps=30))
-    eval_instructions: int = field(default=300, metadata={"help": "Held-out instructions for the ranking figure."})
+    margin_db: float = field(
+        default=1.0,
+        metadata={
+            "help": "architecture film: candidates of one instruction whose PSNR to the GT target differs by more than "
+            "this form a ranking pair."
+        },
+    )
+    cross_negatives: int = field(
+        default=2,
+        metadata={
+            "help": "architecture film: per instruction and step, this many GT targets of the other instructions of "
+            "its scene read as its wrong edits (hard negatives at no data cost: the same source, a real edit)."
+        },
+    )
+    objective: Literal["pairwise", "sft"] = field(
+        default="pairwise",
+        metadata={
+            "help": "architecture vlm: pairwise (a Bradley-Terry loss on the yes/no verdict over each instruction's GT "
+            "target and wrong edits; train.batch_size counts candidates; full fine-tuning only) or sft (TRL SFT "
+            "on the answer 'yes|no. The edit: <what it does>', LoRA allowed)."
+        },
+    )
+    train: SFTSettings = field(default_factory=lambda: SFTSettings(steps=2000, batch_size=64, lr=2e-3, warmup_steps=30))
+    eval_instructions: int = field(
+        default=0, metadata={"help": "Held-out instructions for the ranking figure (0: all of the split's)."}
+    )
     openai: OpenAICriticConfig = field(default_factory=OpenAICriticConfig)
 
 
@@ -116,9 +150,19 @@ class BricksSection:
 
 
 def _tiny_builder_vlm() -> VLMConfig:
-    return VLMConfig(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=256,
-                     vision_depth=2, vision_hidden_size=64, vision_heads=4, vision_intermediate_size=128,
-                     image_size=112, max_position_embeddings=1024)
+    return VLMConfig(
+        hidden_size=64,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
+        intermediate_size=256,
+        vision_depth=2,
+        vision_hidden_size=64,
+        vision_heads=4,
+        vision_intermediate_size=128,
+        image_size=112,
+        max_position_embeddings=1024,
+    )
 
 
 @dataclass
@@ -127,17 +171,28 @@ class BuilderSection:
 
     gpus: int = field(default=0, metadata={"help": "GPUs per Builder training job (0: CPU)."})
     vlm: VLMConfig = field(default_factory=_tiny_builder_vlm)
-    vocab_size: int = field(default=1024, metadata={"help": "Upper bound of the trained tokenizer's vocabulary "
-                                                            "(tiny base only)."})
-    prompt_style: Literal["instruction", "registry"] = field(default="instruction", metadata={
-        "help": "instruction: the Builder reads only the instruction (tiny models); registry: it also reads the "
-                "system prompt rendered from the brick registry (real VLMs, API models)."})
-    sft: SFTSettings = field(default_factory=lambda: SFTSettings(steps=600, batch_size=16, lr=3e-3),
-                             metadata={"help": "Stage 1: supervised fine-tuning on GT workflows."})
-    grpo_gt: GRPOSettings = field(default_factory=lambda: GRPOSettings(steps=40, lr=2e-5),
-                                  metadata={"help": "Stage 2: GRPO with GT-based rewards."})
-    grpo_critic: GRPOSettings = field(default_factory=lambda: GRPOSettings(steps=30, lr=1e-5),
-                                      metadata={"help": "Stage 3: GRPO on open-domain instructions, critic reward."})
+    vocab_size: int = field(
+        default=1024, metadata={"help": "Upper bound of the trained tokenizer's vocabulary (tiny base only)."}
+    )
+    prompt_style: Literal["instruction", "registry"] = field(
+        default="instruction",
+        metadata={
+            "help": "instruction: the Builder reads only the instruction (tiny models); registry: it also reads the "
+            "system prompt rendered from the brick registry (real VLMs, API models)."
+        },
+    )
+    sft: SFTSettings = field(
+        default_factory=lambda: SFTSettings(steps=600, batch_size=16, lr=3e-3),
+        metadata={"help": "Stage 1: supervised fine-tuning on GT workflows."},
+    )
+    grpo_gt: GRPOSettings = field(
+        default_factory=lambda: GRPOSettings(steps=40, lr=2e-5),
+        metadata={"help": "Stage 2: GRPO with GT-based rewards."},
+    )
+    grpo_critic: GRPOSettings = field(
+        default_factory=lambda: GRPOSettings(steps=30, lr=1e-5),
+        metadata={"help": "Stage 3: GRPO on open-domain instructions, critic reward."},
+    )
 
 
 @dataclass
@@ -147,8 +202,9 @@ class OpenAIBuilderConfig:
     base_url: str = field(default="", metadata={"help": "Endpoint, e.g. http://localhost:8000/v1."})
     model: str = field(default="", metadata={"help": "Model name the endpoint serves."})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Environment variable with the key."})
-    prompt_style: Literal["instruction", "registry"] = field(default="registry", metadata={
-        "help": "An API model needs the brick library in its prompt."})
+    prompt_style: Literal["instruction", "registry"] = field(
+        default="registry", metadata={"help": "An API model needs the brick library in its prompt."}
+    )
     concurrency: int = field(default=4, metadata={"help": "Requests in flight."})
 
 
@@ -172,20 +228,28 @@ class ImgEditSpec:
 class EvaluationSection:
     """Batch-edit the evaluation sets with every Builder and score them."""
 
-    builders: list[str] = field(default_factory=lambda: ["base", "sft", "grpo_gt", "grpo_critic", "oracle"],
-                                metadata={"help": "Rows: Builder stages (base, sft, grpo_gt, grpo_critic) and "
-                                                  "oracle (GT workflows run by the trained bricks)."})
-    api_builder: OpenAIBuilderConfig | None = field(default=None, metadata={
-        "help": "Also evaluate an OpenAI-compatible Builder (row 'api'); null: no."})
+    builders: list[str] = field(
+        default_factory=lambda: ["base", "sft", "grpo_gt", "grpo_critic", "oracle"],
+        metadata={
+            "help": "Rows: Builder stages (base, sft, grpo_gt, grpo_critic) and "
+            "oracle (GT workflows run by the trained bricks)."
+        },
+    )
+    api_builder: OpenAIBuilderConfig | None = field(
+        default=None, metadata={"help": "Also evaluate an OpenAI-compatible Builder (row 'api'); null: no."}
+    )
     shapes_gt_items: int = field(default=150, metadata={"help": "Items of the GT test split (0: all)."})
     shapes_open_items: int = field(default=100, metadata={"help": "Items of the open-domain test split (0: all)."})
     benchmark_items: int = field(default=0, metadata={"help": "Items per benchmark (0: all)."})
     gedit: GEditSpec = field(default_factory=GEditSpec)
     imgedit: ImgEditSpec = field(default_factory=ImgEditSpec)
+    judge: EvaluationJudgeConfig = field(default_factory=EvaluationJudgeConfig)
+    protocols: ProtocolPaths = field(default_factory=ProtocolPaths)
     chunks: int = field(default=1, metadata={"help": "Chunks per (Builder, set): parallel jobs on a cluster."})
     gpus: int = field(default=0, metadata={"help": "GPUs per chunk job (0: CPU)."})
     execution_seconds: float = field(default=60.0, metadata={"help": "Time bound per workflow execution."})
     grid_samples: int = field(default=2, metadata={"help": "Samples per category in the report's image grids."})
+
 
 @dataclass
 class EditFolderSection:
@@ -193,11 +257,13 @@ class EditFolderSection:
 
     folder: str | None = field(default=None, metadata={"help": "Image folder to edit (recursive); null: none."})
     instruction: str | None = field(default=None, metadata={"help": "One instruction for every image."})
-    mapping: str | None = field(default=None, metadata={
-        "help": "CSV or JSONL: file (relative to folder) -> instruction, optional mask."})
+    mapping: str | None = field(
+        default=None, metadata={"help": "CSV or JSONL: file (relative to folder) -> instruction, optional mask."}
+    )
     workflow: str | None = field(default=None, metadata={"help": "A fixed workflow for every image (no Builder)."})
-    builder: Literal["grpo_critic", "grpo_gt", "sft", "base"] = field(default="grpo_critic", metadata={
-        "help": "Builder stage that writes the workflows."})
+    builder: Literal["grpo_critic", "grpo_gt", "sft", "base"] = field(
+        default="grpo_critic", metadata={"help": "Builder stage that writes the workflows."}
+    )
     chunks: int = field(default=4, metadata={"help": "Parallel jobs, each editing every N-th image."})
     batch_size: int = field(default=16, metadata={"help": "Images per Builder generation batch."})
     max_side: int = field(default=1024, metadata={"help": "Larger images are scaled down to this long side."})
@@ -208,8 +274,12 @@ def stage_sections() -> dict:
     from ..config_schema import dataclass_schema
 
     out = {}
-    for name, cls in (("bricks", BricksSection), ("builder", BuilderSection), ("evaluation", EvaluationSection),
-                      ("edit", EditFolderSection)):
+    for name, cls in (
+        ("bricks", BricksSection),
+        ("builder", BuilderSection),
+        ("evaluation", EvaluationSection),
+        ("edit", EditFolderSection),
+    ):
         out[name] = dataclass_schema(cls)
         out[name]["default"] = {}
     return out

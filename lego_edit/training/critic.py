@@ -47,30 +47,54 @@ log = logging.getLogger(__name__)
 class CriticTrainConfig:
     backend: str = field(default="local", metadata={"help": "local (train a VLM here) or openai (an endpoint)."})
     openai: OpenAICriticConfig = field(default_factory=OpenAICriticConfig)
-    architecture: str = field(default="film", metadata={
-        "help": "film (a FiLM-conditioned CNN) or vlm (a VLM of the Builder's architecture)."})
+    architecture: str = field(
+        default="film", metadata={"help": "film (a FiLM-conditioned CNN) or vlm (a VLM of the Builder's architecture)."}
+    )
     film: FilmCriticConfig = field(default_factory=FilmCriticConfig)
     base: str = field(default="", metadata={"help": "Starting VLM (architecture vlm: the untrained base)."})
     shards: str = ""
-    executed: str = field(default="", metadata={
-        "help": "Shards of the trained bricks' executed outputs (architecture film; empty: clean renders only)."})
-    margin_db: float = field(default=1.0, metadata={
-        "help": "Candidates whose PSNR to the target differs by more than this form a ranking pair."})
+    executed: str = field(
+        default="",
+        metadata={
+            "help": "Shards of the trained bricks' executed outputs (architecture film; empty: clean renders only)."
+        },
+    )
+    margin_db: float = field(
+        default=1.0,
+        metadata={"help": "Candidates whose PSNR to the target differs by more than this form a ranking pair."},
+    )
+    cross_negatives: int = field(
+        default=0,
+        metadata={
+            "help": "Architecture film: per instruction and step, this many GT targets of other instructions of the "
+            "same scene scored as its wrong edits (free hard negatives: same source, a real edit)."
+        },
+    )
     output_dir: str = ""
     checkpoint_dir: str = ""
     seed: int = 0
-    objective: str = field(default="pairwise", metadata={
-        "help": "pairwise (Bradley-Terry loss on the verdict over whole groups) or sft (TRL SFT on the answer)."})
+    objective: str = field(
+        default="pairwise",
+        metadata={
+            "help": "pairwise (Bradley-Terry loss on the verdict over whole groups) or sft (TRL SFT on the answer)."
+        },
+    )
     train: SFTSettings = field(default_factory=lambda: SFTSettings(steps=300, lr=2e-3))
     eval_split: str = "test"
-    eval_instructions: int = field(default=300, metadata={"help": "Held-out instructions for the ranking figure."})
+    eval_instructions: int = field(
+        default=0, metadata={"help": "Held-out instructions for the ranking figure (0: all of the split's)."}
+    )
 
 
 def rows(samples: list[dict]) -> list[dict]:
-    return [{"images": [to_pil(im) for im in critic_images(s["source"], s["candidate"])],
-             "prompt": [{"role": "user", "content": CRITIC_PROMPT.format(instruction=s["instruction"])}],
-             "completion": [{"role": "assistant", "content": critic_answer(bool(s["label"]), s.get("shows"))}]}
-            for s in samples]
+    return [
+        {
+            "images": [to_pil(im) for im in critic_images(s["source"], s["candidate"])],
+            "prompt": [{"role": "user", "content": CRITIC_PROMPT.format(instruction=s["instruction"])}],
+            "completion": [{"role": "assistant", "content": critic_answer(bool(s["label"]), s.get("shows"))}],
+        }
+        for s in samples
+    ]
 
 
 def instruction_candidates(samples: list[dict]) -> list[list[int]]:
@@ -84,8 +108,11 @@ def instruction_candidates(samples: list[dict]) -> list[list[int]]:
 def instruction_groups(samples: list[dict]) -> list[list[int]]:
     """Indices of each instruction's candidates, groups with a GT target and at least one wrong edit only, in key
     order."""
-    return [g for g in instruction_candidates(samples)
-            if any(samples[i]["label"] for i in g) and any(not samples[i]["label"] for i in g)]
+    return [
+        g
+        for g in instruction_candidates(samples)
+        if any(samples[i]["label"] for i in g) and any(not samples[i]["label"] for i in g)
+    ]
 
 
 def verdict_margins(model, processor, samples: list[dict]):
@@ -95,8 +122,12 @@ def verdict_margins(model, processor, samples: list[dict]):
     from ..models.vlm import _tokenizer, choice_token_ids, next_token_logits
 
     yes, no = choice_token_ids(_tokenizer(processor), CRITIC_CHOICES)
-    logits = next_token_logits(model, processor, [critic_messages(s["instruction"]) for s in samples],
-                               [critic_images(s["source"], s["candidate"]) for s in samples])
+    logits = next_token_logits(
+        model,
+        processor,
+        [critic_messages(s["instruction"]) for s in samples],
+        [critic_images(s["source"], s["candidate"]) for s in samples],
+    )
     return logits[:, yes] - logits[:, no]
 
 
@@ -105,8 +136,10 @@ def pairwise_loss(margins, labels, groups: list[list[int]]) -> dict:
     import torch
     import torch.nn.functional as F
 
-    pos, neg = (torch.tensor(ix, device=margins.device) for ix in zip(*[
-        (p, n) for g in groups for p in g if labels[p] for n in g if not labels[n]]))
+    pos, neg = (
+        torch.tensor(ix, device=margins.device)
+        for ix in zip(*[(p, n) for g in groups for p in g if labels[p] for n in g if not labels[n]])
+    )
     gap = margins[pos] - margins[neg]
     pair = F.softplus(-gap).mean()
     bce = F.binary_cross_entropy_with_logits(margins, labels.float())
@@ -140,6 +173,35 @@ def ranking_groups(samples: list[dict], margin_db: float) -> list[tuple[list[int
     return out
 
 
+def scene_cross_targets(
+    samples: list[dict], groups: list[tuple[list[int], list[tuple[int, int]]]], planes
+) -> list[list[int]]:
+    """Per ranking group: the GT-target samples of the other instructions of its scene (shard keys
+    <domain>_<scene>_<instruction>_<candidate>; the gt and open instructions of a scene share its image) whose image
+    differs from the group's own target."""
+
+    def target(g):
+        return next((i for i in g if samples[i]["label"]), None)
+
+    def scene(g):
+        return samples[g[0]]["__key__"].rsplit("_", 2)[0].split("_", 1)[-1]
+
+    by_scene: dict[str, list[int]] = defaultdict(list)
+    for g, _ in groups:
+        t = target(g)
+        if t is not None:
+            by_scene[scene(g)].append(t)
+    out = []
+    for g, _ in groups:
+        t = target(g)
+        out.append(
+            []
+            if t is None
+            else [j for j in by_scene[scene(g)] if j != t and not np.array_equal(planes[j][3:6], planes[t][3:6])]
+        )
+    return out
+
+
 def train_film(cfg: CriticTrainConfig, samples: list[dict], out: Path, checkpoint_dir: Path | str):
     """Train the FiLM CNN critic (see the module docstring); resumable like the UNet bricks."""
     import torch
@@ -158,26 +220,53 @@ def train_film(cfg: CriticTrainConfig, samples: list[dict], out: Path, checkpoin
     planes, grow = torch.from_numpy(np.stack(planes)), torch.from_numpy(np.stack(grow))
     ids = model.encode_words([x["instruction"] for x in samples])
     success = torch.tensor([float(x.get("success", x["label"])) for x in samples])
-    mean_size = float(np.mean([len(g) for g, _ in groups]))
+    cross = scene_cross_targets(samples, groups, planes) if cfg.cross_negatives else [[] for _ in groups]
+    mean_size = float(np.mean([len(g) + min(cfg.cross_negatives, len(c)) for (g, _), c in zip(groups, cross)]))
     per_step = max(1, round(s.batch_size / mean_size))  # whole groups: batch_size counts candidates
-    loop = LoopConfig(steps=s.steps, batch_size=s.batch_size, lr=s.lr, warmup_steps=s.warmup_steps,
-                      weight_decay=s.weight_decay, checkpoint_every=s.checkpoint_every,
-                      checkpoints_kept=s.checkpoints_kept, log_every=s.log_every, threads=s.threads)
-    log.info("film critic: %d samples, %d groups, %d per step, %d parameters", len(samples), len(groups), per_step,
-             sum(p.numel() for p in model.parameters()))
+    loop = LoopConfig(
+        steps=s.steps,
+        batch_size=s.batch_size,
+        lr=s.lr,
+        warmup_steps=s.warmup_steps,
+        weight_decay=s.weight_decay,
+        checkpoint_every=s.checkpoint_every,
+        checkpoints_kept=s.checkpoints_kept,
+        log_every=s.log_every,
+        threads=s.threads,
+    )
+    log.info(
+        "film critic: %d samples, %d groups, %d per step, %d parameters",
+        len(samples),
+        len(groups),
+        per_step,
+        sum(p.numel() for p in model.parameters()),
+    )
 
     def loss_fn(step, gen, rank, world):
-        picked = torch.randperm(len(groups), generator=gen)[rank * per_step:(rank + 1) * per_step].tolist()
+        picked = torch.randperm(len(groups), generator=gen)[rank * per_step : (rank + 1) * per_step].tolist()
         rows = [i for gi in picked for i in groups[gi][0]]
         where = {i: k for k, i in enumerate(rows)}
-        better, worse = zip(*[(where[a], where[b]) for gi in picked for a, b in groups[gi][1]])
+        better, worse = map(list, zip(*[(where[a], where[b]) for gi in picked for a, b in groups[gi][1]]))
+        texts, targets = list(rows), success[rows].tolist()
+        for gi in picked:  # another instruction's target, read with this instruction's words: a wrong edit
+            own = next((i for i in groups[gi][0] if samples[i]["label"]), None)
+            for c in torch.randperm(len(cross[gi]), generator=gen)[: cfg.cross_negatives].tolist():
+                better.append(where[own])
+                worse.append(len(rows))
+                rows.append(cross[gi][c])
+                texts.append(own)
+                targets.append(0.0)
         dev = model.device
-        logits = model(planes_to_features(planes[rows], grow[rows]).to(dev), ids[rows].to(dev))
-        gap = logits[list(better)] - logits[list(worse)]
+        logits = model(planes_to_features(planes[rows], grow[rows]).to(dev), ids[texts].to(dev))
+        gap = logits[better] - logits[worse]
         pair = F.softplus(-gap).mean()
-        bce = F.binary_cross_entropy_with_logits(logits, success[rows].to(dev))
-        return {"loss": pair + bce, "pair_loss": pair.detach(), "bce": bce.detach(),
-                "pair_accuracy": (gap > 0).float().mean()}
+        bce = F.binary_cross_entropy_with_logits(logits, torch.tensor(targets, device=dev))
+        return {
+            "loss": pair + bce,
+            "pair_loss": pair.detach(),
+            "bce": bce.detach(),
+            "pair_accuracy": (gap > 0).float().mean(),
+        }
 
     history = train(model, loss_fn, loop, cfg.seed, checkpoint_dir, out / "metrics.jsonl", desc="critic")
     if not rank_finished("critic", loop.steps):
@@ -196,21 +285,33 @@ def train_pairwise(cfg: CriticTrainConfig, samples: list[dict], out: Path, check
 
     s = cfg.train
     if s.lora is not None:
-        raise ValueError("the pairwise critic objective fine-tunes the whole VLM; set train.lora to null "
-                         "(or use objective: sft)")
+        raise ValueError(
+            "the pairwise critic objective fine-tunes the whole VLM; set train.lora to null (or use objective: sft)"
+        )
     groups = instruction_groups(samples)
     if not groups:
         raise ValueError(f"{cfg.shards}: no instruction has both a GT target and a wrong edit")
     per_step = max(1, s.batch_size // max(len(g) for g in groups))  # whole groups: batch_size is in candidates
-    loop = LoopConfig(steps=s.steps, batch_size=s.batch_size, lr=s.lr, warmup_steps=s.warmup_steps,
-                      weight_decay=s.weight_decay, checkpoint_every=s.checkpoint_every,
-                      checkpoints_kept=s.checkpoints_kept, log_every=s.log_every, threads=s.threads)
-    model, processor = load_vlm(resolve_base(cfg.base), device="cuda" if torch.cuda.is_available() else "cpu",
-                                dtype="float32" if not torch.cuda.is_available() else None)
+    loop = LoopConfig(
+        steps=s.steps,
+        batch_size=s.batch_size,
+        lr=s.lr,
+        warmup_steps=s.warmup_steps,
+        weight_decay=s.weight_decay,
+        checkpoint_every=s.checkpoint_every,
+        checkpoints_kept=s.checkpoints_kept,
+        log_every=s.log_every,
+        threads=s.threads,
+    )
+    model, processor = load_vlm(
+        resolve_base(cfg.base),
+        device="cuda" if torch.cuda.is_available() else "cpu",
+        dtype="float32" if not torch.cuda.is_available() else None,
+    )
     model.train()
 
     def loss_fn(step, gen, rank, world):
-        picked = torch.randperm(len(groups), generator=gen)[rank * per_step:(rank + 1) * per_step].tolist()
+        picked = torch.randperm(len(groups), generator=gen)[rank * per_step : (rank + 1) * per_step].tolist()
         rows, local = [], []
         for gi in picked:
             local.append(list(range(len(rows), len(rows) + len(groups[gi]))))
@@ -229,7 +330,7 @@ def train_pairwise(cfg: CriticTrainConfig, samples: list[dict], out: Path, check
 
 def ranking_accuracy(critic, samples: list[dict], limit: int) -> dict:
     """Share of (GT target, wrong edit) pairs of one instruction where the target scores higher."""
-    chosen = [[samples[i] for i in g] for g in instruction_groups(samples)[:limit]]
+    chosen = [[samples[i] for i in g] for g in instruction_groups(samples)[: limit or None]]
     flat = [s for g in chosen for s in g]
     scores = critic.score([s["instruction"] for s in flat], [s["source"] for s in flat], [s["candidate"] for s in flat])
     for s, sc in zip(flat, scores):
@@ -247,8 +348,12 @@ def ranking_accuracy(critic, samples: list[dict], limit: int) -> dict:
             wins += ok
             pairs += 1
             by_kind[neg["kind"]].append(ok)
-    return {"ranking_accuracy": round(wins / max(1, pairs), 4), "pairs": pairs, "coverage": len(flat),
-            **{f"ranking_accuracy/{k}": round(float(np.mean(v)), 4) for k, v in sorted(by_kind.items())}}
+    return {
+        "ranking_accuracy": round(wins / max(1, pairs), 4),
+        "pairs": pairs,
+        "coverage": len(flat),
+        **{f"ranking_accuracy/{k}": round(float(np.mean(v)), 4) for k, v in sorted(by_kind.items())},
+    }
 
 
 def executed_agreement(critic, samples: list[dict], margin_db: float = 1.0) -> dict:
@@ -258,8 +363,9 @@ def executed_agreement(critic, samples: list[dict], margin_db: float = 1.0) -> d
         return {}
     from ..evaluation.metrics import ordering_agreement
 
-    scores = critic.score([s["instruction"] for s in samples], [s["source"] for s in samples],
-                          [s["candidate"] for s in samples])
+    scores = critic.score(
+        [s["instruction"] for s in samples], [s["source"] for s in samples], [s["candidate"] for s in samples]
+    )
     agree = pairs = 0
     for group in instruction_candidates(samples):
         scored = [i for i in group if scores[i].score is not None]
@@ -275,8 +381,11 @@ def main(cfg: CriticTrainConfig) -> dict:
         atomic_write_json(out / CRITIC_SPEC, {"backend": "openai", **asdict(cfg.openai)})
         critic = load_critic_dir(out)
         held_out = load_samples(cfg.shards, cfg.eval_split)
-        metrics = {"backend": "openai", "model": cfg.openai.model,
-                   **ranking_accuracy(critic, held_out, cfg.eval_instructions)}
+        metrics = {
+            "backend": "openai",
+            "model": cfg.openai.model,
+            **ranking_accuracy(critic, held_out, cfg.eval_instructions),
+        }
         write_metrics(out, metrics)
         return metrics
     train_samples = load_samples(cfg.shards, "train")
@@ -290,9 +399,15 @@ def main(cfg: CriticTrainConfig) -> dict:
         if not is_main_process():
             return {}
         critic = FilmCriticScorer(model=model)
-        metrics = {"architecture": "film", "samples": len(train_samples), "executed_samples": len(executed),
-                   "steps": cfg.train.steps, "final_loss": history[-1]["loss"] if history else None,
-                   "eval_split": cfg.eval_split, **ranking_accuracy(critic, held_out, cfg.eval_instructions)}
+        metrics = {
+            "architecture": "film",
+            "samples": len(train_samples),
+            "executed_samples": len(executed),
+            "steps": cfg.train.steps,
+            "final_loss": history[-1]["loss"] if history else None,
+            "eval_split": cfg.eval_split,
+            **ranking_accuracy(critic, held_out, cfg.eval_instructions),
+        }
         if cfg.executed:
             metrics.update(executed_agreement(critic, load_samples(cfg.executed, "val"), cfg.margin_db))
         write_metrics(out, metrics)
@@ -309,10 +424,14 @@ def main(cfg: CriticTrainConfig) -> dict:
         raise ValueError(f"unknown critic objective {cfg.objective!r} (use pairwise or sft)")
     if not is_main_process():
         return {}
-    metrics = {"samples": len(train_samples), "steps": cfg.train.steps, "objective": cfg.objective,
-               "final_loss": next((r["loss"] for r in reversed(history) if "loss" in r), None),
-               "eval_split": cfg.eval_split,
-               **ranking_accuracy(LocalCritic(model=(model, processor)), held_out, cfg.eval_instructions)}
+    metrics = {
+        "samples": len(train_samples),
+        "steps": cfg.train.steps,
+        "objective": cfg.objective,
+        "final_loss": next((r["loss"] for r in reversed(history) if "loss" in r), None),
+        "eval_split": cfg.eval_split,
+        **ranking_accuracy(LocalCritic(model=(model, processor)), held_out, cfg.eval_instructions),
+    }
     write_metrics(out, metrics)
     atomic_write_json(out / "train_config.json", asdict(cfg))
     log.info("critic metrics: %s", metrics)

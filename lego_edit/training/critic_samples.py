@@ -46,9 +46,19 @@ PERTURBATIONS = ("wrong_object", "wrong_attribute", "missing_step")
 _STREAM = 31  # the random stream of these draws (data.dataset._rng keys)
 
 # Words of one kind, longest first so that "light blue" is found before "blue".
-WORD_KINDS = [sorted(kind, key=len, reverse=True) for kind in (
-    list(BACKGROUNDS), list(COLORS), [p for p in PATTERNS if p != "solid"], list(SHAPES), list(TEXTURES[1:]),
-    list(PLACES), list(ORIENTATIONS), list(STYLES[1:]))]
+WORD_KINDS = [
+    sorted(kind, key=len, reverse=True)
+    for kind in (
+        list(BACKGROUNDS),
+        list(COLORS),
+        [p for p in PATTERNS if p != "solid"],
+        list(SHAPES),
+        list(TEXTURES[1:]),
+        list(PLACES),
+        list(ORIENTATIONS),
+        list(STYLES[1:]),
+    )
+]
 
 
 @dataclass
@@ -63,15 +73,21 @@ class CriticSamplesConfig:
     variants: int = field(default=2, metadata={"help": "Perturbed workflows per instruction (besides the GT one)."})
     batch_size: int = field(default=64, metadata={"help": "Workflows executed together (one model pass per brick)."})
     builder: str = field(default="", metadata={"help": "A Builder whose own answers are executed too (empty: none)."})
-    builder_answers: int = field(default=2, metadata={
-        "help": "Answers per instruction from that Builder: the greedy one, then samples at temperature 1."})
+    builder_answers: int = field(
+        default=2,
+        metadata={"help": "Answers per instruction from that Builder: the greedy one, then samples at temperature 1."},
+    )
     samples_per_shard: int = field(default=1000, metadata={"help": "Samples per tar file."})
 
 
 def _swap_word(text: str, rng) -> str | None:
     """``text`` with one known attribute word replaced by another of its kind, or None if it has none."""
-    found = [(m.start(), m.end(), kind) for kind in WORD_KINDS for w in kind
-             for m in re.finditer(rf"\b{re.escape(w)}\b", text)]
+    found = [
+        (m.start(), m.end(), kind)
+        for kind in WORD_KINDS
+        for w in kind
+        for m in re.finditer(rf"\b{re.escape(w)}\b", text)
+    ]
     found = [f for f in found if not any(o[0] <= f[0] and f[1] <= o[1] and o != f for o in found)]  # longest match
     if not found:
         return None
@@ -102,8 +118,9 @@ def perturb(workflow: dict, scene: Scene, kind: str, rng) -> dict | None:
         other = _other_expression(scene, current or "", rng)
         if other is None:
             return None
-        s["input"]["prompt"] = (f"make the {other} point {pose_direction(prompt) or 'up'}" if s["model"] == "POSE"
-                                else other)
+        s["input"]["prompt"] = (
+            f"make the {other} point {pose_direction(prompt) or 'up'}" if s["model"] == "POSE" else other
+        )
         return wf
     if kind == "wrong_attribute":
         spots = []
@@ -160,8 +177,20 @@ def builder_answers(rows: list[dict], cfg: CriticSamplesConfig) -> list[list[str
     messages = [chat(builder_user_text(r["instruction"]), 1) for r in rows]
     images = [[load_image(r["image_path"])] for r in rows]
     runs = [generate(model, processor, messages, images, max_new_tokens=384, batch_size=32)]
-    runs += [generate(model, processor, messages, images, max_new_tokens=384, do_sample=True, temperature=1.0,
-                      seed=cfg.seed * 1_000 + k, batch_size=32) for k in range(1, cfg.builder_answers)]
+    runs += [
+        generate(
+            model,
+            processor,
+            messages,
+            images,
+            max_new_tokens=384,
+            do_sample=True,
+            temperature=1.0,
+            seed=cfg.seed * 1_000 + k,
+            batch_size=32,
+        )
+        for k in range(1, cfg.builder_answers)
+    ]
     return [list(answers) for answers in zip(*runs)]
 
 
@@ -177,7 +206,7 @@ def executed_samples(rows: list[dict], cfg: CriticSamplesConfig, executor: Execu
         jobs += [(r, kind, parse_workflow(json.dumps(wf))) for kind, wf in _variants(r, scene, cfg, rng)]
         jobs += [(r, "builder", wf) for wf in map(try_parse, own) if wf is not None]
     for start in range(0, len(jobs), cfg.batch_size):
-        chunk = jobs[start:start + cfg.batch_size]
+        chunk = jobs[start : start + cfg.batch_size]
         sources = [load_image(r["image_path"]) for r, *_ in chunk]
         results = executor.run_batch([wf for *_, wf in chunk], sources)
         for k, ((r, kind, _), source, result) in enumerate(zip(chunk, sources, results), start):
@@ -186,9 +215,18 @@ def executed_samples(rows: list[dict], cfg: CriticSamplesConfig, executor: Execu
                 continue
             raw = result.images[0]
             score = score_edit(source, raw, load_target(r["target_path"]))
-            yield (f"{r['id']}_x{k}", {"source": source, "candidate": rgb(raw)[:, :, :3]},
-                   {"instruction": r["instruction"], "label": int(score.success), "success": bool(score.success),
-                    "psnr": round(score.psnr, 3), "kind": kind, "category": r["category"]})
+            yield (
+                f"{r['id']}_x{k}",
+                {"source": source, "candidate": rgb(raw)[:, :, :3]},
+                {
+                    "instruction": r["instruction"],
+                    "label": int(score.success),
+                    "success": bool(score.success),
+                    "psnr": round(score.psnr, 3),
+                    "kind": kind,
+                    "category": r["category"],
+                },
+            )
         log.info("%s: executed %d/%d workflows", split, min(start + cfg.batch_size, len(jobs)), len(jobs))
 
 

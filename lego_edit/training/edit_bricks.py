@@ -1,6 +1,6 @@
 """Train the edit bricks' diffusion model: a shared base on every edit brick's samples, then one LoRA per brick.
 
-    python -m lego_edit.training.edit_bricks --config cfg.json          (base, or a LoRA when `brick` is set)
+python -m lego_edit.training.edit_bricks --config cfg.json          (base, or a LoRA when `brick` is set)
 """
 
 from __future__ import annotations
@@ -76,20 +76,34 @@ def calibrate_start_gain(model, samples: list[dict], bricks, per_brick: int, see
         return {}  # a backend without refining starts (flux_fill runs its own schedule)
     fitted = {}
     for brick in bricks:
-        rows = [s for s in samples if s["brick"] == brick and brick in PREIMAGE_BRICKS
-                and s.get("preimage") is not None][:per_brick]
+        rows = [
+            s for s in samples if s["brick"] == brick and brick in PREIMAGE_BRICKS and s.get("preimage") is not None
+        ][:per_brick]
         if not rows:
             continue
         model.start_gain.pop(brick, None)
         pre = [s["preimage"] for s in rows]
-        edited = model.edit(brick, [s["source"] for s in rows], [s["mask"] for s in rows],
-                            [s.get("prompt", "") for s in rows], preimages=pre,
-                            strengths=[start_strength(brick, p, s.get("score")) for s, p in zip(rows, pre)],
-                            styles=[s.get("style") for s in rows], seed=seed)
+        edited = model.edit(
+            brick,
+            [s["source"] for s in rows],
+            [s["mask"] for s in rows],
+            [s.get("prompt", "") for s in rows],
+            preimages=pre,
+            strengths=[start_strength(brick, p, s.get("score")) for s, p in zip(rows, pre)],
+            styles=[s.get("style") for s in rows],
+            seed=seed,
+        )
         starts = [p.astype(np.float64) for p in pre]
         changes = [e.astype(np.float64) - p for e, p in zip(edited, starts)]
-        scores = np.array([[psnr(np.clip(np.rint(p + g * c), 0, 255).astype(np.uint8), s["target"], s["mask"] > 0)
-                            for p, c, s in zip(starts, changes, rows)] for g in GAIN_GRID])
+        scores = np.array(
+            [
+                [
+                    psnr(np.clip(np.rint(p + g * c), 0, 255).astype(np.uint8), s["target"], s["mask"] > 0)
+                    for p, c, s in zip(starts, changes, rows)
+                ]
+                for g in GAIN_GRID
+            ]
+        )
         best = int(np.argmax(scores.mean(axis=1)))
         # A gain is kept only if its paired improvement over the start is clear of noise (mean minus two standard
         # errors above 0): a gain picked by a tiny edge on validation did not carry over to the test split.
@@ -111,10 +125,16 @@ def evaluate(model: UNetInpainter, samples: list[dict], bricks, per_brick: int, 
         if not rows:
             continue
         pre = [s.get("preimage") if brick in PREIMAGE_BRICKS else None for s in rows]
-        edited = model.edit(brick, [s["source"] for s in rows], [s["mask"] for s in rows],
-                            [s.get("prompt", "") for s in rows], preimages=pre,
-                            strengths=[start_strength(brick, p, s.get("score")) for s, p in zip(rows, pre)],
-                            styles=[s.get("style") for s in rows], seed=seed)
+        edited = model.edit(
+            brick,
+            [s["source"] for s in rows],
+            [s["mask"] for s in rows],
+            [s.get("prompt", "") for s in rows],
+            preimages=pre,
+            strengths=[start_strength(brick, p, s.get("score")) for s, p in zip(rows, pre)],
+            styles=[s.get("style") for s in rows],
+            seed=seed,
+        )
         figures = {"model": [], "copy": [], "fastinpaint": [], "start": []}
         outside = []
         for s, e, p in zip(rows, edited, pre):
@@ -154,8 +174,13 @@ def main(cfg: EditTrainConfig) -> dict:
             model = UNetInpainter.build(cfg.model, texts)
     data = model.training_data(train_samples)
     n = data["size"]
-    log.info("edit %s: %d samples, %d training items, %d trainable parameters", cfg.brick or "base",
-             len(train_samples), n, sum(p.numel() for p in model.parameters() if p.requires_grad))
+    log.info(
+        "edit %s: %d samples, %d training items, %d trainable parameters",
+        cfg.brick or "base",
+        len(train_samples),
+        n,
+        sum(p.numel() for p in model.parameters() if p.requires_grad),
+    )
 
     sampler = BalancedSampler(data["brick"])
 
@@ -166,8 +191,15 @@ def main(cfg: EditTrainConfig) -> dict:
     out = Path(cfg.output_dir)
     name = cfg.brick or "base"
     if any(p.requires_grad for p in model.parameters()):
-        history = train(model, loss_fn, cfg.loop, cfg.seed, cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt",
-                        out / "metrics.jsonl", desc=f"edit {name}")
+        history = train(
+            model,
+            loss_fn,
+            cfg.loop,
+            cfg.seed,
+            cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt",
+            out / "metrics.jsonl",
+            desc=f"edit {name}",
+        )
         if not rank_finished(f"edit {name}", cfg.loop.steps):
             return {}
     else:  # a pretrained base (FLUX.1-Fill-dev) is used as it is; only its LoRAs are trained
@@ -178,18 +210,25 @@ def main(cfg: EditTrainConfig) -> dict:
         history = []
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.jsonl").write_text("")
-    gains = calibrate_start_gain(model, load_samples(cfg.shards, "val", kinds=bricks), bricks, cfg.eval_per_brick,
-                                 cfg.seed)
+    gains = calibrate_start_gain(
+        model, load_samples(cfg.shards, "val", kinds=bricks), bricks, cfg.eval_per_brick, cfg.seed
+    )
     if cfg.brick:
         model.save_lora(cfg.brick, out)
     else:
         model.save_pretrained(out)
     held_out = load_samples(cfg.shards, cfg.eval_split, kinds=bricks)
-    metrics = {"brick": name, "samples": len(train_samples), "training_items": n, "steps": cfg.loop.steps,
-               "final_loss": history[-1]["loss"] if history else None,
-               "train_seconds": history[-1]["seconds"] if history else None, "eval_split": cfg.eval_split,
-               **{f"{b}/start_gain": g for b, g in gains.items()},
-               **evaluate(model, held_out, bricks, cfg.eval_per_brick, cfg.seed)}
+    metrics = {
+        "brick": name,
+        "samples": len(train_samples),
+        "training_items": n,
+        "steps": cfg.loop.steps,
+        "final_loss": history[-1]["loss"] if history else None,
+        "train_seconds": history[-1]["seconds"] if history else None,
+        "eval_split": cfg.eval_split,
+        **{f"{b}/start_gain": g for b, g in gains.items()},
+        **evaluate(model, held_out, bricks, cfg.eval_per_brick, cfg.seed),
+    }
     write_metrics(out, metrics)
     atomic_write_json(out / "train_config.json", asdict(cfg))
     plot_curves(out / "metrics.jsonl", out / "curve.png", f"edit {name}")

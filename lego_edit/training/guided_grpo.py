@@ -24,10 +24,10 @@ def guided(trainer_cls: type, column: str = "guide") -> type:
             finally:
                 self._guides = None
 
-        def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations,
-                                  has_tool_images=False):
-            completion_ids, logprobs = super()._generate_single_turn(prompt_ids, images, multimodal_fields,
-                                                                     num_generations, has_tool_images)
+        def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+            completion_ids, logprobs = super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
             guides = getattr(self, "_guides", None)
             if not guides or len(guides) != len(completion_ids):
                 return completion_ids, logprobs

@@ -34,8 +34,11 @@ def rng_state_to_files() -> tuple[dict[str, torch.Tensor], dict]:
     """Every RNG the Trainer restores, as tensors plus JSON."""
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    tensors = {"python": torch.tensor(internal, dtype=torch.int64), "numpy": torch.from_numpy(keys.astype(np.int64)),
-               "cpu": torch.random.get_rng_state()}
+    tensors = {
+        "python": torch.tensor(internal, dtype=torch.int64),
+        "numpy": torch.from_numpy(keys.astype(np.int64)),
+        "cpu": torch.random.get_rng_state(),
+    }
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.random.get_rng_state_all()):
             tensors[f"cuda.{i}"] = s
@@ -128,6 +131,11 @@ class SafetensorsCheckpointsMixin:
 
 def pickle_free(trainer_cls: type) -> type:
     """``trainer_cls`` with :class:`SafetensorsCheckpointsMixin` mixed in (e.g. ``pickle_free(SFTTrainer)``)."""
-    return type(trainer_cls.__name__, (SafetensorsCheckpointsMixin, trainer_cls), {
-        "__doc__": f"{trainer_cls.__name__} that checkpoints with safetensors and JSON (no pickle).",
-        "__module__": __name__})
+    return type(
+        trainer_cls.__name__,
+        (SafetensorsCheckpointsMixin, trainer_cls),
+        {
+            "__doc__": f"{trainer_cls.__name__} that checkpoints with safetensors and JSON (no pickle).",
+            "__module__": __name__,
+        },
+    )

@@ -47,8 +47,10 @@ class LoopConfig:
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("min_lr_ratio must be in [0, 1]")
         if min(self.checkpoint_every, self.checkpoints_kept, self.log_every) < 1:
-            raise ValueError("checkpoint_every, checkpoints_kept and log_every must be at least 1 (a resumed run "
-                             "starts from the latest kept checkpoint)")
+            raise ValueError(
+                "checkpoint_every, checkpoints_kept and log_every must be at least 1 (a resumed run "
+                "starts from the latest kept checkpoint)"
+            )
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
@@ -62,8 +64,15 @@ def lr_at(cfg: LoopConfig, step: int) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def train(model: torch.nn.Module, loss_fn: Callable[[int, torch.Generator, int, int], dict], cfg: LoopConfig,
-          seed: int, checkpoint_dir: str | Path, metrics_path: str | Path, desc: str = "train") -> list[dict]:
+def train(
+    model: torch.nn.Module,
+    loss_fn: Callable[[int, torch.Generator, int, int], dict],
+    cfg: LoopConfig,
+    seed: int,
+    checkpoint_dir: str | Path,
+    metrics_path: str | Path,
+    desc: str = "train",
+) -> list[dict]:
     """Run ``cfg.steps`` steps of ``loss_fn(step, generator, rank, world) -> {"loss": tensor, ...}``.
 
     Only parameters with ``requires_grad`` are optimised and checkpointed (so LoRA runs save adapters
@@ -86,13 +95,23 @@ def train(model: torch.nn.Module, loss_fn: Callable[[int, torch.Generator, int, 
     metrics_path = Path(metrics_path)
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    bar = tqdm(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, mininterval=10,
-               disable=not accelerator.is_main_process)
+    bar = tqdm(
+        range(start, cfg.steps),
+        desc=desc,
+        initial=start,
+        total=cfg.steps,
+        mininterval=10,
+        disable=not accelerator.is_main_process,
+    )
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, step)
-        out = loss_fn(step, step_generator(seed, step, accelerator.process_index), accelerator.process_index,
-                      accelerator.num_processes)
+        out = loss_fn(
+            step,
+            step_generator(seed, step, accelerator.process_index),
+            accelerator.process_index,
+            accelerator.num_processes,
+        )
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(out["loss"])
         if accelerator.num_processes > 1:
@@ -103,8 +122,12 @@ def train(model: torch.nn.Module, loss_fn: Callable[[int, torch.Generator, int, 
             torch.nn.utils.clip_grad_norm_(list(trainable.values()), cfg.grad_clip)
         optimizer.step()
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            row = {"step": step + 1, "lr": lr_at(cfg, step), "seconds": round(time.perf_counter() - t0, 2),
-                   **{k: float(v.detach()) if torch.is_tensor(v) else v for k, v in out.items()}}
+            row = {
+                "step": step + 1,
+                "lr": lr_at(cfg, step),
+                "seconds": round(time.perf_counter() - t0, 2),
+                **{k: float(v.detach()) if torch.is_tensor(v) else v for k, v in out.items()},
+            }
             history.append(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
         if accelerator.is_main_process and ((step + 1) % cfg.checkpoint_every == 0) and step + 1 < cfg.steps:

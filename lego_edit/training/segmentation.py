@@ -1,6 +1,6 @@
 """Train the segmentation bricks (RES, SOS, MASK-SEG) on the segmentation shards.
 
-    python -m lego_edit.training.segmentation --config cfg.json
+python -m lego_edit.training.segmentation --config cfg.json
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class SegmentationTrainConfig:
 
 def load_arrays(samples: list[dict], size: int) -> dict:
     """Stack decoded shard samples into uint8 tensors at the working size."""
+
     def to_t(a, channels):
         t = torch.from_numpy(np.ascontiguousarray(a)).reshape(a.shape[0], a.shape[1], -1).permute(2, 0, 1)[None]
         t = t[:, :channels].float()
@@ -46,12 +47,24 @@ def load_arrays(samples: list[dict], size: int) -> dict:
 
     images = torch.stack([to_t(s["image"], 3) for s in samples])
     masks = torch.stack([to_t((s["mask"] > 127).astype(np.uint8), 1) for s in samples])
-    hints = torch.stack([to_t((s["hint"] > 127).astype(np.uint8), 1) if "hint" in s
-                         else torch.zeros(1, size, size, dtype=torch.uint8) for s in samples])
+    hints = torch.stack(
+        [
+            to_t((s["hint"] > 127).astype(np.uint8), 1)
+            if "hint" in s
+            else torch.zeros(1, size, size, dtype=torch.uint8)
+            for s in samples
+        ]
+    )
     has_aux = all("attributes" in s for s in samples)
     attributes = torch.stack([to_t(s["attributes"], 4) for s in samples]) if has_aux else None
-    return {"images": images, "masks": masks, "hints": hints, "attributes": attributes,
-            "texts": [task_text(s["task"], s.get("text", "")) for s in samples], "tasks": [s["task"] for s in samples]}
+    return {
+        "images": images,
+        "masks": masks,
+        "hints": hints,
+        "attributes": attributes,
+        "texts": [task_text(s["task"], s.get("text", "")) for s in samples],
+        "tasks": [s["task"] for s in samples],
+    }
 
 
 def res_candidates(data: dict, limit: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -92,8 +105,12 @@ def iou(pred: np.ndarray, target: np.ndarray) -> float:
 
 
 def evaluate(model: SegmentationModel, samples: list[dict]) -> dict:
-    preds = model.predict([s["image"] for s in samples], [s["task"] for s in samples],
-                          [s.get("text", "") for s in samples], [s.get("hint") for s in samples])
+    preds = model.predict(
+        [s["image"] for s in samples],
+        [s["task"] for s in samples],
+        [s.get("text", "") for s in samples],
+        [s.get("hint") for s in samples],
+    )
     out = {}
     for task in TASKS:
         scores = [iou(p, s["mask"]) for p, s in zip(preds, samples) if s["task"] == task]
@@ -123,8 +140,9 @@ def main(cfg: SegmentationTrainConfig) -> dict:
     res_rows = None if candidates is None else (candidates[1] >= 0).nonzero().flatten()
     if model.selector is not None and (candidates is None or not len(res_rows)):
         # An untrained selector would pick objects at random: RES thresholds its own map instead.
-        log.warning("segmentation: no RES samples with object maps in %s; RES is trained without the selector",
-                    cfg.shards)
+        log.warning(
+            "segmentation: no RES samples with object maps in %s; RES is trained without the selector", cfg.shards
+        )
         candidates, model.selector = None, None
         model.cfg.selector_layers = 0
 
@@ -141,13 +159,15 @@ def main(cfg: SegmentationTrainConfig) -> dict:
             # Object pixels only: over all pixels the background dominates and the heads learn nothing else.
             targets = targets.masked_fill(targets[:, :1] == 0, -100)
             aux = torch.split(model.aux_head(enc["pixels"]), list(cfg.model.aux_classes), dim=1)
-            parts["aux_loss"] = sum(F.cross_entropy(a, targets[:, k], ignore_index=-100)
-                                    for k, a in enumerate(aux)) / len(aux)
+            parts["aux_loss"] = sum(
+                F.cross_entropy(a, targets[:, k], ignore_index=-100) for k, a in enumerate(aux)
+            ) / len(aux)
             loss = loss + cfg.model.aux_weight * parts["aux_loss"]
         if candidates is not None:
             labels, target = candidates
-            pick = res_rows[torch.randint(len(res_rows), (max(1, cfg.model.selector_batch_size // world),),
-                                          generator=gen)]
+            pick = res_rows[
+                torch.randint(len(res_rows), (max(1, cfg.model.selector_batch_size // world),), generator=gen)
+            ]
             cand = (labels[pick].long()[:, None] == torch.arange(1, k_max + 1)[None, :, None, None]).float()
             logits = model.select(data["images"][pick].float().to(dev) / 127.5 - 1, ids[pick].to(dev), cand.to(dev))
             parts["selector_loss"] = F.cross_entropy(logits, target[pick].to(dev))
@@ -155,15 +175,27 @@ def main(cfg: SegmentationTrainConfig) -> dict:
         return {"loss": loss, **parts}
 
     out = Path(cfg.output_dir)
-    history = train(model, loss_fn, cfg.loop, cfg.seed, cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt",
-                    out / "metrics.jsonl", desc="segmentation")
+    history = train(
+        model,
+        loss_fn,
+        cfg.loop,
+        cfg.seed,
+        cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt",
+        out / "metrics.jsonl",
+        desc="segmentation",
+    )
     if not rank_finished("segmentation", cfg.loop.steps):
         return {}
     model.save_pretrained(out)
     held_out = load_samples(cfg.shards, cfg.eval_split)
-    metrics = {"samples": n, "steps": cfg.loop.steps, "final_loss": history[-1]["loss"] if history else None,
-               "train_seconds": history[-1]["seconds"] if history else None, "eval_split": cfg.eval_split,
-               **evaluate(model.eval(), held_out)}
+    metrics = {
+        "samples": n,
+        "steps": cfg.loop.steps,
+        "final_loss": history[-1]["loss"] if history else None,
+        "train_seconds": history[-1]["seconds"] if history else None,
+        "eval_split": cfg.eval_split,
+        **evaluate(model.eval(), held_out),
+    }
     write_metrics(out, metrics)
     atomic_write_json(out / "train_config.json", asdict(cfg))
     plot_curves(out / "metrics.jsonl", out / "curve.png", "segmentation (RES, SOS, MASK-SEG)")

@@ -4,16 +4,24 @@
 optimizer.json (AdamW moments and param groups) and state.json (step, metrics). A checkpoint is written
 to a temporary folder and renamed, and old ones are rotated away only after the new one exists, so a job
 killed at any moment leaves a usable latest checkpoint.
+
+The checkpoint folder is not a pipeline output, so it outlives a change of the stage's config: ``claim_checkpoints``
+records the config that writes there and drops checkpoints another config left, so a rerun after a change trains
+anew instead of resuming the old run (a retry of the same config still resumes).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+STAGE_CONFIG = "stage_config.json"
 
 
 def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -35,8 +43,9 @@ def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
 def _optimizer_from_files(optimizer: torch.optim.Optimizer, tensors: dict, structure: dict) -> None:
     state = {}
     for pid, entry in structure["state"].items():
-        state[int(pid)] = {k: tensors[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v
-                           for k, v in entry.items()}
+        state[int(pid)] = {
+            k: tensors[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v for k, v in entry.items()
+        }
     optimizer.load_state_dict({"state": state, "param_groups": structure["param_groups"]})
 
 
@@ -51,12 +60,21 @@ def save_optimizer(directory: str | Path, optimizer: torch.optim.Optimizer) -> N
 
 
 def load_optimizer(directory: str | Path, optimizer: torch.optim.Optimizer) -> None:
-    _optimizer_from_files(optimizer, load_file(Path(directory) / OPTIMIZER_FILES[0], device="cpu"),
-                          json.loads((Path(directory) / OPTIMIZER_FILES[1]).read_text()))
+    _optimizer_from_files(
+        optimizer,
+        load_file(Path(directory) / OPTIMIZER_FILES[0], device="cpu"),
+        json.loads((Path(directory) / OPTIMIZER_FILES[1]).read_text()),
+    )
 
 
-def save_checkpoint(directory: str | Path, step: int, params: dict[str, torch.Tensor],
-                    optimizer: torch.optim.Optimizer, extra: dict, keep: int = 2) -> Path:
+def save_checkpoint(
+    directory: str | Path,
+    step: int,
+    params: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    extra: dict,
+    keep: int = 2,
+) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"checkpoint-{step:07d}"
@@ -88,3 +106,23 @@ def load_checkpoint(path: str | Path, module: torch.nn.Module, optimizer: torch.
         raise RuntimeError(f"checkpoint {path} holds no tensor of this model")
     load_optimizer(path, optimizer)
     return json.loads((path / "state.json").read_text())
+
+
+def claim_checkpoints(directory: str | Path, config: dict) -> bool:
+    """Make ``directory`` hold checkpoints of ``config`` only: checkpoints written under another config (or under
+    none recorded) are removed. Returns whether any were removed."""
+    directory = Path(directory)
+    wanted = json.dumps(config, sort_keys=True, indent=1, default=str)
+    marker = directory / STAGE_CONFIG
+    if marker.is_file() and marker.read_text() == wanted:
+        return False
+    stale = sorted(directory.glob("checkpoint-*")) if directory.is_dir() else []
+    for old in stale:
+        shutil.rmtree(old, ignore_errors=True)
+    if stale:
+        log.warning("%s: %d checkpoints of another config removed; training starts anew", directory, len(stale))
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(wanted)
+    tmp.replace(marker)
+    return bool(stale)

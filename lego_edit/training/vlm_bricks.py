@@ -32,8 +32,11 @@ class VLMBrickConfig:
     output_dir: str = ""
     checkpoint_dir: str = ""
     seed: int = 0
-    train: SFTSettings = field(default_factory=lambda: SFTSettings(
-        steps=150, lr=2e-3, lora=LoraSettings(rank=16, alpha=32, modules_to_save=["embed_tokens", "lm_head"])))
+    train: SFTSettings = field(
+        default_factory=lambda: SFTSettings(
+            steps=150, lr=2e-3, lora=LoraSettings(rank=16, alpha=32, modules_to_save=["embed_tokens", "lm_head"])
+        )
+    )
     eval_split: str = "test"
     eval_samples: int = field(default=150, metadata={"help": "Held-out samples for the figures."})
     max_new_tokens: int = 64
@@ -52,25 +55,44 @@ def answer_of(family: str, sample: dict) -> str:
 
 
 def rows(family: str, samples: list[dict]) -> list[dict]:
-    return [{"images": [to_pil(s["image"])], "prompt": [{"role": "user", "content": prompt_of(family, s)}],
-             "completion": [{"role": "assistant", "content": answer_of(family, s)}]} for s in samples]
+    return [
+        {
+            "images": [to_pil(s["image"])],
+            "prompt": [{"role": "user", "content": prompt_of(family, s)}],
+            "completion": [{"role": "assistant", "content": answer_of(family, s)}],
+        }
+        for s in samples
+    ]
 
 
 def evaluate(family: str, model, processor, samples: list[dict], max_new_tokens: int) -> dict:
-    texts = generate(model, processor, [chat(prompt_of(family, s), 1) for s in samples],
-                     [[s["image"]] for s in samples], max_new_tokens=max_new_tokens)
+    texts = generate(
+        model,
+        processor,
+        [chat(prompt_of(family, s), 1) for s in samples],
+        [[s["image"]] for s in samples],
+        max_new_tokens=max_new_tokens,
+    )
     if family == "placement":
         scores, parsed = [], 0
         for s, t in zip(samples, texts):
             box = parse_box(t, s["image"].shape[1], s["image"].shape[0])
             parsed += box is not None
             scores.append(box_iou(box, s["box"]) if box else 0.0)
-        return {"box_iou": round(float(np.mean(scores)), 4), "parse_rate": round(parsed / len(samples), 4),
-                "n": len(samples), "examples": [[s["prompt"], t] for s, t in zip(samples[:3], texts)]}
+        return {
+            "box_iou": round(float(np.mean(scores)), 4),
+            "parse_rate": round(parsed / len(samples), 4),
+            "n": len(samples),
+            "examples": [[s["prompt"], t] for s, t in zip(samples[:3], texts)],
+        }
     f1 = [token_f1(t, s["caption"]) for s, t in zip(samples, texts)]
     exact = [t.strip() == s["caption"] for s, t in zip(samples, texts)]
-    return {"token_f1": round(float(np.mean(f1)), 4), "exact_match": round(float(np.mean(exact)), 4),
-            "n": len(samples), "examples": [[s["caption"], t] for s, t in zip(samples[:3], texts)]}
+    return {
+        "token_f1": round(float(np.mean(f1)), 4),
+        "exact_match": round(float(np.mean(exact)), 4),
+        "n": len(samples),
+        "examples": [[s["caption"], t] for s, t in zip(samples[:3], texts)],
+    }
 
 
 def main(cfg: VLMBrickConfig) -> dict:
@@ -78,15 +100,26 @@ def main(cfg: VLMBrickConfig) -> dict:
     if not train_samples:
         raise ValueError(f"{cfg.shards} has no training samples")
     out = Path(cfg.output_dir)
-    model, processor, history = sft(cfg.base, rows(cfg.family, train_samples), out,
-                                    cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt", cfg.seed, cfg.train,
-                                    f"{cfg.family} adapter")
+    model, processor, history = sft(
+        cfg.base,
+        rows(cfg.family, train_samples),
+        out,
+        cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt",
+        cfg.seed,
+        cfg.train,
+        f"{cfg.family} adapter",
+    )
     if not is_main_process():
         return {}
     held_out = load_samples(cfg.shards, cfg.eval_split)[: cfg.eval_samples]
-    metrics = {"family": cfg.family, "samples": len(train_samples), "steps": cfg.train.steps,
-               "final_loss": next((r["loss"] for r in reversed(history) if "loss" in r), None),
-               "eval_split": cfg.eval_split, **evaluate(cfg.family, model, processor, held_out, cfg.max_new_tokens)}
+    metrics = {
+        "family": cfg.family,
+        "samples": len(train_samples),
+        "steps": cfg.train.steps,
+        "final_loss": next((r["loss"] for r in reversed(history) if "loss" in r), None),
+        "eval_split": cfg.eval_split,
+        **evaluate(cfg.family, model, processor, held_out, cfg.max_new_tokens),
+    }
     write_metrics(out, metrics)
     atomic_write_json(out / "train_config.json", asdict(cfg))
     log.info("%s metrics: %s", cfg.family, metrics)

@@ -33,12 +33,17 @@ class LoraSettings:
     rank: int = field(default=16, metadata={"help": "LoRA rank."})
     alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                               "up_proj", "down_proj"],
-                                      metadata={"help": "Linear layers that get adapters."})
-    modules_to_save: list[str] = field(default_factory=list, metadata={
-        "help": "Modules trained in full next to the adapter (e.g. embed_tokens, lm_head for a base trained from "
-                "scratch, whose token embeddings carry nothing yet)."})
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        metadata={"help": "Linear layers that get adapters."},
+    )
+    modules_to_save: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Modules trained in full next to the adapter (e.g. embed_tokens, lm_head for a base trained from "
+            "scratch, whose token embeddings carry nothing yet)."
+        },
+    )
 
 
 @dataclass
@@ -58,8 +63,10 @@ class SFTSettings:
     log_every: int = field(default=10, metadata={"help": "Steps between logged losses."})
     threads: int = field(default=1, metadata={"help": "CPU threads for torch."})
     lora: LoraSettings | None = field(default=None, metadata={"help": "LoRA settings; None: full fine-tuning."})
-    gradient_checkpointing: bool = field(default=False, metadata={
-        "help": "Recompute activations in the backward pass (a 7B model's long sequences fit; slower)."})
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "Recompute activations in the backward pass (a 7B model's long sequences fit; slower)."},
+    )
 
     def __post_init__(self):
         if isinstance(self.lora, dict):
@@ -91,15 +98,29 @@ def training_args(cls, settings: SFTSettings, checkpoint_dir: str | Path, seed: 
     ``settings.batch_size`` is the global batch: each of the stage's processes takes its share."""
     on_gpu = torch.cuda.is_available()
     return cls(
-        output_dir=str(checkpoint_dir), max_steps=settings.steps,
+        output_dir=str(checkpoint_dir),
+        max_steps=settings.steps,
         per_device_train_batch_size=per_device_batch(settings.batch_size, num_processes()),
-        gradient_accumulation_steps=settings.grad_accum, learning_rate=settings.lr,
-        lr_scheduler_type=settings.scheduler, warmup_steps=settings.warmup_steps, weight_decay=settings.weight_decay,
-        logging_steps=settings.log_every, save_strategy="steps", save_steps=settings.checkpoint_every,
-        save_total_limit=settings.checkpoints_kept, seed=seed, data_seed=seed, report_to="none",
-        use_cpu=not on_gpu, bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        gradient_accumulation_steps=settings.grad_accum,
+        learning_rate=settings.lr,
+        lr_scheduler_type=settings.scheduler,
+        warmup_steps=settings.warmup_steps,
+        weight_decay=settings.weight_decay,
+        logging_steps=settings.log_every,
+        save_strategy="steps",
+        save_steps=settings.checkpoint_every,
+        save_total_limit=settings.checkpoints_kept,
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        use_cpu=not on_gpu,
+        bf16=on_gpu and torch.cuda.is_bf16_supported(),
         gradient_checkpointing=settings.gradient_checkpointing,
-        dataloader_num_workers=0, disable_tqdm=False, save_only_model=False, **extra)
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        save_only_model=False,
+        **extra,
+    )
 
 
 def peft_config(lora: LoraSettings | None):
@@ -107,9 +128,14 @@ def peft_config(lora: LoraSettings | None):
         return None
     from peft import LoraConfig
 
-    return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=list(lora.target_modules), modules_to_save=list(lora.modules_to_save) or None,
-                      task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        modules_to_save=list(lora.modules_to_save) or None,
+        task_type="CAUSAL_LM",
+    )
 
 
 def write_history(log_history: list[dict], out_dir: Path) -> list[dict]:
@@ -118,8 +144,16 @@ def write_history(log_history: list[dict], out_dir: Path) -> list[dict]:
     return rows
 
 
-def sft(base: str | Path, rows: list[dict], out_dir: str | Path, checkpoint_dir: str | Path, seed: int,
-        settings: SFTSettings, title: str, merge_lora: bool = False) -> tuple[object, object, list[dict]]:
+def sft(
+    base: str | Path,
+    rows: list[dict],
+    out_dir: str | Path,
+    checkpoint_dir: str | Path,
+    seed: int,
+    settings: SFTSettings,
+    title: str,
+    merge_lora: bool = False,
+) -> tuple[object, object, list[dict]]:
     """Fine-tune ``base`` on rows of {"images", "prompt", "completion"}; save to ``out_dir``.
 
     Returns (model, processor, logged history). With LoRA, ``out_dir`` holds the adapter and the processor (a
@@ -132,14 +166,29 @@ def sft(base: str | Path, rows: list[dict], out_dir: str | Path, checkpoint_dir:
     torch.set_num_threads(max(1, settings.threads))
     set_seed(seed)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    model, processor = load_vlm(resolve_base(base), device="cuda" if torch.cuda.is_available() else "cpu",
-                                dtype="float32" if not torch.cuda.is_available() else None)
+    model, processor = load_vlm(
+        resolve_base(base),
+        device="cuda" if torch.cuda.is_available() else "cpu",
+        dtype="float32" if not torch.cuda.is_available() else None,
+    )
     model.train()
     dataset = Dataset.from_list(rows)
-    args = training_args(SFTConfig, settings, checkpoint_dir, seed, max_length=settings.max_length,
-                         completion_only_loss=True, packing=False)
-    trainer = pickle_free(SFTTrainer)(model=model, args=args, train_dataset=dataset, processing_class=processor,
-                         peft_config=peft_config(settings.lora))
+    args = training_args(
+        SFTConfig,
+        settings,
+        checkpoint_dir,
+        seed,
+        max_length=settings.max_length,
+        completion_only_loss=True,
+        packing=False,
+    )
+    trainer = pickle_free(SFTTrainer)(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=processor,
+        peft_config=peft_config(settings.lora),
+    )
     trainer.train(resume_from_checkpoint=latest_hf_checkpoint(checkpoint_dir))
     if not rank_finished(title, trainer.state.global_step):
         return trainer.model.eval(), processor, []

@@ -56,6 +56,7 @@ class Executor:
     def __init__(self, registry=None, context: BrickContext | None = None):
         if registry is None:
             from ..bricks.registry import default_registry
+
             registry = default_registry()
         self.registry = registry
         self.ctx = context or BrickContext()
@@ -67,8 +68,9 @@ class Executor:
     def validate(self, workflow: Workflow, has_mask: bool) -> ValidationReport:
         return check_workflow(workflow, self.registry, has_mask=has_mask, limits=self.limits)
 
-    def _start(self, workflow: Workflow, image: np.ndarray, mask: np.ndarray | None,
-               report: ValidationReport | None) -> tuple[dict[str, object], ValidationReport]:
+    def _start(
+        self, workflow: Workflow, image: np.ndarray, mask: np.ndarray | None, report: ValidationReport | None
+    ) -> tuple[dict[str, object], ValidationReport]:
         """The initial values and a passing validation report; raises WorkflowError."""
         image = check_value(Kind.IMAGE, image, "the input image")
         self.limits.check_size(*image.shape[:2], what="the input image")
@@ -76,8 +78,15 @@ class Executor:
         if mask is not None:
             mask = as_mask(mask)
             if mask.shape != image.shape[:2]:
-                raise WorkflowError(Issue(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
-                                          f"{image.shape[1]}x{image.shape[0]}", None, "init[mask]", "bad_mask"))
+                raise WorkflowError(
+                    Issue(
+                        f"the mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                        f"{image.shape[1]}x{image.shape[0]}",
+                        None,
+                        "init[mask]",
+                        "bad_mask",
+                    )
+                )
             values["init[mask]"] = mask
         if report is None or report.errors:
             report = self.validate(workflow, has_mask=mask is not None)  # raises WorkflowValidationError
@@ -85,14 +94,14 @@ class Executor:
 
     @staticmethod
     def _inputs(plan, values: dict[str, object]) -> dict:
-        return {name: values[str(v)] if isinstance(v, Ref) else v for name, v in plan.step.inputs.items()
-                if v is not None}
+        return {
+            name: values[str(v)] if isinstance(v, Ref) else v for name, v in plan.step.inputs.items() if v is not None
+        }
 
     def _implementation(self, plan):
         impl = self.registry.implementation(plan.spec.name)
         if impl is None:
-            raise BrickUnavailableError(f"no model configured for {plan.spec.name}", plan.step.number,
-                                        plan.spec.name)
+            raise BrickUnavailableError(f"no model configured for {plan.spec.name}", plan.step.number, plan.spec.name)
         return impl
 
     @staticmethod
@@ -109,8 +118,7 @@ class Executor:
         """Check a step's outputs against its declared kinds and the size bounds, and keep the needed ones."""
         s = plan.step
         if not isinstance(outputs, dict):
-            raise ExecutionError(f"returned {type(outputs).__name__}, not a dict of outputs", s.number,
-                                 plan.spec.name)
+            raise ExecutionError(f"returned {type(outputs).__name__}, not a dict of outputs", s.number, plan.spec.name)
         for key, ref in s.outputs.items():
             if ref is None or str(ref) not in plan.stored:
                 continue
@@ -127,8 +135,13 @@ class Executor:
                     raise LimitExceededError(str(e), s.number, plan.spec.name) from None
             values[str(ref)] = value
 
-    def run(self, workflow: Workflow, image: np.ndarray, mask: np.ndarray | None = None,
-            report: ValidationReport | None = None) -> ExecutionResult:
+    def run(
+        self,
+        workflow: Workflow,
+        image: np.ndarray,
+        mask: np.ndarray | None = None,
+        report: ValidationReport | None = None,
+    ) -> ExecutionResult:
         """Validate (unless ``report``, a passing validation of this workflow with the same mask presence, is
         given: a batch running one workflow on many images validates it once), then execute.
         Raises WorkflowError (invalid) or ExecutionError (a step failed)."""
@@ -150,9 +163,9 @@ class Executor:
         images = [values[str(r)] for r in report.result]
         return ExecutionResult(images, values, records, report.warnings, time.perf_counter() - start)
 
-    def run_batch(self, workflows: list[Workflow], images: list[np.ndarray],
-                  masks: list[np.ndarray | None] | None = None
-                  ) -> list[ExecutionResult | WorkflowError | ExecutionError]:
+    def run_batch(
+        self, workflows: list[Workflow], images: list[np.ndarray], masks: list[np.ndarray | None] | None = None
+    ) -> list[ExecutionResult | WorkflowError | ExecutionError]:
         """Run many workflows together: the k-th needed step of every workflow runs in one round, and the calls of
         a round to the same brick go to its ``batch`` implementation in one call where it has one (a model brick
         then runs one forward pass for all of them). Per workflow: its ExecutionResult, or the WorkflowError /
@@ -214,8 +227,13 @@ class Executor:
                         out[i] = e
         for i, (values, report, _, records, t_start) in state.items():
             if out[i] is None:
-                out[i] = ExecutionResult([values[str(r)] for r in report.result], values, records, report.warnings,
-                                         time.perf_counter() - t_start)
+                out[i] = ExecutionResult(
+                    [values[str(r)] for r in report.result],
+                    values,
+                    records,
+                    report.warnings,
+                    time.perf_counter() - t_start,
+                )
         return out
 
 
@@ -238,8 +256,13 @@ def time_limit(seconds: float):
         signal.signal(signal.SIGALRM, old)
 
 
-def run_bounded(executor: Executor, workflows: list[Workflow], images: list[np.ndarray], seconds: float,
-                masks: list[np.ndarray | None] | None = None) -> list[ExecutionResult | Exception]:
+def run_bounded(
+    executor: Executor,
+    workflows: list[Workflow],
+    images: list[np.ndarray],
+    seconds: float,
+    masks: list[np.ndarray | None] | None = None,
+) -> list[ExecutionResult | Exception]:
     """``executor.run_batch`` bounded by ``seconds`` per workflow: a batch that overruns the sum is rerun one workflow
     at a time, each bounded by ``seconds``, so a slow workflow fails alone (TimeoutError) and the others run."""
     masks = masks if masks is not None else [None] * len(workflows)
@@ -257,6 +280,11 @@ def run_bounded(executor: Executor, workflows: list[Workflow], images: list[np.n
         return results
 
 
-def run_workflow(workflow: Workflow, image: np.ndarray, mask: np.ndarray | None = None, registry=None,
-                 context: BrickContext | None = None) -> ExecutionResult:
+def run_workflow(
+    workflow: Workflow,
+    image: np.ndarray,
+    mask: np.ndarray | None = None,
+    registry=None,
+    context: BrickContext | None = None,
+) -> ExecutionResult:
     return Executor(registry, context).run(workflow, image, mask)

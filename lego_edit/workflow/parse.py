@@ -92,9 +92,12 @@ def normalise_json(text: str) -> str:
             in_str = True
         elif ch == "'":
             line, col = _line_col(text, i)
-            raise WorkflowParseError(Issue(
-                f"single quotes are not accepted (line {line}, column {col}); JSON strings use double quotes",
-                code="syntax"))
+            raise WorkflowParseError(
+                Issue(
+                    f"single quotes are not accepted (line {line}, column {col}); JSON strings use double quotes",
+                    code="syntax",
+                )
+            )
         elif ch == "/" and i + 1 < n and text[i + 1] in "/*":
             line, col = _line_col(text, i)
             raise WorkflowParseError(Issue(f"comments are not accepted (line {line}, column {col})", code="syntax"))
@@ -116,8 +119,9 @@ def normalise_json(text: str) -> str:
         if depth == 0:
             return "".join(out)
     line, col = _line_col(text, start)
-    raise WorkflowParseError(Issue(f"the JSON object that starts at line {line}, column {col} is never closed",
-                                   code="syntax"))
+    raise WorkflowParseError(
+        Issue(f"the JSON object that starts at line {line}, column {col} is never closed", code="syntax")
+    )
 
 
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
@@ -135,18 +139,21 @@ def _reject_constant(name: str) -> float:
 
 def _parse_int(digits: str) -> int:
     if len(digits) > MAX_INT_DIGITS:  # Python refuses to convert more than 4300 digits; no workflow needs 100
-        raise WorkflowParseError(Issue(f"the integer {digits[:12]}... has {len(digits)} digits, too many for a "
-                                       "workflow value", code="syntax"))
+        raise WorkflowParseError(
+            Issue(
+                f"the integer {digits[:12]}... has {len(digits)} digits, too many for a workflow value", code="syntax"
+            )
+        )
     return int(digits)
 
 
 def loads(text: str) -> object:
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant,
-                          parse_int=_parse_int)
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant, parse_int=_parse_int)
     except json.JSONDecodeError as e:
-        raise WorkflowParseError(Issue(f"invalid JSON: {e.msg} (line {e.lineno}, column {e.colno} of the JSON object)",
-                                       code="syntax")) from None
+        raise WorkflowParseError(
+            Issue(f"invalid JSON: {e.msg} (line {e.lineno}, column {e.colno} of the JSON object)", code="syntax")
+        ) from None
     except RecursionError:
         raise WorkflowParseError(Issue("JSON nested too deeply", code="syntax")) from None
 
@@ -159,8 +166,14 @@ def _parse_input_value(value: object, where: str, step: int | None, issues: list
         if ref is not None:
             return ref
         if REF_LIKE_RE.match(value):
-            issues.append(Issue(f"{value!r} is not a valid reference (use init[image], init[mask] or stepN[key])",
-                                step, where, "bad_reference"))
+            issues.append(
+                Issue(
+                    f"{value!r} is not a valid reference (use init[image], init[mask] or stepN[key])",
+                    step,
+                    where,
+                    "bad_reference",
+                )
+            )
             return None
         return value
     if is_number(value):
@@ -172,8 +185,14 @@ def _parse_input_value(value: object, where: str, step: int | None, issues: list
             issues.append(Issue(f"{number!r} is not a finite number", step, where, "bad_value"))
             return None
         return number
-    issues.append(Issue(f"a {type(value).__name__} is not a valid value (expected a reference, a string, "
-                        "a number or null)", step, where, "bad_value"))
+    issues.append(
+        Issue(
+            f"a {type(value).__name__} is not a valid value (expected a reference, a string, a number or null)",
+            step,
+            where,
+            "bad_value",
+        )
+    )
     return None
 
 
@@ -187,8 +206,9 @@ def parse_result(value: object, issues: list[Issue]) -> list[Ref]:
     elif isinstance(value, list):
         items = value
     else:
-        issues.append(Issue(f"result must be a string or a list, got {type(value).__name__}", None, "result",
-                            "bad_result"))
+        issues.append(
+            Issue(f"result must be a string or a list, got {type(value).__name__}", None, "result", "bad_result")
+        )
         return []
     refs: list[Ref] = []
     for item in items:
@@ -210,13 +230,20 @@ def _parse_step(item: dict, position: int, issues: list[Issue]) -> Step | None:
     elif isinstance(raw_number, str) and re.fullmatch(r"\s*[0-9]{1,9}\s*", raw_number):
         number = int(raw_number.strip())
     if number is None or number < 1:
-        issues.append(Issue(f"pipeline item {position + 1}: 'step' must be a positive integer, got "
-                            f"{_REPR.repr(raw_number)}", None, "step", "bad_step"))
+        issues.append(
+            Issue(
+                f"pipeline item {position + 1}: 'step' must be a positive integer, got {_REPR.repr(raw_number)}",
+                None,
+                "step",
+                "bad_step",
+            )
+        )
         number = None
     for key in item:
         if key not in STEP_FIELDS:
-            issues.append(Issue(f"unknown field {key!r} (a step has {', '.join(STEP_FIELDS)})", number, str(key),
-                                "unknown_field"))
+            issues.append(
+                Issue(f"unknown field {key!r} (a step has {', '.join(STEP_FIELDS)})", number, str(key), "unknown_field")
+            )
     brick = item.get("model")
     if not isinstance(brick, str) or not brick.strip():
         issues.append(Issue(f"'model' must name a brick, got {_REPR.repr(brick)}", number, "model", "bad_model"))
@@ -239,11 +266,24 @@ def _parse_step(item: dict, position: int, issues: list[Issue]) -> Step | None:
                 continue
             ref = Ref.parse(v) if isinstance(v, str) else None
             if ref is None or ref.step is None:
-                issues.append(Issue(f"{_REPR.repr(v)} must name a place to store the output, like "
-                                    f"'step{number or 'N'}[{k}]'", number, f"output.{k}", "bad_output"))
+                issues.append(
+                    Issue(
+                        f"{_REPR.repr(v)} must name a place to store the output, like 'step{number or 'N'}[{k}]'",
+                        number,
+                        f"output.{k}",
+                        "bad_output",
+                    )
+                )
             elif number is not None and ref.step != number:
-                issues.append(Issue(f"{v!r} stores the output under step {ref.step}; step {number} may only "
-                                    f"write step{number}[...]", number, f"output.{k}", "bad_output"))
+                issues.append(
+                    Issue(
+                        f"{v!r} stores the output under step {ref.step}; step {number} may only "
+                        f"write step{number}[...]",
+                        number,
+                        f"output.{k}",
+                        "bad_output",
+                    )
+                )
             else:
                 outputs[k] = ref
     if number is None:
@@ -258,8 +298,14 @@ def workflow_from_obj(obj: object, reasoning: str = "") -> Workflow:
         raise WorkflowParseError(Issue(f"a workflow is a JSON object, got {type(obj).__name__}", code="structure"))
     for key in obj:
         if key not in TOP_FIELDS:
-            issues.append(Issue(f"unknown top-level field {key!r} (expected {', '.join(TOP_FIELDS)})", None, str(key),
-                                "unknown_field"))
+            issues.append(
+                Issue(
+                    f"unknown top-level field {key!r} (expected {', '.join(TOP_FIELDS)})",
+                    None,
+                    str(key),
+                    "unknown_field",
+                )
+            )
     process = obj.get("process", "")
     if not isinstance(process, str):
         issues.append(Issue("'process' must be a string", None, "process", "bad_process"))
@@ -275,8 +321,14 @@ def workflow_from_obj(obj: object, reasoning: str = "") -> Workflow:
         result_value, result_seen = obj["result"], True
     for position, item in enumerate(pipeline):
         if not isinstance(item, dict):
-            issues.append(Issue(f"pipeline item {position + 1} is a {type(item).__name__}, not an object", None,
-                                "pipeline", "structure"))
+            issues.append(
+                Issue(
+                    f"pipeline item {position + 1} is a {type(item).__name__}, not an object",
+                    None,
+                    "pipeline",
+                    "structure",
+                )
+            )
             continue
         if "step" not in item and "result" in item:
             if result_seen:
@@ -312,13 +364,15 @@ def parse_workflow(source: str | bytes | dict) -> Workflow:
         try:
             source = source.decode("utf-8-sig")
         except UnicodeDecodeError as e:
-            raise WorkflowParseError(Issue(f"the workflow is not UTF-8 text ({e.reason} at byte {e.start})",
-                                           code="syntax")) from None
+            raise WorkflowParseError(
+                Issue(f"the workflow is not UTF-8 text ({e.reason} at byte {e.start})", code="syntax")
+            ) from None
     if not isinstance(source, str):
         raise WorkflowParseError(Issue(f"cannot parse a {type(source).__name__} as a workflow", code="syntax"))
     if len(source) > MAX_TEXT_CHARS:
-        raise WorkflowParseError(Issue(f"the answer is {len(source)} characters long, above the "
-                                       f"{MAX_TEXT_CHARS} bound", code="too_large"))
+        raise WorkflowParseError(
+            Issue(f"the answer is {len(source)} characters long, above the {MAX_TEXT_CHARS} bound", code="too_large")
+        )
     reasoning, body = split_reasoning(source.lstrip("\ufeff"))
     obj = loads(normalise_json(body))
     return workflow_from_obj(obj, reasoning=reasoning)

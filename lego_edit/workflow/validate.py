@@ -62,8 +62,8 @@ def _mode_problem(spec, given: set[str]) -> str:
             parts.append(f"input(s) {', '.join(extra)} cannot be used here")
         return "; ".join(parts)
     alternatives = " or ".join(
-        "[" + ", ".join(m.requires) + (f" (+ optional {', '.join(m.allows)})" if m.allows else "") + "]"
-        for m in modes)
+        "[" + ", ".join(m.requires) + (f" (+ optional {', '.join(m.allows)})" if m.allows else "") + "]" for m in modes
+    )
     return f"{spec.name} takes {alternatives} as non-null inputs; got [{', '.join(sorted(given)) or 'nothing'}]"
 
 
@@ -95,8 +95,9 @@ class _Checker:
         name = str(ref)
         if ref.is_init:
             if ref.key not in INIT_KEYS:
-                self.error(f"{name} is not an initial input (there are init[image] and init[mask])", step, fld,
-                           "bad_reference")
+                self.error(
+                    f"{name} is not an initial input (there are init[image] and init[mask])", step, fld, "bad_reference"
+                )
                 return False, None
             if ref.key == "mask" and self.has_mask is False:
                 self.error("init[mask] is used but no mask was given with the image", step, fld, "no_mask")
@@ -117,21 +118,33 @@ class _Checker:
         spec = self.specs.get(ref.step)
         target = self.wf.step(ref.step)
         stored = [str(r) for r in target.outputs.values() if r is not None] if target else []
-        if spec is not None and spec.output(ref.key) is None and ref.key not in {r.key for r in
-                                                                                 target.outputs.values() if r}:
-            self.error(f"{name}: {spec.name} produces no '{ref.key}' (it produces "
-                       f"{', '.join(p.name for p in spec.outputs)})", step, fld, "unknown_output")
+        if (
+            spec is not None
+            and spec.output(ref.key) is None
+            and ref.key not in {r.key for r in target.outputs.values() if r}
+        ):
+            self.error(
+                f"{name}: {spec.name} produces no '{ref.key}' (it produces {', '.join(p.name for p in spec.outputs)})",
+                step,
+                fld,
+                "unknown_output",
+            )
         else:
-            self.error(f"{name} is not stored by step {ref.step} (it stores {', '.join(stored) or 'nothing'})",
-                       step, fld, "unknown_output")
+            self.error(
+                f"{name} is not stored by step {ref.step} (it stores {', '.join(stored) or 'nothing'})",
+                step,
+                fld,
+                "unknown_output",
+            )
         return False, None
 
     def check_step(self, s: Step) -> None:
         n = s.number
         spec = self.registry.resolve(s.brick)
         if spec is None:
-            self.error(f"unknown brick {s.brick!r}{_suggest(s.brick, self.registry.all_names())}", n, "model",
-                       "unknown_brick")
+            self.error(
+                f"unknown brick {s.brick!r}{_suggest(s.brick, self.registry.all_names())}", n, "model", "unknown_brick"
+            )
             for ref in s.outputs.values():  # keep going without cascading errors
                 if ref is not None:
                     self.available.setdefault(str(ref), None)
@@ -143,8 +156,12 @@ class _Checker:
             fld = f"input.{name}"
             port = spec.input(name)
             if port is None:
-                self.error(f"{spec.name} has no input {name!r} (inputs: {', '.join(p.name for p in spec.inputs)})",
-                           n, fld, "unknown_input")
+                self.error(
+                    f"{spec.name} has no input {name!r} (inputs: {', '.join(p.name for p in spec.inputs)})",
+                    n,
+                    fld,
+                    "unknown_input",
+                )
                 continue
             if value is None:
                 continue
@@ -199,23 +216,40 @@ class _Checker:
                 self.error(f"needs a finite number, got {value!r}", n, fld, "type_mismatch")
                 return
             if port.range and not (port.range[0] <= number <= port.range[1]):
-                self.error(f"{number:g} is outside the allowed range [{port.range[0]:g}, {port.range[1]:g}]", n, fld,
-                           "out_of_range")
+                self.error(
+                    f"{number:g} is outside the allowed range [{port.range[0]:g}, {port.range[1]:g}]",
+                    n,
+                    fld,
+                    "out_of_range",
+                )
         elif port.kind == Kind.STR:
             if not isinstance(value, str):
                 self.error(f"needs a string, got {value!r}", n, fld, "type_mismatch")
             elif len(value) > self.limits.max_string_chars:
-                self.error(f"the string is {len(value)} characters long, above the {self.limits.max_string_chars} "
-                           "bound", n, fld, "too_long")
+                self.error(
+                    f"the string is {len(value)} characters long, above the {self.limits.max_string_chars} bound",
+                    n,
+                    fld,
+                    "too_long",
+                )
         else:
-            self.error(f"needs a reference to {_a(port.kind)} (such as init[image] or stepN[{port.name}]), got the "
-                       f"literal {value!r}", n, fld, "type_mismatch")
+            self.error(
+                f"needs a reference to {_a(port.kind)} (such as init[image] or stepN[{port.name}]), got the "
+                f"literal {value!r}",
+                n,
+                fld,
+                "type_mismatch",
+            )
 
     def run(self) -> ValidationReport:
         steps = self.wf.steps
         if len(steps) > self.limits.max_steps:
-            self.error(f"the workflow has {len(steps)} steps, above the bound of {self.limits.max_steps}", None,
-                       "pipeline", "too_many_steps")
+            self.error(
+                f"the workflow has {len(steps)} steps, above the bound of {self.limits.max_steps}",
+                None,
+                "pipeline",
+                "too_many_steps",
+            )
             return self.report
         if not steps and not self.wf.result:
             self.error("the workflow has no steps and no result", None, "pipeline", "empty")
@@ -256,18 +290,24 @@ class _Checker:
         self.report.needed = needed
         for s in self.wf.steps:
             if s.number not in needed and not self.report.errors:
-                self.warn(f"step {s.number} ({s.brick}) does not contribute to the result and is skipped", s.number,
-                          None, "unused_step")
+                self.warn(
+                    f"step {s.number} ({s.brick}) does not contribute to the result and is skipped",
+                    s.number,
+                    None,
+                    "unused_step",
+                )
 
 
-def validate_workflow(workflow: Workflow, registry=None, *, has_mask: bool | None = None,
-                      limits: Limits = DEFAULT_LIMITS) -> ValidationReport:
+def validate_workflow(
+    workflow: Workflow, registry=None, *, has_mask: bool | None = None, limits: Limits = DEFAULT_LIMITS
+) -> ValidationReport:
     """Check a parsed workflow against a brick registry; never raises for a bad workflow.
 
     ``has_mask``: whether a user mask comes with the image (None: unknown, init[mask] is allowed).
     """
     if registry is None:
         from ..bricks.registry import default_registry
+
         registry = default_registry()
     return _Checker(workflow, registry, has_mask, limits).run()
 
