@@ -279,3 +279,31 @@ def test_item_accepts_paths_bytes_and_callables(imgedit):
         assert item.load_image().shape == (64, 64, 3)
     with pytest.raises(ImageReadError, match="x item 'k'.*unsupported image value"):
         BenchmarkItem("x", "k", "i", "t", "en", lambda: 42).load_image()
+
+
+def test_gedit_editor_input_is_sized_as_the_published_preparation():
+    """GEdit-Bench's generate_image_example.py: about 512x512 pixels, sides multiples of 32, one width step after
+    rounding towards the area."""
+    from lego_edit.evaluation.benchmarks import area_dimensions
+
+    assert area_dimensions(512 * 512, 1.0) == (512, 512)
+    assert area_dimensions(512 * 512, 4 / 3) == (608, 448)  # 576x448 rounds below the area: one step wider
+    assert area_dimensions(512 * 512, 16 / 9) == (704, 384)  # 672x384 rounds below it too
+
+
+def test_gedit_published_inputs_edit_the_raw_image_and_judge_against_input_image(gedit_parquet):
+    item = read_gedit(gedit_parquet, published_inputs=True)[0]
+    edited_from, judged_against = item.load_image(), item.load_judge_image()
+    assert edited_from.shape == (448, 608, 3)  # input_image_raw (128x96) resized to about 512x512
+    assert judged_against.shape == (48, 64, 3)  # input_image, as the published evaluation saves the source
+    plain = read_gedit(gedit_parquet)[0]
+    assert plain.load_image().shape == plain.load_judge_image().shape == (48, 64, 3)
+
+
+def test_gedit_evaluation_items_follow_the_published_inputs_by_default(gedit_parquet):
+    from lego_edit.evaluation.runner import load_items
+
+    items = load_items("gedit", {"path": str(gedit_parquet)})
+    assert {it.language for it in items} == {"en", "cn"}
+    source = items[0].load()
+    assert source.shape == (448, 608, 3) and items[0].load_judge_source(source).shape == (48, 64, 3)

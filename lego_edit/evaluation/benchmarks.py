@@ -13,6 +13,7 @@ import functools
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import warnings
@@ -41,6 +42,8 @@ GEDIT_TASK_TYPES = (
     "tone_transfer",
 )
 GEDIT_LANGUAGES = ("en", "cn")
+# Pixels of the editor's input in the published GEdit-Bench evaluation (input_image_raw resized to it).
+GEDIT_EDIT_AREA = 512 * 512
 GEDIT_COLUMNS = (
     "task_type",
     "key",
@@ -76,11 +79,24 @@ class BenchmarkItem:
     language: str
     image: ImageSource = field(repr=False)
     extra: dict = field(default_factory=dict)
+    # The image the judge compares the edit with, where the benchmark's evaluation uses another one than the
+    # editor's input (GEdit-Bench: the editor gets input_image_raw, the judge sees input_image); None: ``image``.
+    judge_image: ImageSource | None = field(default=None, repr=False)
+    # The editor's input resized as the benchmark's own preparation does (GEdit-Bench: about 512x512 pixels).
+    edit_area: int | None = None
 
     def load_image(self) -> np.ndarray:
-        """The source image as HxWx3 uint8 RGB; ImageReadError naming the item if it cannot be read."""
+        """The editor's input as HxWx3 uint8 RGB; ImageReadError naming the item if it cannot be read."""
+        image = self._load(self.image)
+        return image if self.edit_area is None else resize_to_area(image, self.edit_area)
+
+    def load_judge_image(self) -> np.ndarray:
+        """The image the judge compares the edit with (the editor's input where the benchmark has no other)."""
+        return self.load_image() if self.judge_image is None else self._load(self.judge_image)
+
+    def _load(self, source: ImageSource) -> np.ndarray:
         try:
-            value = self.image() if callable(self.image) else self.image
+            value = source() if callable(source) else source
             return _decode(value)
         except ImageReadError as e:
             raise ImageReadError(f"{self.benchmark} item {self.key!r}: {e}") from None
@@ -88,6 +104,28 @@ class BenchmarkItem:
             raise ImageReadError(
                 f"{self.benchmark} item {self.key!r}: cannot read its image ({type(e).__name__}: {e})"
             ) from None
+
+
+def area_dimensions(area: int, aspect: float, multiple: int = 32) -> tuple[int, int]:
+    """(width, height) of about ``area`` pixels at ``aspect`` (width / height), both multiples of ``multiple``:
+    how GEdit-Bench sizes the editor's input (its generate_image_example.py, 512 * 512 pixels)."""
+    width = round(math.sqrt(area * aspect) / multiple) * multiple
+    height = round(math.sqrt(area * aspect) / aspect / multiple) * multiple
+    # One step of the width towards the area, as the published sizing does after rounding.
+    if width * height < area:
+        width += multiple
+    elif width * height > area:
+        width -= multiple
+    return max(multiple, width), max(multiple, height)
+
+
+def resize_to_area(image: np.ndarray, area: int) -> np.ndarray:
+    """``image`` resized (bicubic, as PIL's default for RGB) to ``area_dimensions`` of its aspect."""
+    h, w = image.shape[:2]
+    size = area_dimensions(area, w / h)
+    if size == (w, h):
+        return image
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
 
 
 def _decode(value: Any) -> np.ndarray:
@@ -224,13 +262,20 @@ def _check_key(key: object, where: str) -> str:
 
 
 def read_gedit(
-    path: str | os.PathLike, languages: tuple[str, ...] | str | None = ("en",), image_column: str = "input_image"
+    path: str | os.PathLike,
+    languages: tuple[str, ...] | str | None = ("en",),
+    image_column: str = "input_image",
+    published_inputs: bool = False,
 ) -> list[BenchmarkItem]:
     """GEdit-Bench rows as items. ``languages`` filters ``instruction_language`` (None: both).
 
-    ``key`` is ``<key>_<language>`` because both language versions of a sample may share the dataset's key;
-    ``extra`` keeps the dataset's key (``source_key``) and ``intersection_exist``.
+    ``published_inputs``: as the published evaluation prepares a sample, the editor gets ``input_image_raw``
+    resized to about 512x512 pixels and the judge compares the edit with ``input_image`` (``image_column`` is then
+    not used). ``key`` is ``<key>_<language>`` because both language versions of a sample may share the dataset's
+    key; ``extra`` keeps the dataset's key (``source_key``) and ``intersection_exist``.
     """
+    if published_inputs:
+        image_column = "input_image_raw"
     root = Path(path).absolute()  # items are re-opened later, maybe from another working directory
     if isinstance(languages, str):
         languages = (languages,)
@@ -272,6 +317,8 @@ def read_gedit(
                     task_type=task,
                     language=lang,
                     image=_TableCell(kind, source, part, row, image_column),
+                    judge_image=_TableCell(kind, source, part, row, "input_image") if published_inputs else None,
+                    edit_area=GEDIT_EDIT_AREA if published_inputs else None,
                     extra={
                         "source_key": raw,
                         "intersection_exist": None if inter is None else bool(inter),

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..data.dataset import load_instructions, write_table
-from ..imageio import load_image, save_image
+from ..imageio import ImageReadError, load_image, save_image
 from ..workflow import BrickContext, Executor, Limits, WorkflowError, parse_workflow
 from ..workflow.execute import run_bounded
 from ..workflow.values import rgb
@@ -40,9 +40,13 @@ class EvalItem:
     workflow: str | None = None  # the GT workflow (JSON)
     language: str = "en"
     extra: dict = field(default_factory=dict)
+    judge_image: object = None  # a zero-argument loader of what the judge compares with; None: the source
 
     def load(self) -> np.ndarray:
         return self.image() if callable(self.image) else load_image(self.image)
+
+    def load_judge_source(self, source: np.ndarray) -> np.ndarray:
+        return source if self.judge_image is None else self.judge_image()
 
 
 def load_items(set_name: str, spec: dict, max_items: int = 0) -> list[EvalItem]:
@@ -67,8 +71,13 @@ def load_items(set_name: str, spec: dict, max_items: int = 0) -> list[EvalItem]:
                 b.load_image,
                 language=b.language,
                 extra={"intersection_exist": bool(b.extra.get("intersection_exist", False))},
+                judge_image=b.load_judge_image if b.judge_image is not None else None,
             )
-            for b in read_gedit(spec["path"], languages=tuple(spec.get("languages", ["en"])))
+            for b in read_gedit(
+                spec["path"],
+                languages=tuple(spec.get("languages", ["en", "cn"])),
+                published_inputs=spec.get("published_inputs", True),
+            )
         ]
     elif set_name == "imgedit":
         from .benchmarks import read_imgedit
@@ -139,6 +148,21 @@ def _critic_scores(critic, set_name, items, sources, outputs, prefix: str = "") 
         for i, v in zip(idx, critic.imgedit_scores(texts, kinds, srcs, outs)):
             out[i]["imgedit_score"] = v
     return out
+
+
+def _judge_inputs(batch, sources, outputs, rows):
+    """What the judge compares each edit with (GEdit's published protocol: another image than the editor's input).
+    An item whose judge image cannot be read is left unscored, with the reason in its row."""
+    judged_sources, judged_outputs = [], []
+    for it, src, out, row in zip(batch, sources, outputs, rows):
+        try:
+            judged_sources.append(None if src is None or out is None else it.load_judge_source(src))
+            judged_outputs.append(out)
+        except ImageReadError as e:
+            judged_sources.append(None)
+            judged_outputs.append(None)
+            row["error"] = f"judge image: {e}"
+    return judged_sources, judged_outputs
 
 
 def run_chunk(
@@ -255,6 +279,7 @@ def run_chunk(
             rows.append(row)
         set_name = batch[0].set
         benchmark = set_name not in SHAPES_SETS
+        sources, outputs = _judge_inputs(batch, sources, outputs, rows[-len(batch) :])
         scorer = judge.scorer if judge is not None and (benchmark or judge.is_reward_model) else critic
         for row, extra in zip(rows[-len(batch) :], _critic_scores(scorer, set_name, batch, sources, outputs)):
             row.update(extra)

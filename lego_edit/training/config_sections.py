@@ -213,7 +213,15 @@ class GEditSpec:
     """A local copy of GEdit-Bench (save_to_disk folder, arrow files or parquet export)."""
 
     path: str | None = field(default=None, metadata={"help": "Path of the copy; null: not evaluated."})
-    languages: list[str] = field(default_factory=lambda: ["en"], metadata={"help": "en, cn or both."})
+    # Both, as the published tables report GEdit-Bench-EN and -CN.
+    languages: list[str] = field(default_factory=lambda: ["en", "cn"], metadata={"help": "en, cn or both."})
+    published_inputs: bool = field(
+        default=True,
+        metadata={
+            "help": "As the published evaluation: the editor gets input_image_raw resized to about 512x512 pixels "
+            "and the judge compares the edit with input_image; false: input_image for both."
+        },
+    )
 
 
 @dataclass
