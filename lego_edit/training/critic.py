@@ -202,13 +202,30 @@ def scene_cross_targets(
     return out
 
 
+def loop_config(s: SFTSettings):
+    """The hand-written loop's settings from the critic's ``train`` section (both critic architectures use it)."""
+    from .loop import LoopConfig
+
+    return LoopConfig(
+        steps=s.steps,
+        batch_size=s.batch_size,
+        lr=s.lr,
+        warmup_steps=s.warmup_steps,
+        weight_decay=s.weight_decay,
+        checkpoint_every=s.checkpoint_every,
+        checkpoints_kept=s.checkpoints_kept,
+        log_every=s.log_every,
+        threads=s.threads,
+    )
+
+
 def train_film(cfg: CriticTrainConfig, samples: list[dict], out: Path, checkpoint_dir: Path | str):
     """Train the FiLM CNN critic (see the module docstring); resumable like the UNet bricks."""
     import torch
     import torch.nn.functional as F
 
     from ..models.film_critic import FilmCritic, build_vocab, critic_planes, planes_to_features
-    from .loop import LoopConfig, train
+    from .loop import train
 
     s = cfg.train
     groups = ranking_groups(samples, cfg.margin_db)
@@ -223,17 +240,7 @@ def train_film(cfg: CriticTrainConfig, samples: list[dict], out: Path, checkpoin
     cross = scene_cross_targets(samples, groups, planes) if cfg.cross_negatives else [[] for _ in groups]
     mean_size = float(np.mean([len(g) + min(cfg.cross_negatives, len(c)) for (g, _), c in zip(groups, cross)]))
     per_step = max(1, round(s.batch_size / mean_size))  # whole groups: batch_size counts candidates
-    loop = LoopConfig(
-        steps=s.steps,
-        batch_size=s.batch_size,
-        lr=s.lr,
-        warmup_steps=s.warmup_steps,
-        weight_decay=s.weight_decay,
-        checkpoint_every=s.checkpoint_every,
-        checkpoints_kept=s.checkpoints_kept,
-        log_every=s.log_every,
-        threads=s.threads,
-    )
+    loop = loop_config(s)
     log.info(
         "film critic: %d samples, %d groups, %d per step, %d parameters",
         len(samples),
@@ -281,7 +288,7 @@ def train_pairwise(cfg: CriticTrainConfig, samples: list[dict], out: Path, check
     import torch
 
     from ..models.vlm import load_vlm, save_vlm
-    from .loop import LoopConfig, train
+    from .loop import train
 
     s = cfg.train
     if s.lora is not None:
@@ -292,17 +299,7 @@ def train_pairwise(cfg: CriticTrainConfig, samples: list[dict], out: Path, check
     if not groups:
         raise ValueError(f"{cfg.shards}: no instruction has both a GT target and a wrong edit")
     per_step = max(1, s.batch_size // max(len(g) for g in groups))  # whole groups: batch_size is in candidates
-    loop = LoopConfig(
-        steps=s.steps,
-        batch_size=s.batch_size,
-        lr=s.lr,
-        warmup_steps=s.warmup_steps,
-        weight_decay=s.weight_decay,
-        checkpoint_every=s.checkpoint_every,
-        checkpoints_kept=s.checkpoints_kept,
-        log_every=s.log_every,
-        threads=s.threads,
-    )
+    loop = loop_config(s)
     model, processor = load_vlm(
         resolve_base(cfg.base),
         device="cuda" if torch.cuda.is_available() else "cpu",
