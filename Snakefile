@@ -12,6 +12,7 @@ report: "report/workflow.rst"
 
 scattergather:
     evalchunk=config.get("evaluation", {}).get("chunks", 1),
+    teacherchunk=config.get("data", {}).get("teacher", {}).get("chunks", 1),
 
 
 localrules:
@@ -21,10 +22,12 @@ localrules:
     plot_data_stats,
     plot_training_curve,
     gather_edit_manifest,
+    gather_builder_tables,
 
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/teacher.smk"
 include: "rules/bricks.smk"
 include: "rules/builder.smk"
 include: "rules/evaluate.smk"

@@ -43,6 +43,7 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"config key data.shards.sources.{family}: no such family in data.shards.families")
         _check_path(f"data.shards.sources.{family}.listing", source["listing"])
         _check_path(f"data.shards.sources.{family}.root", source.get("root", "."), "dir")
+    _check_builder_sources(config["data"])
     if (
         "critic" in shards["families"]
         and config["data"]["instructions"]["gt"]["per_scene"] == 0
@@ -56,6 +57,20 @@ def check_config(config: dict) -> None:
     _check_judge(ev)
     folder = (config.get("edit") or {}).get("folder")
     _check_path("edit.folder", folder, "dir")
+
+
+def _check_builder_sources(data: dict) -> None:
+    """Each builder source exists, and a teacher endpoint is named when there is any."""
+    sources = data.get("builder_sources") or []
+    for i, source in enumerate(sources):
+        _check_path(f"data.builder_sources[{i}].path", source["path"], "any")
+        _check_path(f"data.builder_sources[{i}].root", source.get("root", "."), "dir")
+    teacher = data.get("teacher") or {}
+    if sources and not (teacher.get("base_url") and teacher.get("model")):
+        raise ConfigError(
+            "config key data.teacher: data.builder_sources needs a teacher endpoint; set data.teacher.base_url and "
+            "data.teacher.model (or empty data.builder_sources)"
+        )
 
 
 def _check_judge(ev: dict) -> None:

@@ -14,8 +14,10 @@ import typing
 import yaml
 
 from .data.brick_samples import EDIT_BRICKS, FAMILIES
+from .data.builder_sources import BuilderSource
 from .data.dataset import InstructionConfig, SceneConfig
 from .data.instructions import CATEGORIES
+from .data.teacher import TeacherConfig
 
 PATH_FIELDS = {
     "seed",
@@ -142,6 +144,22 @@ def data_section() -> dict:
             },
         },
     )
+    source_item = dataclass_schema(BuilderSource)
+    source_item["required"] = ["path"]
+    source_item["properties"]["path"].pop("default")
+    source_item["properties"]["path"]["minLength"] = 1
+    builder_sources = {
+        "type": "array",
+        "items": source_item,
+        "default": [],
+        "description": "Real instruction data for the Builder: listings or dataset copies whose instructions the "
+        "teacher VLM writes workflows for (empty: the Builder learns from the shapes world only).",
+    }
+    teacher = dataclass_schema(TeacherConfig)
+    teacher["default"] = {}
+    for name in ("concurrency", "chunks", "max_tokens", "max_side"):
+        teacher["properties"][name]["minimum"] = 1
+    teacher["properties"]["shapes_fraction"].update(minimum=0, maximum=1)
     return obj(
         "The data stage.",
         {
@@ -177,6 +195,8 @@ def data_section() -> dict:
                     ),
                 },
             ),
+            "builder_sources": builder_sources,
+            "teacher": teacher,
         },
         required=["scenes", "instructions", "shards"],
     )

@@ -28,15 +28,16 @@ class ImageReadError(ValueError):
     """An image or mask file that cannot be used, with the reason."""
 
 
-def _open(path: Path, limits: Limits) -> Image.Image:
-    if not path.is_file():
+def _open(path: Path, limits: Limits, data: bytes | None = None) -> Image.Image:
+    """The image at ``path``, or encoded in ``data`` (an image embedded in a dataset; ``path`` then names it)."""
+    if data is None and not path.is_file():
         raise ImageReadError(f"{path}: no such file")
-    if path.stat().st_size == 0:
+    if (path.stat().st_size if data is None else len(data)) == 0:
         raise ImageReadError(f"{path}: empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(path if data is None else io.BytesIO(data))
             try:
                 limits.check_size(img.height, img.width, what=f"{path.name}")
             except LimitExceededError as e:
@@ -72,9 +73,12 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB")).copy()
 
 
-def load_image(path: str | os.PathLike, limits: Limits = DEFAULT_LIMITS, min_side: int = 8) -> np.ndarray:
+def load_image(
+    path: str | os.PathLike, limits: Limits = DEFAULT_LIMITS, min_side: int = 8, data: bytes | None = None
+) -> np.ndarray:
+    """An image file (or its encoded ``data``, named by ``path``) -> HxWx3 uint8 RGB."""
     path = Path(path)
-    img = _open(path, limits)
+    img = _open(path, limits, data)
     arr = to_rgb_array(img)
     if min(arr.shape[:2]) < min_side:
         raise ImageReadError(
@@ -84,7 +88,10 @@ def load_image(path: str | os.PathLike, limits: Limits = DEFAULT_LIMITS, min_sid
 
 
 def load_mask(
-    path: str | os.PathLike, size: tuple[int, int] | None = None, limits: Limits = DEFAULT_LIMITS
+    path: str | os.PathLike,
+    size: tuple[int, int] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    data: bytes | None = None,
 ) -> np.ndarray:
     """A mask file -> HxW uint8 0/255. Uses the alpha channel when it carries the mask, else luminance.
 
@@ -92,7 +99,7 @@ def load_mask(
     with nearest-neighbour sampling.
     """
     path = Path(path)
-    img = ImageOps.exif_transpose(_open(path, limits))
+    img = ImageOps.exif_transpose(_open(path, limits, data))
     if img.mode in ("RGBA", "LA") and np.asarray(img.getchannel("A")).min() < 255:
         arr = np.asarray(img.getchannel("A"))
     else:

@@ -4,7 +4,7 @@
 rule train_builder_sft:
     input:
         base="results/builder/base",
-        instructions="results/data/instructions/gt.parquet",
+        instructions=builder_table("gt"),
     output:
         model=directory("results/builder/sft"),
     log:

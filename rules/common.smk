@@ -16,6 +16,8 @@ sort_keys_in_place(config)  # params are compared by repr: key order in a config
 
 FAMILIES = list(config["data"]["shards"]["families"])
 DOMAINS = ["gt", "open"]
+BUILDER_SOURCES = list(config["data"].get("builder_sources") or [])
+TEACHER = config["data"]["teacher"]
 
 
 wildcard_constraints:
@@ -32,6 +34,8 @@ def get_final_targets():
     targets = ["results/data/scenes.parquet"]
     targets += expand("results/data/instructions/{domain}.parquet", domain=DOMAINS)
     targets += expand("results/data/shards/{family}", family=FAMILIES)
+    if BUILDER_SOURCES:
+        targets += ["results/data/builder/summary.md"]
     targets += ["results/bricks/summary.md", "results/eval/tables.md"]
     if (config.get("edit") or {}).get("folder"):
         targets.append("results/edit/manifest.parquet")
@@ -46,10 +50,17 @@ def get_instruction_params(wildcards):
     }
 
 
+def placement_from_sources():
+    """ADD-PRED learns from the builder sources' add rows (data.teacher.placement) unless a listing is given."""
+    return bool(BUILDER_SOURCES) and TEACHER["placement"] and "placement" not in config["data"]["shards"]["sources"]
+
+
 def get_shard_inputs(wildcards):
     inputs = {"scenes": "results/data/scenes.parquet"}
     if wildcards.family == "critic":  # the critic learns from instructions and their targets
         inputs["instructions"] = expand("results/data/instructions/{domain}.parquet", domain=DOMAINS)
+    if wildcards.family == "placement" and placement_from_sources():
+        inputs["listing"] = "results/data/builder_sources/placement.parquet"
     return inputs
 
 
@@ -62,7 +73,35 @@ def get_shard_params(wildcards):
 
 
 def get_shard_source(wildcards):
+    if wildcards.family == "placement" and placement_from_sources():
+        return {"listing": "results/data/builder_sources/placement.parquet", "root": "."}
     return config["data"]["shards"]["sources"].get(wildcards.family)
+
+
+# --- Builder data from real images (rules/teacher.smk) ---
+
+
+def builder_table(domain):
+    """The instruction table the Builder's stages learn from: the shapes world's, or, with data.builder_sources,
+    the teacher's kept rows (gt) and the other real instructions (open) mixed with it."""
+    if BUILDER_SOURCES:
+        return f"results/data/builder/{domain}.parquet"
+    return f"results/data/instructions/{domain}.parquet"
+
+
+def get_builder_source_files(wildcards):
+    """The listing files (or dataset folders) of the builder sources: a changed listing rereads them."""
+    return [source["path"] for source in BUILDER_SOURCES]
+
+
+def get_teacher_inputs(wildcards):
+    """The real rows and every trained brick the teacher's workflows may call."""
+    return {"rows": "results/data/builder_sources/rows.parquet", **get_trained_bricks(wildcards)}
+
+
+def get_teacher_chunk_params(wildcards):
+    """What a chunk's verdicts depend on (mixing and placement are the gather's and the shards' business)."""
+    return {k: v for k, v in TEACHER.items() if k not in ("shapes_fraction", "placement", "chunks", "max_side")}
 
 
 EDIT_BRICKS = list(config["bricks"]["edit"]["bricks"])
@@ -145,7 +184,7 @@ def get_critic_inputs(wildcards):
 
 def get_stage2_inputs(wildcards):
     """Stage 2 starts from stage 1; its execution reward runs the sampled workflows with every trained brick."""
-    inputs = {"base": "results/builder/sft", "instructions": "results/data/instructions/gt.parquet"}
+    inputs = {"base": "results/builder/sft", "instructions": builder_table("gt")}
     if float(config["builder"]["grpo_gt"].get("reward_weights", {}).get("execution", 1.0)) != 0:
         inputs.update(get_trained_bricks(wildcards))
     return inputs
@@ -155,7 +194,7 @@ def get_stage3_inputs(wildcards):
     """Stage 3 executes sampled workflows with every trained brick and scores them with the critic."""
     return {
         "base": "results/builder/grpo_gt",
-        "instructions": "results/data/instructions/open.parquet",
+        "instructions": builder_table("open"),
         "critic": "results/bricks/critic",
         **get_trained_bricks(wildcards),
     }

@@ -178,6 +178,7 @@ class RecordingProxy:
 
     upstream: str  # the server's base URL, ending in /v1
     fail_first: int = 0
+    delay_s: float = 0.0  # added before each chat request is forwarded (a slower endpoint)
     base_url: str = ""  # the proxy's own, set once it listens
     requests: list = field(default_factory=list)
     failed: int = 0
@@ -188,9 +189,9 @@ class RecordingProxy:
 
 
 @contextlib.contextmanager
-def recording_proxy(upstream: str, fail_first: int = 0):
+def recording_proxy(upstream: str, fail_first: int = 0, delay_s: float = 0.0):
     """Yield a RecordingProxy whose ``base_url`` forwards to ``upstream`` (both loopback)."""
-    state = RecordingProxy(upstream, fail_first)
+    state = RecordingProxy(upstream, fail_first, delay_s=delay_s)
     lock = threading.Lock()
     origin = upstream[: upstream.index("/v1")]
 
@@ -204,6 +205,8 @@ def recording_proxy(upstream: str, fail_first: int = 0):
             if fail:
                 self._reply(503, b'{"error": "injected"}', "application/json")
                 return
+            if body is not None and state.delay_s:
+                time.sleep(state.delay_s)
             req = urllib.request.Request(
                 origin + self.path, data=body, method=self.command, headers={"Content-Type": "application/json"}
             )

@@ -21,6 +21,8 @@ PAPER_SET_ME_KEYS = [
     "data.shards.sources.captioning.root",
     "data.shards.sources.edit.listing",
     "data.shards.sources.edit.root",
+    "data.builder_sources[0].path",
+    "data.teacher.base_url",
     "bricks.critic.openai.base_url",
     "evaluation.gedit.path",
     "evaluation.imgedit.json",

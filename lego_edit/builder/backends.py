@@ -13,8 +13,8 @@ import io
 import os
 import random
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -198,6 +198,22 @@ class OpenAIChatBackend:
             return [self._one(i, r) for i, r in enumerate(requests)]
         with ThreadPoolExecutor(self.concurrency) as pool:
             return list(pool.map(self._one, range(len(requests)), requests))
+
+    def stream(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, str | BackendError]]:
+        """(index, answer or error) as each request finishes, ``concurrency`` in flight: a caller that journals
+        each answer the moment it arrives loses none of them when the job is killed midway."""
+        if self.concurrency == 1:
+            for i, r in enumerate(requests):
+                yield i, self._one(i, r)
+            return
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            pending = {pool.submit(self._one, i, r): i for i, r in enumerate(requests)}
+            try:
+                for done in as_completed(pending):
+                    yield pending[done], done.result()
+            finally:  # a caller that stops early (an exception, a kill) sends nothing more
+                for f in pending:
+                    f.cancel()
 
     def _transient(self, e: Exception) -> bool:
         o = self._openai

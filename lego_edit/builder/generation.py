@@ -57,20 +57,26 @@ def build_workflows(
 ) -> list[BuilderAnswer]:
     """One answer per item, in order; a failed request or an invalid workflow is recorded, never raised."""
     results = backend.generate(requests_for(images, instructions, registry, style, has_masks))
-    answers = []
-    for i, r in enumerate(results):
-        if isinstance(r, BackendError):
-            answers.append(BuilderAnswer(None, None, f"builder request failed: {r}", False))
-            continue
-        try:
-            wf = parse_workflow(r)
-        except WorkflowError as e:
-            answers.append(BuilderAnswer(r, None, f"parse: {e}", False))
-            continue
-        report = validate_workflow(wf, registry, has_mask=bool(has_masks and has_masks[i]), limits=limits)
-        err = None if report.ok else "invalid: " + "; ".join(str(x) for x in report.errors[:5])
-        answers.append(BuilderAnswer(r, wf, err, report.ok))
-    return answers
+    return [
+        answer_from(r, registry, has_mask=bool(has_masks and has_masks[i]), limits=limits)
+        for i, r in enumerate(results)
+    ]
+
+
+def answer_from(
+    result: str | BackendError, registry, has_mask: bool = False, limits: Limits = DEFAULT_LIMITS
+) -> BuilderAnswer:
+    """One backend result read as a Builder answer: the request's failure, the parse error, the validator's
+    errors, or a valid workflow."""
+    if isinstance(result, BackendError):
+        return BuilderAnswer(None, None, f"builder request failed: {result}", False)
+    try:
+        wf = parse_workflow(result)
+    except WorkflowError as e:
+        return BuilderAnswer(result, None, f"parse: {e}", False)
+    report = validate_workflow(wf, registry, has_mask=has_mask, limits=limits)
+    err = None if report.ok else "invalid: " + "; ".join(str(x) for x in report.errors[:5])
+    return BuilderAnswer(result, wf, err, report.ok)
 
 
 def score_against_gt(answers: list[BuilderAnswer], gold_workflows: Sequence[str | None]) -> dict:

@@ -119,6 +119,26 @@ def load_scenes(table_path: str | Path, split: str | None = None) -> list[dict]:
     return [r for r in rows if split is None or r["split"] == split]
 
 
+# The instruction tables' columns (the Builder's stages read these; real rows leave the scene columns null).
+INSTRUCTION_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("scene_id", pa.int64()),
+        ("scene_seed", pa.int64()),
+        ("split", pa.string()),
+        ("domain", pa.string()),
+        ("category", pa.string()),
+        ("parts", pa.list_(pa.string())),
+        ("instruction", pa.string()),
+        ("reasoning", pa.string()),
+        ("workflow", pa.string()),
+        ("image_path", pa.string()),
+        ("target_path", pa.string()),
+        ("target_scene", pa.string()),
+    ]
+)
+
+
 def make_instructions(
     cfg: InstructionConfig, domain: str, scenes_path: str | Path, table_path: str | Path, target_dir: str | Path
 ) -> pa.Table:
@@ -161,24 +181,7 @@ def make_instructions(
                     "target_scene": inst.target_scene.to_json() if inst.target_scene else None,
                 }
             )
-    schema = pa.schema(
-        [
-            ("id", pa.string()),
-            ("scene_id", pa.int64()),
-            ("scene_seed", pa.int64()),
-            ("split", pa.string()),
-            ("domain", pa.string()),
-            ("category", pa.string()),
-            ("parts", pa.list_(pa.string())),
-            ("instruction", pa.string()),
-            ("reasoning", pa.string()),
-            ("workflow", pa.string()),
-            ("image_path", pa.string()),
-            ("target_path", pa.string()),
-            ("target_scene", pa.string()),
-        ]
-    )
-    table = pa.Table.from_pylist(rows, schema=schema)
+    table = pa.Table.from_pylist(rows, schema=INSTRUCTION_SCHEMA)
     write_table(table, table_path)
     return table
 
