@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from judge_fixtures import checkouts, served_judge  # noqa: F401 - one judge server for the judge tests
 from pipeline_fixtures import pipeline_run  # noqa: F401 - the whole-DAG run, shared by the pipeline tests
-from teacher_fixtures import served_teacher  # noqa: F401 - the teacher VLM of the builder-sources chain
+from teacher_fixtures import served_teacher, served_teacher_judge  # noqa: F401 - the teacher VLM of the builder-sources chain
 
 from lego_edit.bricks.registry import default_registry
 from lego_edit.workflow.values import Kind

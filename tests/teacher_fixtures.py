@@ -175,3 +175,25 @@ def served_teacher(tmp_path_factory):
     overfit_teacher(model_dir)
     with serve(model_dir) as server:
         yield server
+
+
+JUDGE_SC, JUDGE_PQ = '{"score": [8, 9], "reasoning": "brighter"}', '{"score": [7, 8], "reasoning": "clean"}'
+
+
+@pytest.fixture(scope="session")
+def served_teacher_judge(tmp_path_factory):
+    """A judge in the project's wording (VIEScore SC then PQ) fit to rate any brightened scene SC 8 and PQ 7:
+    overall sqrt(8 * 7) / 10 = 0.748."""
+    from openai_server import overfit_vlm, serve
+
+    from lego_edit.evaluation.judge import PQ_PROMPT, SC_PROMPT
+
+    sc_text = SC_PROMPT.replace("{instruction}", BRIGHTEN)
+    examples = []
+    for img in scene_images(4, seed=200):
+        out = brightness(img, 0.8)
+        examples += [([img, out], sc_text, JUDGE_SC), ([out], PQ_PROMPT, JUDGE_PQ)]
+    model_dir = tmp_path_factory.mktemp("teacher_judge") / "model"
+    overfit_vlm(examples, model_dir, steps=60)
+    with serve(model_dir) as server:
+        yield server

@@ -33,6 +33,8 @@ from slurm_helpers import (
 # The rules the profiles give cluster settings (set-resources): the GPU rules, train_critic and make_shards.
 PROFILED_RULES = {
     "make_shards",
+    "read_builder_sources",
+    "teacher_workflows",
     "edit_folder_chunk",
     "train_segmentation",
     "train_vlm_brick",
