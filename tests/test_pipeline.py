@@ -182,13 +182,16 @@ def paper_config(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.new("RGB", (32, 24), "white").save(photos / "a.png")
+    (tmp_path / "magicbrush").mkdir()  # a dry run reads no row of the builder sources
     overlay = {
         "data": {
             "shards": {
                 "sources": {
                     f: {"listing": str(listing), "root": str(tmp_path)} for f in ("segmentation", "captioning", "edit")
                 }
-            }
+            },
+            "builder_sources": [{"path": str(tmp_path / "magicbrush"), "preset": "magicbrush"}],
+            "teacher": {"base_url": "http://127.0.0.1:7/v1"},
         },
         "bricks": {"critic": {"openai": {"base_url": "http://127.0.0.1:9/v1"}}},
         "evaluation": {
@@ -230,6 +233,7 @@ def test_paper_config_dry_run_builds_the_full_dag_with_gpu_resources(tmp_path, p
         "train_builder_grpo_gt",
         "train_builder_grpo_critic",
         "edit_eval_chunk",
+        "teacher_workflows",
     ):
         gpus = [j["resources"].get("gpu") for j in jobs if j["rule"] == rule]
         assert gpus, f"{rule} missing from the DAG"
@@ -244,6 +248,12 @@ def test_paper_config_dry_run_builds_the_full_dag_with_gpu_resources(tmp_path, p
         assert {j["resources"]["gpu"] for j in jobs if j["rule"] == rule} == {str(count)}, rule
     # the paper-scale critic is a judge behind an endpoint: its job only records and measures it, on no GPU
     assert [j["resources"]["gpu"] for j in jobs if j["rule"] == "train_critic"] == ["0"]
+    # the Builder learns from the teacher's tables, ADD-PRED from the builder sources' add rows
+    sft = next(j for j in jobs if j["rule"] == "train_builder_sft")
+    assert "results/data/builder/gt.parquet" in sft["input"]
+    assert len([j for j in jobs if j["rule"] == "teacher_workflows"]) == paper["data"]["teacher"]["chunks"]
+    placement = next(j for j in jobs if j["rule"] == "make_shards" and j["wildcards"]["family"] == "placement")
+    assert "results/data/builder_sources/placement.parquet" in placement["input"]
     evalsets = {j["wildcards"].get("evalset") for j in jobs if j["rule"] == "edit_eval_chunk"}
     assert {"gedit", "imgedit"} <= evalsets
     # a benchmark chunk reads the published prompts from the user's checkout: a changed prompt file reruns it

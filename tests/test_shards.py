@@ -360,3 +360,37 @@ def test_listing_file_problems(tmp_path):
     (tmp_path / "l.txt").write_text("image,caption\n")
     with pytest.raises(ValueError, match=r"use \.csv, \.parquet or \.jsonl"):
         list(read_listing("captioning", tmp_path / "l.txt", tmp_path))
+
+
+def test_listing_shards_stream_and_match_the_grouped_writer(tmp_path):
+    """Rows of interleaved splits go straight into one open writer per split: the files and manifest are those the
+    split-by-split writer makes of the same samples, and the listing is read lazily (a bad last line surfaces only
+    after the rows before it were read)."""
+    root = tmp_path / "data"
+    img = _image(3)
+    _write_png(root / "a.png", img)
+    splits = ["train", "val", "train", "test", "train", "val", "train"]
+    rows = [{"key": f"c{i}", "split": s, "image": "a.png", "caption": f"a photo {i}"} for i, s in enumerate(splits)]
+    listing = tmp_path / "l.jsonl"
+    _write_listing(rows, listing)
+    streamed = build_shards(
+        "captioning",
+        ShardConfig(samples_per_shard=2),
+        tmp_path / "s",
+        source={"listing": str(listing), "root": str(root)},
+    )
+    grouped: dict[str, list] = {}
+    for split, key, images, meta in read_listing("captioning", listing, root):
+        grouped.setdefault(split, []).append((key, images, meta))
+    reference = write_shard_set(grouped, "captioning", tmp_path / "g", 2)
+    assert streamed.equals(reference)
+    names = sorted(p.name for p in (tmp_path / "s").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "g").iterdir())
+    for name in names:
+        assert (tmp_path / "s" / name).read_bytes() == (tmp_path / "g" / name).read_bytes(), name
+    with open(listing, "a") as f:
+        f.write("{broken\n")
+    got = read_listing("captioning", listing, root)
+    assert [next(got)[1] for _ in range(len(rows))] == [r["key"] for r in rows]
+    with pytest.raises(ValueError, match=r"line 8: not JSON"):
+        next(got)

@@ -395,6 +395,58 @@ def test_run_batch_gives_each_workflow_what_run_gives_and_batches_each_round():
     assert [r.step for r in out[1].steps] == [1, 2]
 
 
+def test_run_batch_runs_a_repeated_model_call_once():
+    """A group's answers share leading steps on one image: a model brick's call with the same inputs as an earlier
+    call of the batch (this round or an earlier one) is answered with its outputs, and every workflow still gets
+    what it would get alone. Function bricks are not deduplicated (cheaper to run than to hash)."""
+    from lego_edit.bricks.registry import default_registry
+
+    reg = default_registry(plugins=False)
+    runs: list[str] = []
+
+    def res(ctx, image, prompt):
+        runs.append(prompt)
+        mask = np.zeros(image.shape[:2], np.uint8)
+        mask[: len(prompt) % 16, : int(image.mean()) % 16] = 255
+        return {"mask": mask, "image": np.dstack([image, mask])}
+
+    res.batch = lambda ctx, many: [res(ctx, **c) for c in many]
+    reg.bind("RES", res, source="test")
+    other = np.full((16, 16, 3), 30, np.uint8)
+
+    def segment_then_fill(prompt, ratio, first_brighten=False):
+        image = "step1[image]" if first_brighten else "init[image]"
+        steps = [S(1, "BRIGHTNESS", {"image": "init[image]", "ratio": 0.5}, {"image": "step1[image]"})]
+        k = 2 if first_brighten else 1
+        steps = steps if first_brighten else []
+        steps += [
+            S(k, "RES", {"image": image, "prompt": prompt}, {"mask": f"step{k}[mask]"}),
+            S(k + 1, "BRIGHTNESS", {"image": image, "ratio": ratio}, {"image": f"step{k + 1}[image]"}),
+            S(k + 2, "FASTINPAINT", {"image": f"step{k + 1}[image]", "mask": f"step{k}[mask]"},
+              {"image": f"step{k + 2}[image]", "score": f"step{k + 2}[score]"}),
+        ]  # fmt: skip
+        return W(*steps, result=f"[step{k + 2}[image]]")
+
+    wfs = [
+        segment_then_fill("red circle", 0.6),
+        segment_then_fill("red circle", 0.7),
+        segment_then_fill("red circle", 0.6),
+        segment_then_fill("blue square", 0.6),
+        segment_then_fill("red circle", 0.6),
+        segment_then_fill("red circle", 0.8, first_brighten=True),  # BRIGHTNESS 0.5 keeps the image: round 2's RES
+    ]
+    images = [IMAGE, IMAGE, IMAGE, IMAGE, other, IMAGE]
+    ex = Executor(reg)
+    out = ex.run_batch(wfs, images)
+    assert sorted(runs) == ["blue square", "red circle", "red circle"]  # IMAGE and `other` once each
+    assert ex.reused_calls == 3
+    runs.clear()
+    for wf, img, got in zip(wfs, images, out):
+        alone = Executor(reg).run(wf, img)
+        np.testing.assert_array_equal(got.images[0], alone.images[0])
+    assert len(runs) == len(wfs)
+
+
 def test_run_batch_records_invalid_workflows_and_bad_images_without_stopping():
     reg, _ = _counting_registry()
     ex = Executor(reg)

@@ -157,6 +157,39 @@ def _kind(family: str, meta: dict) -> str:
     return meta.get("task") or meta.get("brick") or meta.get("kind") or family
 
 
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("shard", pa.string()),
+        ("sha256", pa.string()),
+        ("split", pa.string()),
+        ("kind", pa.string()),
+    ]
+)
+
+
+def write_listing_shards(
+    samples: Iterable[tuple[str, str, dict, dict]], family: str, out_dir, samples_per_shard: int
+) -> pa.Table:
+    """Shards of a real listing's (split, key, images, meta) samples, each encoded and written as it is read: one
+    writer per split stays open, so a listing of any size streams through in constant memory. The files and the
+    manifest (splits in the order they first appear) are those ``write_shard_set`` writes for the same samples."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writers: dict[str, ShardSetWriter] = {}
+    try:
+        for split, key, images, meta in tqdm(samples, desc=f"{family} listing", mininterval=10, unit=" samples"):
+            if split not in writers:
+                writers[split] = ShardSetWriter(out_dir, family, split, samples_per_shard)
+            writers[split].write(encode_sample(key, images, {**meta, "split": split}), _kind(family, meta))
+    finally:
+        for writer in writers.values():
+            writer.close()
+    table = pa.Table.from_pylist([r for w in writers.values() for r in w.rows], schema=MANIFEST_SCHEMA)
+    write_table(table, out_dir / "manifest.parquet")
+    return table
+
+
 def write_shard_set(
     samples_by_split: dict[str, Iterable[tuple[str, dict, dict]]], family: str, out_dir, samples_per_shard: int
 ) -> pa.Table:
@@ -172,16 +205,7 @@ def write_shard_set(
         finally:
             writer.close()
         rows.extend(writer.rows)
-    schema = pa.schema(
-        [
-            ("key", pa.string()),
-            ("shard", pa.string()),
-            ("sha256", pa.string()),
-            ("split", pa.string()),
-            ("kind", pa.string()),
-        ]
-    )
-    table = pa.Table.from_pylist(rows, schema=schema)
+    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
     write_table(table, out_dir / "manifest.parquet")
     return table
 
@@ -193,10 +217,8 @@ def build_shards(
     if family not in bs.FAMILIES:
         raise ValueError(f"unknown brick family {family!r}; known: {', '.join(bs.FAMILIES)}")
     if source:
-        by_split: dict[str, list] = {}
-        for split, key, images, meta in read_listing(family, source["listing"], source.get("root", ".")):
-            by_split.setdefault(split, []).append((key, images, meta))
-        return write_shard_set(by_split, family, out_dir, cfg.samples_per_shard)
+        samples = read_listing(family, source["listing"], source.get("root", "."))
+        return write_listing_shards(samples, family, out_dir, cfg.samples_per_shard)
     return write_shard_set(
         {s: _family_samples(family, cfg, s, scenes_path, instruction_paths) for s in cfg.splits},
         family,
@@ -216,20 +238,33 @@ LISTING_FIELDS = {  # family -> (image fields, mask fields, required text fields
 }
 
 
-def _read_rows(listing: str | Path) -> list[dict]:
+def _read_rows(listing: str | Path) -> Iterator[dict]:
+    """The listing's rows, read as a stream (a parquet file batch by batch, a text file line by line)."""
     path = Path(listing)
     if not path.is_file():
         raise FileNotFoundError(f"listing {path} does not exist")
+    if path.suffix not in (".parquet", ".jsonl", ".json", ".csv"):
+        raise ValueError(f"listing {path}: use .csv, .parquet or .jsonl")
+    return _stream_rows(path)
+
+
+def _stream_rows(path: Path) -> Iterator[dict]:
     if path.suffix == ".parquet":
-        return pq.read_table(path).to_pylist()
-    if path.suffix in (".jsonl", ".json"):
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if path.suffix == ".csv":
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+            yield from batch.to_pylist()
+    elif path.suffix == ".csv":
         import csv
 
         with open(path, newline="") as f:
-            return list(csv.DictReader(f))
-    raise ValueError(f"listing {path}: use .csv, .parquet or .jsonl")
+            yield from csv.DictReader(f)
+    else:
+        with open(path) as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"listing {path} line {n}: not JSON ({e.msg})") from None
 
 
 EMPTY_OK = {"segmentation": ("text",), "edit": ("prompt",)}  # SOS and MASK-SEG take no text, INPAINT no prompt

@@ -7,6 +7,7 @@ measured apart from brick compute), and turns any brick failure into an Executio
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import threading
 import time
@@ -60,6 +61,7 @@ class Executor:
             registry = default_registry()
         self.registry = registry
         self.ctx = context or BrickContext()
+        self.reused_calls = 0  # model-brick calls that run_batch answered from an identical earlier call
 
     @property
     def limits(self) -> Limits:
@@ -170,10 +172,12 @@ class Executor:
         a round to the same brick go to its ``batch`` implementation in one call where it has one (a model brick
         then runs one forward pass for all of them). Per workflow: its ExecutionResult, or the WorkflowError /
         ExecutionError that stopped it; one failure never stops the others. A brick's batch implementation must
-        give each call the output it would give alone (seeded per call, not per batch)."""
+        give each call the output it would give alone (seeded per call, not per batch); so a model brick's call
+        whose inputs equal an earlier call's in the same batch is answered with that call's outputs, not run."""
         masks = masks if masks is not None else [None] * len(workflows)
         out: list[ExecutionResult | WorkflowError | ExecutionError | None] = [None] * len(workflows)
         state = {}
+        memo: dict[str, object] = {}  # model-brick results of this batch by their inputs' digest
         for i, (wf, img, m) in enumerate(zip(workflows, images, masks)):
             try:
                 values, report = self._start(wf, img, m, None)
@@ -196,26 +200,26 @@ class Executor:
                         out[i] = e
                 if not todo:
                     continue
-                batch = getattr(todo[0][2], "batch", None)
+                # A model brick's output depends only on its inputs (seeded per call), so a call repeating one
+                # already made in this batch (the same leading steps of a group's answers on its one image) is not
+                # run again: it gets the first call's outputs.
+                keys = [_call_key(c[3]) if c[1].spec.backend == "model" else None for c in todo]
+                runs, slots = [], []  # the calls to make; per call, where its result comes from
+                for j, key in enumerate(keys):
+                    if key is not None and key in memo:
+                        slots.append(("memo", key))
+                        continue
+                    if key is not None:
+                        memo[key] = None  # claimed: a repeat in this round takes this run's result
+                    slots.append(("run", len(runs)))
+                    runs.append(todo[j])
                 t0 = time.perf_counter()
-                # A TimeoutError (the caller's time bound on the whole batch) is not a brick failure: it stops
-                # the batch, so that the caller can rerun its workflows one at a time.
-                if batch is not None and len(todo) > 1:
-                    try:
-                        results = batch(self.ctx, [c[3] for c in todo])
-                    except TimeoutError:
-                        raise
-                    except Exception as e:  # the whole call failed: each workflow gets the failure
-                        results = [e] * len(todo)
-                else:
-                    results = []
-                    for _, _, impl, inputs in todo:
-                        try:
-                            results.append(impl(self.ctx, **inputs))
-                        except TimeoutError:
-                            raise
-                        except Exception as e:
-                            results.append(e)
+                ran = self._call_round(runs)
+                for (kind, ref), key in zip(slots, keys):
+                    if kind == "run" and key is not None:
+                        memo[key] = ran[ref]
+                results = [ran[ref] if kind == "run" else memo[ref] for kind, ref in slots]
+                self.reused_calls += len(todo) - len(runs)
                 share = (time.perf_counter() - t0) / len(todo)
                 for (i, plan, _, _), result in zip(todo, results):
                     try:
@@ -235,6 +239,45 @@ class Executor:
                     time.perf_counter() - t_start,
                 )
         return out
+
+    def _call_round(self, todo: list) -> list:
+        """One round's calls to one brick: its ``batch`` implementation in one call where it has one, else each
+        call alone. A failed call gives its exception as its result. A TimeoutError (the caller's time bound on
+        the whole batch) is not a brick failure: it stops the batch, so that the caller can rerun its workflows
+        one at a time."""
+        batch = getattr(todo[0][2], "batch", None) if todo else None
+        if batch is not None and len(todo) > 1:
+            try:
+                return list(batch(self.ctx, [c[3] for c in todo]))
+            except TimeoutError:
+                raise
+            except Exception as e:  # the whole call failed: each workflow gets the failure
+                return [e] * len(todo)
+        results = []
+        for _, _, impl, inputs in todo:
+            try:
+                results.append(impl(self.ctx, **inputs))
+            except TimeoutError:
+                raise
+            except Exception as e:
+                results.append(e)
+        return results
+
+
+def _call_key(inputs: dict) -> str | None:
+    """A digest of a brick call's inputs (arrays by dtype, shape and bytes), or None for a value it cannot hash."""
+    h = hashlib.sha1()
+    for name in sorted(inputs):
+        value = inputs[name]
+        h.update(name.encode() + b"\0")
+        if isinstance(value, np.ndarray):
+            h.update(f"{value.dtype.str}{value.shape}".encode())
+            h.update(np.ascontiguousarray(value).data)
+        elif value is None or isinstance(value, str | int | float | bool):
+            h.update(repr(value).encode())
+        else:
+            return None
+    return h.hexdigest()
 
 
 @contextmanager
