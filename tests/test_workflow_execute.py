@@ -447,6 +447,43 @@ def test_run_batch_runs_a_repeated_model_call_once():
     assert len(runs) == len(wfs)
 
 
+def test_run_batch_never_answers_one_brick_with_anothers_outputs():
+    """SOS and CMI-PRED's caption mode both take just the image: in one round they are different calls."""
+    from lego_edit.bricks.registry import default_registry
+
+    reg = default_registry(plugins=False)
+    runs: list[str] = []
+
+    def sos(ctx, image):
+        runs.append("SOS")
+        mask = np.zeros(image.shape[:2], np.uint8)
+        mask[:4] = 255
+        return {"mask": mask, "image": np.dstack([image, mask])}
+
+    def cmi(ctx, image):
+        runs.append("CMI-PRED")
+        return {"caption": "a grey square"}
+
+    def env(ctx, image, prompt):
+        runs.append("ENV")
+        return {"image": np.full_like(image, len(prompt))}
+
+    for name, fn in (("SOS", sos), ("CMI-PRED", cmi), ("ENV", env)):
+        fn.batch = lambda ctx, many, fn=fn: [fn(ctx, **c) for c in many]
+        reg.bind(name, fn, source="test")
+    cut = W(S(1, "SOS", {"image": "init[image]"}, {"image": "step1[image]"}), result="[step1[image]]")
+    night = W(
+        S(1, "CMI-PRED", {"image": "init[image]"}, {"caption": "step1[caption]"}),
+        S(2, "ENV", {"image": "init[image]", "prompt": "step1[caption]"}, {"image": "step2[image]"}),
+        result="[step2[image]]",
+    )
+    ex = Executor(reg)
+    out = ex.run_batch([cut, night, cut], [IMAGE] * 3)
+    assert sorted(runs) == ["CMI-PRED", "ENV", "SOS"] and ex.reused_calls == 1
+    assert out[0].images[0].shape[2] == 4 and np.all(out[1].images[0] == len("a grey square"))
+    np.testing.assert_array_equal(out[0].images[0], out[2].images[0])
+
+
 def test_run_batch_records_invalid_workflows_and_bad_images_without_stopping():
     reg, _ = _counting_registry()
     ex = Executor(reg)

@@ -203,7 +203,7 @@ class Executor:
                 # A model brick's output depends only on its inputs (seeded per call), so a call repeating one
                 # already made in this batch (the same leading steps of a group's answers on its one image) is not
                 # run again: it gets the first call's outputs.
-                keys = [_call_key(c[3]) if c[1].spec.backend == "model" else None for c in todo]
+                keys = [_call_key(name, c[3]) if c[1].spec.backend == "model" else None for c in todo]
                 runs, slots = [], []  # the calls to make; per call, where its result comes from
                 for j, key in enumerate(keys):
                     if key is not None and key in memo:
@@ -264,9 +264,10 @@ class Executor:
         return results
 
 
-def _call_key(inputs: dict) -> str | None:
-    """A digest of a brick call's inputs (arrays by dtype, shape and bytes), or None for a value it cannot hash."""
-    h = hashlib.sha1()
+def _call_key(brick: str, inputs: dict) -> str | None:
+    """A digest of a brick call: the brick and its inputs (arrays by dtype, shape and bytes); None for an input it
+    cannot hash. The brick is part of it: SOS and CMI-PRED's caption mode both take just the image."""
+    h = hashlib.sha1(brick.encode() + b"\0")
     for name in sorted(inputs):
         value = inputs[name]
         h.update(name.encode() + b"\0")
