@@ -51,8 +51,9 @@ def _read(tmp_path, *sources, max_side=1024):
 def test_csv_listing_with_mapped_columns_and_bad_rows(tmp_path):
     (tmp_path / "a.png").write_bytes(_png(_image((10, 20, 30))))
     (tmp_path / "a_t.png").write_bytes(_png(_image((10, 20, 30), box=(2, 2, 9, 9))))
+    (tmp_path / "b.png").write_bytes(_png(_image((200, 0, 0))))
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    fields = ["source", "edit", "after", "split"]
+    fields = ["source", "edit", "after", "split", "key"]
     listing = tmp_path / "pairs.csv"
     with open(listing, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
@@ -64,18 +65,25 @@ def test_csv_listing_with_mapped_columns_and_bad_rows(tmp_path):
         w.writerow({"source": "a.png", "edit": "make it red", "after": "broken.jpg", "split": ""})
         w.writerow({"source": "a.png", "edit": "make   it\tred", "after": "", "split": "holdout"})
         w.writerow({"source": "a.png", "edit": "make it blue", "after": "", "split": ""})
+        w.writerow({"source": "b.png", "edit": "make it green", "after": "", "split": "", "key": "k7"})
+        w.writerow({"source": "a.png", "edit": "make it pink", "after": "", "split": "", "key": "k7"})
     src = BuilderSource(
-        path=str(listing), root=str(tmp_path), columns={"image": "source", "instruction": "edit", "target": "after"}
+        path=str(listing),
+        root=str(tmp_path),
+        columns={"image": "source", "instruction": "edit", "target": "after", "id": "key"},
     )
     rows, rejected = _read(tmp_path, src)
     assert [(r["id"], r["split"], r["instruction"]) for r in rows] == [
         ("pairs_00000000", "val", "add a white square"),
         ("pairs_00000006", "train", "make it blue"),
+        ("pairs_k7", "train", "make it green"),
     ]
+    # the repeated id is rejected before its images are written: the first k7 row keeps its own image
+    assert np.array_equal(np.asarray(Image.open(rows[2]["image_path"])), _image((200, 0, 0)))
     assert rows[0]["target_path"] and rows[1]["target_path"] is None and rows[0]["mask_path"] is None
     assert np.array_equal(np.asarray(Image.open(rows[0]["image_path"])), _image((10, 20, 30)))
     reasons = {r["row"]: r["reason"] for r in rejected}
-    assert set(reasons) == {2, 3, 4, 5, 6}
+    assert set(reasons) == {2, 3, 4, 5, 6, 9} and "'pairs_k7' repeats" in reasons[9]
     assert "empty instruction" in reasons[2] and "no such file" in reasons[3]
     assert reasons[4].startswith("image:") and "not a readable image" in reasons[4]
     assert reasons[5].startswith("target:") and "'holdout'" in reasons[6]

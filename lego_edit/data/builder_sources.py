@@ -215,17 +215,27 @@ def _safe_id(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", value).strip("_") or "row"
 
 
-def read_row(source: BuilderSource, layout_split, row: dict, index: int, out_dir: Path, max_side: int) -> dict:
-    """One row decoded and written as PNG files; raises BadRow with the reason."""
+def row_id(source: BuilderSource, row: dict, index: int) -> str:
+    """The row's id: its id column(s), else its position, prefixed with the source's label."""
+    id_cols = source.column("id")
+    id_cols = id_cols if isinstance(id_cols, list) else [id_cols]
+    parts = [row.get(c) for c in id_cols]
+    raw_id = "_".join(str(p) for p in parts) if all(not _absent(p) for p in parts) else f"{index:08d}"
+    return f"{source.label}_{_safe_id(raw_id)}"
+
+
+def read_row(
+    source: BuilderSource, layout_split, row: dict, index: int, out_dir: Path, max_side: int, seen: set
+) -> dict:
+    """One row decoded and written as PNG files; raises BadRow with the reason (an id in ``seen`` before any file
+    is written, so a repeated id never replaces the first row's images)."""
     if "__error__" in row:
         raise BadRow(row["__error__"])
     root = Path(source.root)
     col = source.column
-    id_cols = col("id")
-    id_cols = id_cols if isinstance(id_cols, list) else [id_cols]
-    parts = [row.get(c) for c in id_cols]
-    raw_id = "_".join(str(p) for p in parts) if all(not _absent(p) for p in parts) else f"{index:08d}"
-    rid = f"{source.label}_{_safe_id(raw_id)}"
+    rid = row_id(source, row, index)
+    if rid in seen:
+        raise BadRow(f"id {rid!r} repeats an earlier row's")
     instruction = row.get(col("instruction"))
     if _absent(instruction):
         raise BadRow(f"empty instruction (column {col('instruction')!r})")
@@ -278,9 +288,7 @@ def read_builder_sources(
                 break
             count += 1
             try:
-                row = read_row(source, layout_split, raw, index, image_dir, max_side)
-                if row["id"] in seen:
-                    raise BadRow(f"id {row['id']!r} repeats an earlier row's")
+                row = read_row(source, layout_split, raw, index, image_dir, max_side, seen)
             except BadRow as e:
                 rejected.append({"origin": source.label, "row": index + 1, "id": None, "reason": str(e)})
                 continue
