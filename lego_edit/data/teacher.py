@@ -123,23 +123,29 @@ def request_messages(request) -> list[dict]:
     return head + [{"role": "user", "content": parts}]
 
 
+def teacher_backend(cfg: TeacherConfig):
+    from ..builder.backends import OpenAIChatBackend
+
+    return OpenAIChatBackend(
+        cfg.base_url,
+        cfg.model,
+        api_key_env=cfg.api_key_env,
+        timeout=cfg.timeout,
+        max_retries=cfg.max_retries,
+        max_tokens=cfg.max_tokens,
+        temperature=cfg.temperature,
+        concurrency=cfg.concurrency,
+    )
+
+
 def ask_teacher(cfg: TeacherConfig, requests: list, backend=None, journal=None) -> tuple[list, dict]:
     """One answer (text, or a BackendError) per request: from the journal when it holds one, else from the
     endpoint, each journaled the moment it arrives. Returns (answers, {"sent": n, "journaled": n})."""
-    from ..builder.backends import BackendError, OpenAIChatBackend
+    from ..builder.backends import BackendError
     from ..evaluation.judge_cache import JudgeCache, request_key
 
     if backend is None:
-        backend = OpenAIChatBackend(
-            cfg.base_url,
-            cfg.model,
-            api_key_env=cfg.api_key_env,
-            timeout=cfg.timeout,
-            max_retries=cfg.max_retries,
-            max_tokens=cfg.max_tokens,
-            temperature=cfg.temperature,
-            concurrency=cfg.concurrency,
-        )
+        backend = teacher_backend(cfg)
     own_journal = journal is None
     journal = JudgeCache(cfg.journal) if own_journal else journal
     try:
@@ -188,14 +194,29 @@ def teacher_chunk(
     row to ``out_path``. ``judge`` is evaluation.judge (an endpoint scores rows without a target)."""
     from ..bricks.models import bind_model_bricks
     from ..bricks.registry import default_registry
-    from ..builder.generation import answer_from, requests_for
+    from ..evaluation.judge_cache import JudgeCache
     from ..workflow import BrickContext, Executor, Limits
-    from ..workflow.execute import run_bounded
 
     registry = default_registry()
     bind_model_bricks(registry, run_dir)
     executor = Executor(registry, BrickContext(seed=seed, limits=Limits()))
     scorer = _judge_scorer(judge, critic_dir)
+    backend = backend if backend is not None else teacher_backend(cfg)
+    journal = JudgeCache(cfg.journal)  # one client and one journal connection for the whole chunk
+    try:
+        verdicts, stats = _teacher_batches(rows, cfg, registry, executor, scorer, backend, journal, batch_size)
+    finally:
+        journal.close()
+    stats.update(v["status"] for v in verdicts)
+    write_table(pa.Table.from_pylist(verdicts, schema=verdict_schema()), out_path)
+    log.info("teacher chunk: %s", dict(stats))
+    return stats
+
+
+def _teacher_batches(rows, cfg, registry, executor, scorer, backend, journal, batch_size) -> tuple[list, Counter]:
+    from ..builder.generation import answer_from, requests_for
+    from ..workflow.execute import run_bounded
+
     verdicts, stats = [], Counter()
     for start in range(0, len(rows), batch_size * cfg.concurrency):
         batch = rows[start : start + batch_size * cfg.concurrency]
@@ -203,7 +224,7 @@ def teacher_chunk(
         masks = [load_mask(r["mask_path"]) if cfg.with_masks and r["mask_path"] else None for r in batch]
         has_masks = [m is not None for m in masks]
         requests = requests_for(images, [r["instruction"] for r in batch], registry, cfg.prompt_style, has_masks)
-        answers, sent = ask_teacher(cfg, requests, backend)
+        answers, sent = ask_teacher(cfg, requests, backend, journal)
         stats.update(sent)
         pending = []  # (index in batch, workflow) of the valid answers
         for i, (row, result) in enumerate(zip(batch, answers)):
@@ -246,10 +267,7 @@ def teacher_chunk(
                     judged.append((i, base, result.images[0]))
             verdicts.extend(_judged(scorer, judged, images, cfg.min_judge_score))
         log.info("teacher: %d/%d rows", min(start + len(batch), len(rows)), len(rows))
-    stats.update(v["status"] for v in verdicts)
-    write_table(pa.Table.from_pylist(verdicts, schema=verdict_schema()), out_path)
-    log.info("teacher chunk: %s", dict(stats))
-    return stats
+    return verdicts, stats
 
 
 def _judge_scorer(judge: dict | None, critic_dir):

@@ -177,7 +177,7 @@ class Executor:
         masks = masks if masks is not None else [None] * len(workflows)
         out: list[ExecutionResult | WorkflowError | ExecutionError | None] = [None] * len(workflows)
         state = {}
-        memo: dict[str, object] = {}  # model-brick results of this batch by their inputs' digest
+        memo: dict[str, object] = {}  # model-brick results of this batch by the digest of brick and inputs
         for i, (wf, img, m) in enumerate(zip(workflows, images, masks)):
             try:
                 values, report = self._start(wf, img, m, None)
