@@ -15,7 +15,7 @@ from lego_edit.training.edit_bricks import BalancedSampler
 TEXTS = ["RCM: blue", "POSE: make the red triangle point left", "FILL: red circle", "INPAINT: "]
 
 
-def tiny(prediction="residual", box_coords=True) -> UNetInpainter:
+def tiny(prediction="residual", box_coords=True, erase_under_mask=()) -> UNetInpainter:
     cfg = EditModelConfig(
         crop_size=16,
         text=TextEncoderConfig(
@@ -25,6 +25,7 @@ def tiny(prediction="residual", box_coords=True) -> UNetInpainter:
         sampling_steps=2,
         prediction=prediction,
         box_coords=box_coords,
+        erase_under_mask=list(erase_under_mask),
     )
     torch.manual_seed(0)
     return UNetInpainter.build(cfg, TEXTS)
@@ -80,6 +81,28 @@ def test_every_parameterisation_trains_and_lowers_its_loss(prediction):
         model.training_loss(data, idx, gen).backward()
         opt.step()
     assert model.training_loss(data, idx, torch.Generator().manual_seed(1)).item() < first / 2
+
+
+def test_fill_never_sees_what_its_mask_covers():
+    """FILL replacing an object must not copy the old object: what lies inside its mask is filled from the
+    surroundings before the model sees it, in training and in editing; other bricks see their source as it is."""
+    model = tiny("residual", erase_under_mask=["FILL"])
+    image, mask = scene()
+    other = image.copy()
+    other[mask > 0] = (255, 0, 255)  # a different object under the same mask
+    sources = [model.model_source("FILL", x, mask) for x in (image, other)]
+    assert np.array_equal(sources[0], sources[1])
+    assert np.array_equal(model.model_source("RCM", other, mask), other)
+    target = image.copy()
+    data = model.training_data(
+        [{"brick": "FILL", "prompt": "red circle", "source": x, "mask": mask, "target": target} for x in (image, other)]
+    )
+    assert torch.equal(data["source"][0], data["source"][1])
+    torch.nn.init.zeros_(model.unet.conv_out.weight)  # a residual of zero returns the model's source
+    torch.nn.init.zeros_(model.unet.conv_out.bias)
+    outs = model.edit("FILL", [image, other], [mask, mask], ["red circle"] * 2, seeds=[1, 1])
+    assert np.abs(outs[0].astype(int) - outs[1].astype(int)).max() <= 1
+    assert np.array_equal(outs[1][mask == 0], other[mask == 0])
 
 
 def test_an_item_edited_in_a_batch_gets_what_it_gets_alone():

@@ -3,8 +3,10 @@ prompt's group becomes the GT answer, tokenised and ended like a sampled one; ev
 
 from __future__ import annotations
 
+import torch
+
 from lego_edit.models.tokenizer import IM_END, train_tokenizer
-from lego_edit.training.guided_grpo import guided
+from lego_edit.training.guided_grpo import guided, negatives_weighted
 
 TOK = train_tokenizer(["remove the dog", '{"pipeline":[]}', "<think>remove</think>"], vocab_size=300, min_frequency=1)
 
@@ -40,3 +42,19 @@ def test_the_first_sample_of_each_group_with_a_guide_is_the_gt_answer():
 def test_evaluation_batches_are_not_guided():
     completions, _ = guided(Sampler)(training=False)._generate_and_score_completions(batch())
     assert completions == [[1, 2, 3]] * 4
+
+
+class Scorer:
+    """GRPOTrainer's scoring step with fixed advantages."""
+
+    def _generate_and_score_completions(self, inputs):
+        return {"advantages": torch.tensor([1.5, -0.5, -1.0, 0.0])}
+
+
+def test_negative_advantages_are_weighted_and_positive_ones_kept():
+    out = negatives_weighted(Scorer, 0.2)()._generate_and_score_completions([])
+    assert torch.allclose(out["advantages"], torch.tensor([1.5, -0.1, -0.2, 0.0]))
+    assert torch.equal(
+        negatives_weighted(Scorer, 0.0)()._generate_and_score_completions([])["advantages"],
+        torch.tensor([1.5, 0.0, 0.0, 0.0]),
+    )

@@ -210,14 +210,19 @@ def fill_difficulty(image: np.ndarray, mask: np.ndarray) -> float:
     return float(np.clip(max(area / 0.4, texture / 64.0), 0.0, 1.0))
 
 
-def fastinpaint(ctx, image, mask) -> dict:
-    m = as_mask(mask)
-    _same_size(image, m, "image and mask")
+def classical_fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The image (RGB) with the mask, grown by ~1% of the image side, filled from its surroundings (Telea)."""
+    m = (np.asarray(mask) > 0).astype(np.uint8)
     rgb = np.ascontiguousarray(image[:, :, :3])
     radius = max(1, round(max(rgb.shape[:2]) / 100))
     hole = cv2.dilate(m, np.ones((3, 3), np.uint8), iterations=radius)
-    filled = cv2.inpaint(rgb, hole, 3, cv2.INPAINT_TELEA)
-    return {"image": filled, "score": fill_difficulty(rgb, m)}
+    return cv2.inpaint(rgb, hole, 3, cv2.INPAINT_TELEA)
+
+
+def fastinpaint(ctx, image, mask) -> dict:
+    m = as_mask(mask)
+    _same_size(image, m, "image and mask")
+    return {"image": classical_fill(image, m), "score": fill_difficulty(image[:, :, :3], m)}
 
 
 def side_extensions(

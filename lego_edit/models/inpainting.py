@@ -19,7 +19,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, UNet2DConditionModel
 from peft import LoraConfig
 from torch import nn
 
-from ..bricks.functions import mask_bbox
+from ..bricks.functions import classical_fill, mask_bbox
 from ..bricks.models import PREIMAGE_BRICKS, start_strength
 from .conditional_unet import UNetConfig, build_unet, coord_channels
 from .text_encoder import PromptEncoder, TextEncoderConfig
@@ -62,6 +62,14 @@ class EditModelConfig:
         metadata={
             "help": "Two more input channels: each pixel's place inside the mask's bounding box, -1..1 across it (a "
             "shape drawn into a box, a pattern laid on an object, follow the box, not the image)."
+        },
+    )
+    erase_under_mask: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Bricks whose source the model never sees inside the mask: it is filled from the mask's "
+            "surroundings first (FASTINPAINT's Telea fill), in training and in editing. FILL replacing an object "
+            "otherwise keeps the old object's colour and pattern (a residual of zero keeps the source)."
         },
     )
 
@@ -157,6 +165,12 @@ class UNetInpainter(nn.Module):
         s = sigma.view(-1, 1, 1, 1)  # x_t = (1 - s) x0 + s noise  =>  v = noise - x0 = (x_t - x0) / s
         return (noisy - x0) / s.clamp_min(1e-4)
 
+    def model_source(self, brick: str, source: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        """The source the UNet is given: for a brick in ``erase_under_mask``, the mask filled from its surroundings."""
+        if brick not in self.cfg.erase_under_mask or mask is None or not (mask > 0).any():
+            return source
+        return classical_fill(source, mask)
+
     def _coords(self, mask: np.ndarray, x: int, y: int) -> torch.Tensor:
         c, ref = self.cfg.crop_size, self.cfg.reference_size
         planes = coord_channels(c, c, x, y, ref, ref)
@@ -168,7 +182,7 @@ class UNetInpainter(nn.Module):
         src, tgt, msk, crd, texts, bricks, starts = [], [], [], [], [], [], []
         for s in samples:
             pre = s["preimage"] if s["brick"] in PREIMAGE_BRICKS and s.get("preimage") is not None else None
-            source = s["source"] if pre is None else pre
+            source = self.model_source(s["brick"], s["source"], s["mask"]) if pre is None else pre
             start = start_strength(s["brick"], pre, s.get("score")) or 1.0
             mask = s["mask"]
             if mask.shape[0] < c or mask.shape[1] < c:
@@ -266,7 +280,11 @@ class UNetInpainter(nn.Module):
             ph, pw = max(0, c - H), max(0, c - W)
             pad.append((H, W))
             m = np.full((H, W), 255, np.uint8) if masks[i] is None else masks[i]
-            src = images[i] if preimages is None or preimages[i] is None else preimages[i]
+            src = (
+                self.model_source(brick, images[i], masks[i])
+                if preimages is None or preimages[i] is None
+                else preimages[i]
+            )
             padded.append(
                 tuple(
                     np.pad(a, ((0, ph), (0, pw)) + ((0, 0),) * (a.ndim - 2), mode="edge")

@@ -88,6 +88,13 @@ class GRPOSettings:
             "edit success (elsewhere the bricks' failure, not the answer, decides the score)."
         },
     )
+    negative_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Multiplies negative advantages (1: plain GRPO; 0: only samples better than their group's mean "
+            "are reinforced). Below 1 a higher lr stays safe for the answer's structure."
+        },
+    )
     prompt_filter: str = field(
         default="all",
         metadata={
@@ -114,6 +121,8 @@ class GRPOSettings:
             )
         if self.prompt_filter not in ("all", "missed"):
             raise ValueError(f"prompt_filter must be all or missed, got {self.prompt_filter!r}")
+        if not 0 <= self.negative_weight <= 1:
+            raise ValueError(f"negative_weight must be in [0, 1], got {self.negative_weight}")
         if not 0 <= self.solved_share <= 1:
             raise ValueError(f"solved_share must be in [0, 1], got {self.solved_share}")
 
@@ -329,6 +338,10 @@ def run_grpo(cfg: BuilderConfig) -> dict:
         from .guided_grpo import guided
 
         trainer_cls = guided(trainer_cls)
+    if g.negative_weight != 1.0:
+        from .guided_grpo import negatives_weighted
+
+        trainer_cls = negatives_weighted(trainer_cls, g.negative_weight)
     trainer = trainer_cls(
         model=model,
         reward_funcs=rewards,
