@@ -3,9 +3,11 @@ prompt's group becomes the GT answer, tokenised and ended like a sampled one; ev
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lego_edit.models.tokenizer import IM_END, train_tokenizer
+from lego_edit.training.builder import GRPOSettings
 from lego_edit.training.guided_grpo import guided, negatives_weighted
 
 TOK = train_tokenizer(["remove the dog", '{"pipeline":[]}', "<think>remove</think>"], vocab_size=300, min_frequency=1)
@@ -58,3 +60,9 @@ def test_negative_advantages_are_weighted_and_positive_ones_kept():
         negatives_weighted(Scorer, 0.0)()._generate_and_score_completions([])["advantages"],
         torch.tensor([1.5, 0.0, 0.0, 0.0]),
     )
+
+
+def test_stage_settings_reject_a_negative_weight_outside_0_1():
+    assert GRPOSettings(negative_weight=0.0).negative_weight == 0.0
+    with pytest.raises(ValueError, match="negative_weight"):
+        GRPOSettings(negative_weight=1.5)
