@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lego_edit.models.tokenizer import IM_END, train_tokenizer
-from lego_edit.training.builder import GRPOSettings
+from lego_edit.training.grpo_settings import GRPOSettings
 from lego_edit.training.guided_grpo import guided, negatives_weighted
 
 TOK = train_tokenizer(["remove the dog", '{"pipeline":[]}', "<think>remove</think>"], vocab_size=300, min_frequency=1)

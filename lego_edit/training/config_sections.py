@@ -14,7 +14,7 @@ from ..models.flux_fill import FluxFillConfig
 from ..models.inpainting import EditModelConfig
 from ..models.segmentation import SegmentationConfig
 from ..models.vlm import VLMConfig
-from .builder import GRPOSettings
+from .grpo_settings import GRPOSettings
 from .loop import LoopConfig
 from .vlm_sft import LoraSettings, SFTSettings
 
