@@ -165,8 +165,11 @@ def get_critic_sample_inputs(wildcards):
         "instructions": "results/data/instructions/gt.parquet",
         "scenes": "results/data/scenes.parquet",
     }
-    if config["bricks"]["critic"]["executed"]["builder_answers"] > 0:
+    executed = config["bricks"]["critic"]["executed"]
+    if executed["builder_answers"] > 0:
         inputs["builder"] = "results/builder/sft"
+        if executed["open_train_instructions"] + executed["open_val_instructions"] > 0:
+            inputs["open_instructions"] = "results/data/instructions/open.parquet"
     return inputs
 
 

@@ -83,3 +83,27 @@ def test_a_one_object_scene_has_no_wrong_object():
     rng = np.random.default_rng(0)
     inst = make_instruction(one, "remove", rng, "gt")
     assert perturb(inst.workflow, one, "wrong_object", rng) is None
+
+
+def test_open_instructions_join_the_executed_rows_only_with_a_builder(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lego_edit.training.critic_samples import CriticSamplesConfig, _variants, executed_rows
+
+    def table(name, prefix, workflow):
+        rows = [{"id": f"{prefix}_{i:06d}_0", "split": "train", "workflow": workflow} for i in range(10)]
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / name)
+        return str(tmp_path / name)
+
+    gt_table, open_table = table("gt.parquet", "gt", '{"pipeline": []}'), table("open.parquet", "open", None)
+    cfg = CriticSamplesConfig(
+        instructions=gt_table, open_instructions=open_table, train_instructions=4, open_train_instructions=3
+    )
+    assert [r["id"][:2] for r in executed_rows(cfg, "train")] == ["gt"] * 4  # no Builder: nothing to execute
+    cfg.builder = "results/builder/sft"
+    rows = executed_rows(cfg, "train")
+    assert [r["id"][:2] for r in rows] == ["gt"] * 4 + ["op"] * 3
+    assert rows == executed_rows(cfg, "train")  # a seeded draw
+    assert _variants(rows[-1], SCENE, cfg, np.random.default_rng(0)) == []  # no GT workflow to perturb
+    assert executed_rows(cfg, "val") == []

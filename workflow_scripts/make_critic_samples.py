@@ -17,6 +17,7 @@ with logging_to(sm.log[0]):
             {
                 **sm.params.section,
                 "instructions": sm.input.instructions,
+                "open_instructions": sm.input.get("open_instructions", ""),
                 "scenes": sm.input.scenes,
                 "builder": sm.input.get("builder", ""),
                 "run_dir": str(Path(sm.input.edit_base).parents[1]),

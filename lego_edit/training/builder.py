@@ -246,7 +246,7 @@ def run_grpo(cfg: BuilderConfig) -> dict:
     if g.guidance and cfg.stage == "grpo_gt":
         from .guided_grpo import guided
 
-        trainer_cls = guided(trainer_cls)
+        trainer_cls = guided(trainer_cls, negative_credit=g.negative_credit)
     if g.negative_weight != 1.0:
         from .guided_grpo import negatives_weighted
 

@@ -83,6 +83,14 @@ class ExecutedSamplesSection:
         metadata={"help": "Training-split GT instructions executed (0: none; the critic learns from clean renders)."},
     )
     val_instructions: int = field(default=100, metadata={"help": "Validation-split instructions (held-out figure)."})
+    open_train_instructions: int = field(
+        default=0,
+        metadata={
+            "help": "Training-split open-domain instructions whose stage-1 Builder answers are executed and scored "
+            "against their GT targets: the outputs stage 3 asks the critic to judge (needs builder_answers > 0)."
+        },
+    )
+    open_val_instructions: int = field(default=0, metadata={"help": "Validation-split open-domain instructions."})
     variants: int = field(default=2, metadata={"help": "Perturbed workflows per instruction besides the GT one."})
     builder_answers: int = field(
         default=2,

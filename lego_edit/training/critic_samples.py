@@ -64,12 +64,19 @@ WORD_KINDS = [
 @dataclass
 class CriticSamplesConfig:
     instructions: str = field(default="", metadata={"help": "The GT instruction table."})
+    open_instructions: str = field(
+        default="", metadata={"help": "The open-domain instruction table (GT targets, no GT workflow)."}
+    )
     scenes: str = field(default="", metadata={"help": "The scene table (for other objects' expressions)."})
     run_dir: str = field(default="results", metadata={"help": "Pipeline results folder with the trained bricks."})
     output_dir: str = ""
     seed: int = 0
     train_instructions: int = field(default=600, metadata={"help": "Training-split instructions executed."})
     val_instructions: int = field(default=100, metadata={"help": "Validation-split instructions (held-out figure)."})
+    open_train_instructions: int = field(
+        default=0, metadata={"help": "Training-split open instructions whose Builder answers are executed."}
+    )
+    open_val_instructions: int = field(default=0, metadata={"help": "Validation-split open instructions."})
     variants: int = field(default=2, metadata={"help": "Perturbed workflows per instruction (besides the GT one)."})
     batch_size: int = field(default=64, metadata={"help": "Workflows executed together (one model pass per brick)."})
     builder: str = field(default="", metadata={"help": "A Builder whose own answers are executed too (empty: none)."})
@@ -156,6 +163,8 @@ def perturb(workflow: dict, scene: Scene, kind: str, rng) -> dict | None:
 
 
 def _variants(row: dict, scene: Scene, cfg: CriticSamplesConfig, rng) -> list[tuple[str, dict]]:
+    if not row["workflow"]:
+        return []  # an open instruction: only the Builder's answers are executed
     gt = json.loads(row["workflow"])
     out = [("gt_workflow", gt)]
     for kind in rng.permutation(PERTURBATIONS):
@@ -230,6 +239,22 @@ def executed_samples(rows: list[dict], cfg: CriticSamplesConfig, executor: Execu
         log.info("%s: executed %d/%d workflows", split, min(start + cfg.batch_size, len(jobs)), len(jobs))
 
 
+def executed_rows(cfg: CriticSamplesConfig, split: str) -> list[dict]:
+    """The instructions of ``split`` whose workflows are executed: a seeded draw of GT instructions (their GT,
+    perturbed and Builder workflows) and, with a Builder, of open ones (its answers only: the outputs stage 3 asks
+    the critic to score)."""
+    n, n_open = (
+        (cfg.train_instructions, cfg.open_train_instructions)
+        if split == "train"
+        else (cfg.val_instructions, cfg.open_val_instructions)
+    )
+    with_gt = [r for r in load_instructions(cfg.instructions, split) if r["workflow"]]
+    rows = select_rows(with_gt, n, cfg.seed) if n > 0 else []
+    if n_open > 0 and cfg.open_instructions and cfg.builder and cfg.builder_answers > 0:
+        rows += select_rows(load_instructions(cfg.open_instructions, split), n_open, cfg.seed)
+    return rows
+
+
 def main(cfg: CriticSamplesConfig) -> dict:
     from ..bricks.models import bind_model_bricks
     from ..bricks.registry import default_registry
@@ -237,12 +262,11 @@ def main(cfg: CriticSamplesConfig) -> dict:
     registry = default_registry()
     bind_model_bricks(registry, cfg.run_dir)
     executor = Executor(registry, BrickContext(seed=cfg.seed))
-    splits = {"train": cfg.train_instructions, "val": cfg.val_instructions}
     by_split = {}
-    for split, n in splits.items():
-        if n > 0:
-            with_gt = [r for r in load_instructions(cfg.instructions, split) if r["workflow"]]
-            by_split[split] = executed_samples(select_rows(with_gt, n, cfg.seed), cfg, executor, split)
+    for split in ("train", "val"):
+        rows = executed_rows(cfg, split)
+        if rows:
+            by_split[split] = executed_samples(rows, cfg, executor, split)
     table = write_shard_set(by_split, "critic_executed", cfg.output_dir, cfg.samples_per_shard)
     kinds = table.column("kind").to_pylist()
     metrics = {"samples": table.num_rows, **{f"samples/{k}": kinds.count(k) for k in sorted(set(kinds))}}

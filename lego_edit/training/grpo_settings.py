@@ -67,6 +67,13 @@ class GRPOSettings:
             "are reinforced). Below 1 a higher lr stays safe for the answer's structure."
         },
     )
+    negative_credit: str = field(
+        default="sequence",
+        metadata={
+            "help": "Stage 2 with guidance: sequence (a sample's advantage on all its tokens, GRPO) or divergence (a "
+            "negative advantage only up to the sample's first token that departs from the GT answer)."
+        },
+    )
     prompt_filter: str = field(
         default="all",
         metadata={
@@ -93,6 +100,8 @@ class GRPOSettings:
             )
         if self.prompt_filter not in ("all", "missed"):
             raise ValueError(f"prompt_filter must be all or missed, got {self.prompt_filter!r}")
+        if self.negative_credit not in ("sequence", "divergence"):
+            raise ValueError(f"negative_credit must be sequence or divergence, got {self.negative_credit!r}")
         if not 0 <= self.negative_weight <= 1:
             raise ValueError(f"negative_weight must be in [0, 1], got {self.negative_weight}")
         if not 0 <= self.solved_share <= 1:

@@ -12,17 +12,31 @@ the GT's tokens treated as if sampled (no importance correction: the ratio is 1 
 from __future__ import annotations
 
 
-def guided(trainer_cls: type, column: str = "guide") -> type:
+def guided(trainer_cls: type, column: str = "guide", negative_credit: str = "sequence") -> type:
     """``trainer_cls`` (TRL's GRPOTrainer or a subclass) where the first sample of each prompt's group in a training
-    batch is the dataset's ``column`` text (the GT completion), tokenised and ended like a sampled answer."""
+    batch is the dataset's ``column`` text (the GT completion), tokenised and ended like a sampled answer.
+
+    ``negative_credit``: ``sequence`` gives a sample's advantage to all its tokens (GRPO); ``divergence`` gives a
+    negative advantage only to the tokens up to and including the first one where the sample leaves the GT answer.
+    A wrong workflow shares its JSON with the right one; after its first wrong token every later token is written
+    in a wrong context, and pushing those down teaches nothing about the error while it wears away the structure
+    the right answers share (at lr 1e-3 valid output fell 0.97 -> 0.84 under sequence credit)."""
+    if negative_credit not in ("sequence", "divergence"):
+        raise ValueError(f"negative_credit must be sequence or divergence, got {negative_credit!r}")
 
     class Guided(trainer_cls):
         def _generate_and_score_completions(self, inputs):
             self._guides = [x.get(column) for x in inputs] if self.model.training else None
+            self._row_guides = None
             try:
-                return super()._generate_and_score_completions(inputs)
+                out = super()._generate_and_score_completions(inputs)
             finally:
                 self._guides = None
+            if negative_credit == "divergence" and self._row_guides is not None:
+                out["advantages"] = divergence_advantages(
+                    out["advantages"], out["completion_ids"], out["completion_mask"], self._row_guides
+                )
+            return out
 
         def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
             completion_ids, logprobs = super()._generate_single_turn(
@@ -31,22 +45,40 @@ def guided(trainer_cls: type, column: str = "guide") -> type:
             guides = getattr(self, "_guides", None)
             if not guides or len(guides) != len(completion_ids):
                 return completion_ids, logprobs
-            seen: set = set()
+            guide_ids: dict = {}
             completion_ids = list(completion_ids)
             for i, guide in enumerate(guides):
                 key = (guide, tuple(prompt_ids[i]))
-                if not guide or key in seen:
+                if not guide or key in guide_ids:
                     continue
-                seen.add(key)  # the first copy of each prompt in the batch carries the GT answer
-                ids = self._tokenizer(guide, add_special_tokens=False)["input_ids"]
-                completion_ids[i] = ids + [self.eos_token_ids[0]]
+                # the first copy of each prompt in the batch carries the GT answer
+                ids = self._tokenizer(guide, add_special_tokens=False)["input_ids"] + [self.eos_token_ids[0]]
+                guide_ids[key] = ids
+                completion_ids[i] = ids
                 if logprobs is not None:
-                    logprobs[i] = [0.0] * len(completion_ids[i])
+                    logprobs[i] = [0.0] * len(ids)
+            self._row_guides = [guide_ids.get((g, tuple(p))) for g, p in zip(guides, prompt_ids)]
             return completion_ids, logprobs
 
     Guided.__name__ = f"Guided{trainer_cls.__name__}"
     Guided.__qualname__ = Guided.__name__
     return Guided
+
+
+def divergence_advantages(advantages, completion_ids, completion_mask, row_guides: list):
+    """Per-token advantages (B, T): a row with a negative advantage and a known GT answer keeps it on its tokens up
+    to and including its first departure from that answer, 0 after; every other row keeps it on every token."""
+    per_token = advantages.unsqueeze(1).expand_as(completion_ids).clone()
+    lengths = completion_mask.sum(1).tolist()
+    for i, guide in enumerate(row_guides):
+        if guide is None or advantages[i] >= 0:
+            continue
+        sample = completion_ids[i, : int(lengths[i])].tolist()
+        if sample == guide:
+            continue
+        first_wrong = next((t for t, (a, b) in enumerate(zip(sample, guide)) if a != b), min(len(sample), len(guide)))
+        per_token[i, first_wrong + 1 :] = 0.0
+    return per_token
 
 
 def negatives_weighted(trainer_cls: type, weight: float) -> type:
