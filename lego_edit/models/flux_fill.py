@@ -29,260 +29,50 @@ Set ``diptych=False`` to run every brick as masked fill.
 Outside the brick's mask the output is the input, exactly (the Fill model regenerates the whole canvas through
 the VAE; the result is resized back and pasted inside the mask only). ``pretrained=None`` builds every component
 tiny from config with tokenizers trained on the given texts: the same code path, for tests and CPU checks.
+
+This module holds the editor's sampling and training; its config is in ``flux_fill_config.py``, the prompts and
+canvases in ``flux_fill_inputs.py``, the LoRA adapters and persistence in ``flux_fill_weights.py`` (a mixin), and
+their names are re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import re
-import warnings
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from diffusers import FluxFillPipeline, FluxTransformer2DModel
+from diffusers import FluxFillPipeline
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
-from peft import LoraConfig
-from peft.utils import get_peft_model_state_dict
-from PIL import Image
 from torch import nn
 
-from .flux_tiny import TinyFluxConfig, tiny_pipeline
-
-EDIT_BRICKS = ("FILL", "RCM", "INPAINT", "CBG", "STYLE", "ENV", "POSE")
-DIPTYCH_PREFIX = "A diptych with two side-by-side images of the same scene. "
-DIPTYCH_RIGHT = "On the right, the scene is exactly the same as on the left but "
-LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
-CONFIG_NAME = "edit_model.json"  # as the unet backend: {"backend": ..., **config}; bricks.models dispatches on it
-
-# ICEdit's LoRA targets (from OminiControl): every projection that touches the image tokens: the input embedder,
-# the double blocks' norm1, attention and feed-forward output, the single blocks' norm, attention and MLP.
-ICEDIT_LORA_TARGETS = (
-    r"(.*x_embedder|.*(?<!single_)transformer_blocks\.[0-9]+\.norm1\.linear"
-    r"|.*(?<!single_)transformer_blocks\.[0-9]+\.attn\.to_k|.*(?<!single_)transformer_blocks\.[0-9]+\.attn\.to_q"
-    r"|.*(?<!single_)transformer_blocks\.[0-9]+\.attn\.to_v|.*(?<!single_)transformer_blocks\.[0-9]+\.attn\.to_out\.0"
-    r"|.*(?<!single_)transformer_blocks\.[0-9]+\.ff\.net\.2|.*single_transformer_blocks\.[0-9]+\.norm\.linear"
-    r"|.*single_transformer_blocks\.[0-9]+\.proj_mlp|.*single_transformer_blocks\.[0-9]+\.proj_out"
-    r"|.*single_transformer_blocks\.[0-9]+\.attn\.to_k|.*single_transformer_blocks\.[0-9]+\.attn\.to_q"
-    r"|.*single_transformer_blocks\.[0-9]+\.attn\.to_v|.*single_transformer_blocks\.[0-9]+\.attn\.to_out)"
+from .flux_fill_config import (  # noqa: F401 - also re-exported: this module was their import path
+    DTYPES,
+    EDIT_BRICKS,
+    ICEDIT_LORA_TARGETS,
+    FluxFillConfig,
 )
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class FluxFillConfig:
-    pretrained: str | None = field(
-        default=None,
-        metadata={
-            "help": "Hub id or local folder of a FluxFillPipeline, e.g. black-forest-labs/FLUX.1-Fill-dev; "
-            "None: build tiny components from `tiny` (tests and CPU checks)."
-        },
-    )
-    resolution: int = field(
-        default=768,
-        metadata={
-            "help": "Working size: each image is resized to about resolution^2 pixels, aspect kept (one diptych half, "
-            "or the whole masked-fill canvas). 768 as the published release, 512 as ICEdit."
-        },
-    )
-    num_inference_steps: int = field(default=25, metadata={"help": "Euler steps (25 as the published release)."})
-    guidance_scale: float = field(
-        default=50.0,
-        metadata={"help": "Fill-dev's distilled guidance for diptych bricks (50 as ICEdit and the published release)."},
-    )
-    fill_guidance_scale: float = field(
-        default=30.0,
-        metadata={
-            "help": "Guidance for masked-fill bricks (30 as the published FILL and INPAINT, Fill-dev's default)."
-        },
-    )
-    diptych: bool = field(
-        default=True,
-        metadata={"help": "Run the bricks in diptych_bricks as ICEdit diptychs; False: masked fill for every brick."},
-    )
-    diptych_bricks: list[str] = field(
-        default_factory=lambda: ["RCM", "STYLE", "ENV", "POSE"],
-        metadata={"help": "Bricks edited as diptychs (the others as masked fill)."},
-    )
-    mask_dilation: float = field(
-        default=0.03,
-        metadata={
-            "help": "Grow the mask the model sees by this share of the working width (the release grows RCM's by "
-            "35 px at 768 and INPAINT's by 25 px); the paste-back still uses the brick's own mask."
-        },
-    )
-    max_sequence_length: int = field(default=512, metadata={"help": "T5 tokens per prompt (at most 512)."})
-    dtype: str = field(default="bfloat16", metadata={"help": "Weights dtype: float32, bfloat16 or float16."})
-    lora_rank: int = field(default=32, metadata={"help": "Default LoRA rank (ICEdit: 32)."})
-    lora_alpha: int | None = field(default=32, metadata={"help": "Default LoRA alpha (ICEdit: 32; None: = rank)."})
-    lora_target_modules: str = field(
-        default=ICEDIT_LORA_TARGETS,
-        metadata={"help": "peft target_modules regex (ICEdit's: attention, norm and feed-forward projections)."},
-    )
-    outside_weight: float = field(
-        default=1.0,
-        metadata={"help": "Loss weight of latent tokens outside the model's mask (1: the plain Fill loss)."},
-    )
-    gradient_checkpointing: bool = field(default=True, metadata={"help": "Checkpoint transformer blocks in training."})
-    tiny: TinyFluxConfig = field(default_factory=TinyFluxConfig)
-
-    def __post_init__(self):
-        if isinstance(self.tiny, dict):
-            self.tiny = TinyFluxConfig(**self.tiny)
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
-        if not 1 <= self.max_sequence_length <= 512:
-            raise ValueError(f"max_sequence_length must be in [1, 512], got {self.max_sequence_length}")
-        if self.resolution < 1 or self.num_inference_steps < 1:
-            raise ValueError("resolution and num_inference_steps must be positive")
-        unknown = set(self.diptych_bricks) - set(EDIT_BRICKS)
-        if unknown:
-            raise ValueError(f"diptych_bricks has unknown bricks {sorted(unknown)}")
-
-
-# --- prompts ---------------------------------------------------------------------------------------------------
-_VERBS = {
-    "make",
-    "change",
-    "turn",
-    "replace",
-    "recolor",
-    "recolour",
-    "paint",
-    "add",
-    "remove",
-    "convert",
-    "give",
-    "set",
-    "rotate",
-    "let",
-    "put",
-    "erase",
-    "swap",
-    "transform",
-    "render",
-    "point",
-}
-_BACKGROUND_LEAD = re.compile(
-    r"^(?:please\s+)?(?:change|replace|make|turn|set|switch)\s+the\s+background\s+"
-    r"(?:to|into|with|as)\s+",
-    re.I,
+from .flux_fill_inputs import (  # noqa: F401 - also re-exported: this module was their import path
+    DIPTYCH_PREFIX,
+    DIPTYCH_RIGHT,
+    Layout,
+    _dilate,
+    _reference_half,
+    _resize_mask,
+    _resize_rgb,
+    description,
+    flux_prompt,
+    instruction,
 )
-
-
-def _clean(text: str | None) -> str:
-    return " ".join((text or "").split()).rstrip(".")
-
-
-def instruction(brick: str, prompt: str = "", style: str | None = None) -> str:
-    """The edit as an instruction clause for the diptych prompt ('make it night', 'the object is now blue')."""
-    p, style = _clean(prompt), _clean(style)
-    if brick == "STYLE":
-        return f"rendered in {style}" if style else (p if p else "restyled")
-    if p and p.split()[0].lower() in _VERBS:
-        return p
-    if brick == "RCM":
-        return f"the object is now {p}" if p else "the object has another colour"
-    if brick == "INPAINT":
-        return f"with the {p} removed" if p else "with the object removed"
-    if brick == "CBG":
-        return f"with {p} as the background" if p else "with another background"
-    return f"with {p}" if p else "edited"
-
-
-def description(brick: str, prompt: str = "", style: str | None = None) -> str:
-    """What fills the mask, as a masked-fill prompt ('a red circle', 'a blue striped background')."""
-    p, style = _clean(prompt), _clean(style)
-    if brick in ("FILL", "INPAINT"):
-        return p  # an object description or a caption; INPAINT's is empty, as in the published release
-    if brick == "CBG":
-        return _BACKGROUND_LEAD.sub("", p)
-    if brick == "STYLE":
-        return ", ".join(x for x in (p, style) if x)
-    return instruction(brick, prompt, style)
-
-
-def flux_prompt(brick: str, prompt: str = "", style: str | None = None, mode: str = "diptych") -> str:
-    """The FLUX prompt of an edit brick call; ``inpainting.edit_text`` gives the same call for the unet backend."""
-    if mode != "diptych":
-        return description(brick, prompt, style)
-    context = f"{_clean(prompt)}. " if brick == "STYLE" and _clean(prompt) else ""  # STYLE's prompt is a caption
-    return DIPTYCH_PREFIX + context + DIPTYCH_RIGHT + instruction(brick, prompt, style)
-
-
-# --- images ----------------------------------------------------------------------------------------------------
-def _resize_rgb(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 HxWx3 -> (h, w) = size."""
-    a = np.ascontiguousarray(a[:, :, :3])
-    if a.shape[:2] == size:
-        return a
-    return np.asarray(Image.fromarray(a).resize((size[1], size[0]), Image.Resampling.BICUBIC))
-
-
-def _resize_mask(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Mask -> (h, w) {0, 1}; a working pixel is in the mask if any part of it is (the box filter's coverage)."""
-    m = (m > 0).astype(np.uint8) * 255
-    if m.shape != size:
-        m = np.asarray(Image.fromarray(m).resize((size[1], size[0]), Image.Resampling.BOX))
-    return (m > 0).astype(np.uint8)
-
-
-def _dilate(m: np.ndarray, radius: int) -> np.ndarray:
-    if radius < 1 or not m.any():
-        return m
-    t = torch.from_numpy(m).float()[None, None]
-    return F.max_pool2d(t, 2 * radius + 1, stride=1, padding=radius)[0, 0].numpy().astype(np.uint8)
-
-
-def _reference_half(rgba: np.ndarray, mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A reference object (RGBA) on white, fitted into the mask's box, as the left half of a FILL diptych."""
-    h, w = size
-    out = np.full((h, w, 3), 255, np.uint8)
-    alpha = rgba[:, :, 3] > 0
-    rows, cols = np.flatnonzero(alpha.any(1)), np.flatnonzero(alpha.any(0))
-    mrows, mcols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if rows.size == 0 or mrows.size == 0:
-        return out
-    obj = rgba[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    y0, y1, x0, x1 = mrows[0], mrows[-1] + 1, mcols[0], mcols[-1] + 1
-    scale = min((y1 - y0) / obj.shape[0], (x1 - x0) / obj.shape[1])
-    oh, ow = max(1, round(obj.shape[0] * scale)), max(1, round(obj.shape[1] * scale))
-    obj = np.asarray(Image.fromarray(np.ascontiguousarray(obj)).resize((ow, oh), Image.Resampling.BICUBIC))
-    oy, ox = y0 + (y1 - y0 - oh) // 2, x0 + (x1 - x0 - ow) // 2
-    a = obj[:, :, 3:4].astype(np.float32) / 255
-    region = out[oy : oy + oh, ox : ox + ow].astype(np.float32)
-    out[oy : oy + oh, ox : ox + ow] = np.rint(a * obj[:, :, :3] + (1 - a) * region).astype(np.uint8)
-    return out
-
-
-@dataclass
-class Layout:
-    """One edit as the Fill model sees it: the conditioning canvas (masked by ``mask``), the model's mask (0/1),
-    an optional start image (strength < 1), the training target, and where the edited image lies in the canvas."""
-
-    mode: str  # "diptych", "reference" (FILL with an RGBA object) or "fill"
-    canvas: np.ndarray  # uint8 (h, W, 3)
-    mask: np.ndarray  # uint8 (h, W), 1 = generate
-    init: np.ndarray | None  # uint8 (h, W, 3) or None
-    target: np.ndarray | None  # uint8 (h, W, 3) or None
-    x0: int  # the edited image is canvas[:, x0:]
-
-
-@contextlib.contextmanager
-def _several_adapters():
-    """One adapter per brick is the design: silence peft's warning about a second adapter."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
-        yield
+from .flux_fill_weights import (  # noqa: F401 - also re-exported: this module was their import path
+    CONFIG_NAME,
+    LORA_WEIGHTS,
+    FluxFillWeights,
+)
+from .flux_tiny import tiny_pipeline
 
 
 # --- the editor ------------------------------------------------------------------------------------------------
-class FluxFillEditor(nn.Module):
+class FluxFillEditor(FluxFillWeights, nn.Module):
     backend = "flux_fill"
 
     def __init__(self, cfg: FluxFillConfig, pipe: FluxFillPipeline):
@@ -577,137 +367,3 @@ class FluxFillEditor(nn.Module):
         if mask is None:
             return out
         return np.where(mask[:, :, None] > 0, out, image[:, :, :3]).astype(np.uint8)
-
-    # --- adapters ----------------------------------------------------------------------------------------------
-    def adapters(self) -> list[str]:
-        return list(getattr(self.transformer, "peft_config", {}) or {})
-
-    def add_lora(self, brick: str, rank: int | None = None, alpha: int | None = None) -> None:
-        """A new trainable LoRA for ``brick`` (ICEdit's targets, gaussian init so it starts as the base); every
-        other weight is frozen and the LoRA weights are kept in float32."""
-        rank = rank or self.cfg.lora_rank
-        alpha = alpha or (self.cfg.lora_alpha if rank == self.cfg.lora_rank else None) or rank
-        self.requires_grad_(False)
-        config = LoraConfig(
-            r=rank, lora_alpha=alpha, target_modules=self.cfg.lora_target_modules, init_lora_weights="gaussian"
-        )
-        with _several_adapters():
-            self.transformer.add_adapter(config, adapter_name=brick)
-        for name, p in self.transformer.named_parameters():
-            if "lora_" in name and f".{brick}." in name:
-                p.data = p.data.float()
-                p.requires_grad_(True)
-        if self.cfg.gradient_checkpointing:
-            self.transformer.enable_gradient_checkpointing()
-        self.set_brick(brick)
-
-    def load_lora(self, brick: str, path: str | Path) -> None:
-        """Load a pipeline-format LoRA (a folder holding pytorch_lora_weights.safetensors, or the file) as
-        ``brick``'s adapter, replacing one of that name."""
-        path = Path(path)
-        folder, weight = (path.parent, path.name) if path.is_file() else (path, LORA_WEIGHTS)
-        if brick in self.adapters():
-            self.transformer.delete_adapters(brick)
-        with _several_adapters():
-            self.pipe.load_lora_weights(str(folder), weight_name=weight, adapter_name=brick, use_safetensors=True)
-        for name, p in self.transformer.named_parameters():
-            if "lora_" in name:
-                p.requires_grad_(False)
-        self._own_memory()
-        self.set_brick(brick)
-
-    def save_lora(self, brick: str, out_dir: str | Path) -> None:
-        """``out_dir/pytorch_lora_weights.safetensors`` in diffusers' pipeline format (keys ``transformer.*``),
-        with the adapter's LoraConfig as metadata: ``FluxFillPipeline.load_lora_weights(out_dir)`` reads it."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        config = self.transformer.peft_config[brick]
-        state = {
-            k: v.detach().contiguous()  # as trained (float32): the file is small and the round trip exact
-            for k, v in get_peft_model_state_dict(self.transformer, adapter_name=brick).items()
-        }
-        meta = {
-            "r": config.r,
-            "lora_alpha": config.lora_alpha,
-            "target_modules": self.cfg.lora_target_modules,
-            "init_lora_weights": "gaussian",
-        }
-        FluxFillPipeline.save_lora_weights(
-            str(out_dir), transformer_lora_layers=state, safe_serialization=True, transformer_lora_adapter_metadata=meta
-        )
-
-    def set_brick(self, brick: str) -> None:
-        """Activate the brick's LoRA if one is loaded, else run the shared base."""
-        loaded = self.adapters()
-        if brick in loaded:
-            self.transformer.enable_adapters()
-            self.transformer.set_adapters([brick])
-        elif loaded:
-            self.transformer.disable_adapters()
-
-    # --- persistence -------------------------------------------------------------------------------------------
-    def save_pretrained(self, out_dir: str | Path) -> None:
-        """``edit_model.json`` (the backend and config), the LoRAs under ``loras/<brick>/``, and for a tiny base
-        its pipeline under ``pipeline/``. A pretrained base is not copied: the config points at it (a hub id, or
-        a local folder made absolute)."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        meta = asdict(self.cfg)
-        if self.cfg.pretrained:
-            local = Path(self.cfg.pretrained).expanduser()
-            if local.exists():
-                meta["pretrained"] = str(local.resolve())
-        else:
-            self._save_base(out_dir / "pipeline")
-        adapters = self.adapters()
-        for brick in adapters:
-            self.save_lora(brick, out_dir / "loras" / brick)
-        (out_dir / CONFIG_NAME).write_text(
-            json.dumps({"backend": self.backend, "adapters": adapters, **meta}, indent=2)
-        )
-
-    def _save_base(self, out_dir: Path) -> None:
-        """The pipeline without adapters (peft's layers would change the transformer's weight names)."""
-        adapters = self.adapters()
-        if not adapters:
-            self.pipe.save_pretrained(out_dir, safe_serialization=True)
-            return
-        base = {k.replace(".base_layer.", "."): v for k, v in self.transformer.state_dict().items() if "lora_" not in k}
-        clean = FluxTransformer2DModel.from_config(self.transformer.config)
-        if self.dtype != torch.float32:
-            clean = clean.to(self.dtype)
-        clean.load_state_dict(base, strict=True)
-        parts = {name: getattr(self.pipe, name) for name in self.pipe.components}
-        FluxFillPipeline(**{**parts, "transformer": clean}).save_pretrained(out_dir, safe_serialization=True)
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> FluxFillEditor:
-        path = Path(path)
-        meta = json.loads((path / CONFIG_NAME).read_text())
-        meta.pop("backend", None)
-        adapters = meta.pop("adapters", [])
-        cfg = FluxFillConfig(**meta)
-        if cfg.pretrained:
-            model = cls.build(cfg, [])
-        else:
-            pipe = FluxFillPipeline.from_pretrained(path / "pipeline", dtype=DTYPES[cfg.dtype], use_safetensors=True)
-            model = cls(cfg, pipe)
-            model.requires_grad_(False)
-        for brick in adapters:
-            model.load_lora(brick, path / "loras" / brick)
-        model.set_brick("")  # no brick active until edit() or set_brick() picks one
-        return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))._own_memory().eval()
-
-    def _own_memory(self) -> FluxFillEditor:
-        """Copy CPU weights that safetensors loading left at unaligned addresses into torch's (64-byte aligned)
-        memory: MKL's CPU matmuls round differently on unaligned inputs, so a reloaded model would differ from
-        the saved one in the last bits (and now and then by one grey level) although the weights are equal."""
-        for module in self.modules():
-            for group in (module._parameters, module._buffers):
-                for name, t in group.items():
-                    if t is not None and t.device.type == "cpu" and t.data_ptr() % 64:
-                        if isinstance(t, nn.Parameter):
-                            t.data = t.data.clone()
-                        else:
-                            group[name] = t.clone()
-        return self
