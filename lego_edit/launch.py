@@ -50,16 +50,18 @@ def run_stage(
     gpus: int = 0,
     main_name: str = "main",
     processes: int | None = None,
+    inputs=(),
 ):
     """Validate ``values`` as ``module.config_cls_name`` and run ``module.main`` with it: in this process, or in
-    ``processes`` processes (default: one per GPU in ``gpus``)."""
+    ``processes`` processes (default: one per GPU in ``gpus``). ``inputs`` (the rule's input files and folders):
+    checkpoints resume only a run of the same config on the same inputs."""
     mod = importlib.import_module(module)
     config_cls = getattr(mod, config_cls_name)
     cfg = build_config(config_cls, values)  # validate here, before any launcher starts
     if getattr(cfg, "checkpoint_dir", ""):  # once, before the ranks start: a changed config does not resume
-        from .training.state import claim_checkpoints
+        from .training.state import claim_checkpoints, input_fingerprint
 
-        claim_checkpoints(cfg.checkpoint_dir, dataclasses.asdict(cfg))
+        claim_checkpoints(cfg.checkpoint_dir, {**dataclasses.asdict(cfg), "inputs": input_fingerprint(inputs)})
     processes = max(1, int(gpus)) if processes is None else int(processes)
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")

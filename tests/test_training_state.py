@@ -315,3 +315,51 @@ def test_a_changed_config_drops_the_checkpoints_of_the_old_one(tmp_path):
     assert latest_checkpoint(tmp_path) is not None
     assert claim_checkpoints(tmp_path, {"steps": 10, "train": {"lr": 0.02}}) is True
     assert latest_checkpoint(tmp_path) is None
+
+
+STAGE_STUB = """
+from dataclasses import dataclass
+
+
+@dataclass
+class StubConfig:
+    checkpoint_dir: str = ""
+    steps: int = 1
+
+
+def main(cfg):
+    return {}
+"""
+
+
+def test_a_rerun_on_rewritten_inputs_does_not_resume_the_old_run(tmp_path, monkeypatch):
+    """Same settings, new data (an upstream rule reran): the checkpoints of the run on the old data are dropped;
+    a retry on untouched inputs still resumes."""
+    import os
+
+    from lego_edit.launch import run_stage
+    from lego_edit.training.state import input_fingerprint
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "a.tar").write_bytes(b"x" * 10)
+    (shards / "manifest.parquet").write_bytes(b"m")
+    first = input_fingerprint([shards])
+    assert input_fingerprint([shards]) == first  # untouched: a retry resumes
+    (shards / "a.tar").write_bytes(b"y" * 10)  # rewritten by an upstream rerun (same size)
+    st = os.stat(shards / "a.tar")
+    os.utime(shards / "a.tar", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert input_fingerprint([shards]) != first
+
+    (tmp_path / "stage_stub.py").write_text(STAGE_STUB)  # a stage that trains nothing: the claim is under test
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ckpt = tmp_path / "ckpt"
+    values = {"checkpoint_dir": str(ckpt), "steps": 3}
+    run_stage("stage_stub", "StubConfig", values, inputs=[shards])
+    model = torch.nn.Linear(2, 2)
+    save_checkpoint(ckpt, 2, dict(model.named_parameters()), torch.optim.AdamW(model.parameters()), {}, keep=2)
+    run_stage("stage_stub", "StubConfig", values, inputs=[shards])  # a retry: the checkpoint stays
+    assert latest_checkpoint(ckpt) is not None
+    (shards / "b.tar").write_bytes(b"new")
+    run_stage("stage_stub", "StubConfig", values, inputs=[shards])
+    assert latest_checkpoint(ckpt) is None

@@ -31,4 +31,5 @@ with logging_to(sm.log[0]):
             settings_key: {**s, "threads": sm.threads},
         },
         gpus=sm.resources.gpu,
+        inputs=list(sm.input),
     )

@@ -34,4 +34,5 @@ with logging_to(sm.log[0]):
             "eval_instructions": s["eval_instructions"],
         },
         gpus=sm.resources.gpu,
+        inputs=list(sm.input),
     )

@@ -28,4 +28,5 @@ with logging_to(sm.log[0]):
             "eval_per_brick": s["eval_per_brick"],
         },
         gpus=sm.resources.gpu,
+        inputs=list(sm.input),
     )

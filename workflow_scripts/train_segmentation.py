@@ -24,4 +24,5 @@ with logging_to(sm.log[0]):
             "loop": {**s["train"], "threads": sm.threads},
         },
         gpus=sm.resources.gpu,
+        inputs=list(sm.input),
     )

@@ -26,4 +26,5 @@ with logging_to(sm.log[0]):
             "eval_samples": s["eval_samples"],
         },
         gpus=sm.resources.gpu,
+        inputs=list(sm.input),
     )

@@ -7,13 +7,18 @@ killed at any moment leaves a usable latest checkpoint.
 
 The checkpoint folder is not a pipeline output, so it outlives a change of the stage's config: ``claim_checkpoints``
 records the config that writes there and drops checkpoints another config left, so a rerun after a change trains
-anew instead of resuming the old run (a retry of the same config still resumes).
+anew instead of resuming the old run (a retry of the same config still resumes). The config includes a fingerprint
+of the stage's input files (``input_fingerprint``): a rule rerun because its data or starting model changed
+(new critic samples, retrained bricks) has the same settings, and must not resume the run that learned from the
+old inputs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -106,6 +111,21 @@ def load_checkpoint(path: str | Path, module: torch.nn.Module, optimizer: torch.
         raise RuntimeError(f"checkpoint {path} holds no tensor of this model")
     load_optimizer(path, optimizer)
     return json.loads((path / "state.json").read_text())
+
+
+def input_fingerprint(paths) -> str:
+    """A digest of the files under ``paths`` (files or folders): relative name, size and modification time of
+    each. A job retried on untouched inputs gets the same digest; an input rewritten by an upstream rerun, another
+    one. Stat only, so the shards of a paper-scale stage cost no reading."""
+    h = hashlib.sha256()
+    for top in sorted(str(p) for p in paths):
+        h.update(top.encode() + b"\0")
+        root = Path(top)
+        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file()) if root.is_dir() else []
+        for f in files:
+            st = os.stat(f)
+            h.update(f"{f.relative_to(root) if f != root else ''}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def claim_checkpoints(directory: str | Path, config: dict) -> bool:
