@@ -84,7 +84,7 @@ class ExecutedSamplesSection:
     )
     val_instructions: int = field(default=100, metadata={"help": "Validation-split instructions (held-out figure)."})
     open_train_instructions: int = field(
-        default=0,
+        default=300,
         metadata={
             "help": "Training-split open-domain instructions whose stage-1 Builder answers are executed and scored "
             "against their GT targets: the outputs stage 3 asks the critic to judge (needs builder_answers > 0)."

@@ -74,7 +74,7 @@ class CriticSamplesConfig:
     train_instructions: int = field(default=600, metadata={"help": "Training-split instructions executed."})
     val_instructions: int = field(default=100, metadata={"help": "Validation-split instructions (held-out figure)."})
     open_train_instructions: int = field(
-        default=0, metadata={"help": "Training-split open instructions whose Builder answers are executed."}
+        default=300, metadata={"help": "Training-split open instructions whose Builder answers are executed."}
     )
     open_val_instructions: int = field(default=0, metadata={"help": "Validation-split open instructions."})
     variants: int = field(default=2, metadata={"help": "Perturbed workflows per instruction (besides the GT one)."})
