@@ -19,8 +19,9 @@ def guided(trainer_cls: type, column: str = "guide", negative_credit: str = "seq
     ``negative_credit``: ``sequence`` gives a sample's advantage to all its tokens (GRPO); ``divergence`` gives a
     negative advantage only to the tokens up to and including the first one where the sample leaves the GT answer.
     A wrong workflow shares its JSON with the right one; after its first wrong token every later token is written
-    in a wrong context, and pushing those down teaches nothing about the error while it wears away the structure
-    the right answers share (at lr 1e-3 valid output fell 0.97 -> 0.84 under sequence credit)."""
+    in a wrong context, and pushing those down teaches nothing about the error. Measured on the tiny Builder (seed 0,
+    held out): it does not keep long answers valid at lr 1e-3 either (valid 0.976 -> 0.895, sequence credit 0.84),
+    and no lr gave a GT-success gain over SFT that held on two seeds, so sequence stays the default."""
     if negative_credit not in ("sequence", "divergence"):
         raise ValueError(f"negative_credit must be sequence or divergence, got {negative_credit!r}")
 
