@@ -107,3 +107,15 @@ def cli(config_cls, main) -> None:
         if torch.cuda.is_available():  # a launched rank: "cuda" is its own GPU, not every rank on cuda:0
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     main(build_config(config_cls, values))
+    _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """A launched rank waits for the others (rank 0 may still be writing the outputs), then leaves the process
+    group: a rank that exits with the group alive can abort in its teardown ("terminate called without an active
+    exception", SIGABRT), which torchrun reports as the stage failing."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
