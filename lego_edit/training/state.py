@@ -121,10 +121,10 @@ def input_fingerprint(paths) -> str:
     for top in sorted(str(p) for p in paths):
         h.update(top.encode() + b"\0")
         root = Path(top)
-        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file()) if root.is_dir() else []
+        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())  # missing: none
         for f in files:
             st = os.stat(f)
-            h.update(f"{f.relative_to(root) if f != root else ''}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(f"{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
