@@ -89,6 +89,7 @@ def dataclass_schema(cls, exclude: set[str] = frozenset(), description: str | No
             prop["description"] = (hints[f.name].__doc__ or f.name).strip().splitlines()[0]
         else:
             prop["description"] = f.metadata.get("help", f.name.replace("_", " "))
+        prop.update({k: f.metadata[k] for k in ("minimum", "maximum") if k in f.metadata})
         default = _default(f)
         if default is not dataclasses.MISSING:
             prop["default"] = default

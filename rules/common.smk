@@ -195,12 +195,15 @@ def get_stage2_inputs(wildcards):
 
 def get_stage3_inputs(wildcards):
     """Stage 3 executes sampled workflows with every trained brick and scores them with the critic."""
-    return {
+    inputs = {
         "base": "results/builder/grpo_gt",
         "instructions": builder_table("open"),
         "critic": "results/bricks/critic",
         **get_trained_bricks(wildcards),
     }
+    if float(config["builder"]["grpo_critic"].get("gt_share", 0)) > 0:
+        inputs["gt_instructions"] = builder_table("gt")
+    return inputs
 
 
 def eval_sets():

@@ -127,6 +127,41 @@ def test_film_critic_ties_the_colour_word_to_the_pixels(tmp_path):
     )
 
 
+def test_a_film_ensemble_scores_by_its_members_mean_logit_and_one_member_is_the_single_critic(tmp_path):
+    """members: 2 trains two differently seeded critics into member-<k>/ folders; loading the folder scores by the
+    sigmoid of their mean logit; member 0 is the critic that members: 1 trains, weight for weight."""
+    from safetensors.torch import load_file
+
+    from lego_edit.models.critic import FilmCriticScorer, load_critic_dir
+    from lego_edit.training.critic import train_film_members
+
+    samples = colour_samples()
+    settings = SFTSettings(steps=30, batch_size=16, lr=3e-3, warmup_steps=5, log_every=10, checkpoint_every=30)
+    pair = CriticTrainConfig(seed=3, members=2, train=settings)
+    models, _ = train_film_members(pair, samples, tmp_path / "pair", tmp_path / "ckpt-pair")
+    assert sorted(p.name for p in (tmp_path / "pair").iterdir() if p.is_dir()) == ["member-0", "member-1"]
+    assert (tmp_path / "pair" / "curve.png").is_file()
+    single, _ = train_film_members(
+        CriticTrainConfig(seed=3, train=settings), samples, tmp_path / "one", tmp_path / "c1"
+    )
+    assert len(single) == 1
+    one = load_file(str(tmp_path / "one" / "model.safetensors"))
+    first = load_file(str(tmp_path / "pair" / "member-0" / "model.safetensors"))
+    second = load_file(str(tmp_path / "pair" / "member-1" / "model.safetensors"))
+    assert all(torch.equal(one[k], first[k]) for k in one)
+    assert not all(torch.equal(first[k], second[k]) for k in first)
+
+    loaded = load_critic_dir(tmp_path / "pair")
+    assert isinstance(loaded, FilmCriticScorer) and len(loaded.models) == 2
+    s = samples[:6]
+    args = ([x["instruction"] for x in s], [x["source"] for x in s], [x["candidate"] for x in s])
+    with torch.no_grad():
+        mean_logit = (models[0].logits(*args) + models[1].logits(*args)) / 2
+    assert [c.score for c in loaded.score(*args)] == pytest.approx(torch.sigmoid(mean_logit).tolist(), rel=1e-5)
+    with pytest.raises(ValueError, match="members must be at least 1"):
+        train_film_members(CriticTrainConfig(members=0, train=settings), samples, tmp_path / "x", tmp_path / "cx")
+
+
 def test_quality_pairs_rank_by_psnr_and_fall_back_to_labels():
     from lego_edit.training.critic import quality_pairs, ranking_groups
 

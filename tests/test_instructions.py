@@ -301,3 +301,23 @@ def test_stored_gt_rows_reproduce_the_stored_targets(tables):
         "target_path",
         "target_scene",
     ]
+
+
+def test_stage3_draws_gt_prompts_for_its_share_without_their_workflows(tables):
+    """grpo_critic.gt_share: GT training instructions join stage 3's open pool, as many as make that share, with no
+    GT workflow left for the critic-scored stage to lean on; the draw follows the seed."""
+    from lego_edit.training.builder import BuilderConfig, gt_prompt_rows
+    from lego_edit.training.grpo_settings import GRPOSettings
+
+    cfg = BuilderConfig(
+        stage="grpo_critic", gt_instructions=str(tables / "gt.parquet"), seed=1, grpo=GRPOSettings(gt_share=0.25)
+    )
+    rows = gt_prompt_rows(cfg, open_rows=12)
+    assert len(rows) == 4  # 4 / (12 + 4) = 0.25
+    assert all(r["domain"] == "gt" and r["split"] == "train" for r in rows)
+    assert all(r["workflow"] is None and r["reasoning"] is None for r in rows)
+    assert [r["id"] for r in gt_prompt_rows(cfg, open_rows=12)] == [r["id"] for r in rows]
+    with pytest.raises(ValueError, match="needs gt_instructions"):
+        gt_prompt_rows(BuilderConfig(stage="grpo_critic", grpo=GRPOSettings(gt_share=0.25)), 12)
+    with pytest.raises(ValueError, match="gt_share must be in"):
+        GRPOSettings(gt_share=0.95)

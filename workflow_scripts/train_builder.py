@@ -21,6 +21,7 @@ with logging_to(sm.log[0]):
             "base": sm.input.base,
             "instructions": sm.input.instructions,
             "critic": sm.input.get("critic", ""),
+            "gt_instructions": sm.input.get("gt_instructions", ""),
             # stage 3 runs the trained bricks: the run folder is the one that holds them
             "run_dir": str(Path(sm.input.edit_base).parents[1]) if "edit_base" in sm.input.keys() else "results",
             "output_dir": sm.output.model,

@@ -20,6 +20,7 @@ with logging_to(sm.log[0]):
             "backend": s["backend"],
             "architecture": s["architecture"],
             "film": s["film"],
+            "members": s["members"],
             "margin_db": s["margin_db"],
             "cross_negatives": s["cross_negatives"],
             "objective": s["objective"],

@@ -69,24 +69,34 @@ class LocalCritic:
 
 
 class FilmCriticScorer:
-    """The FiLM CNN critic behind the Critic interface (batched, no gradients)."""
+    """The FiLM CNN critic behind the Critic interface (batched, no gradients). Given several models (an ensemble
+    of differently seeded critics), the score is the sigmoid of their mean logit."""
 
     def __init__(self, path: str | None = None, device: str | None = None, batch_size: int = 256, model=None):
-        from .film_critic import FilmCritic
+        from .film_critic import FilmCritic, film_critic_members
 
-        self.model = model if model is not None else FilmCritic.from_pretrained(path, device=device)
+        if model is not None:
+            self.models = list(model) if isinstance(model, list | tuple) else [model]
+        else:
+            members = film_critic_members(path)
+            if not members:
+                raise FileNotFoundError(
+                    f"{path}: no FiLM critic (film_critic.json, or member-<k>/ folders holding one)"
+                )
+            self.models = [FilmCritic.from_pretrained(m, device=device) for m in members]
         self.batch_size = batch_size
 
     def score(self, instructions, sources, edited) -> list[CriticScore]:
         import torch
 
-        self.model.eval()
         out: list[CriticScore] = []
         with torch.no_grad():
+            for m in self.models:
+                m.eval()
             for i in range(0, len(instructions), self.batch_size):
                 j = slice(i, i + self.batch_size)
-                probs = torch.sigmoid(self.model.logits(instructions[j], sources[j], edited[j])).tolist()
-                out.extend(CriticScore(float(p)) for p in probs)
+                logits = torch.stack([m.logits(instructions[j], sources[j], edited[j]).cpu() for m in self.models])
+                out.extend(CriticScore(float(p)) for p in torch.sigmoid(logits.mean(0)).tolist())
         return out
 
 

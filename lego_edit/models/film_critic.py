@@ -192,5 +192,17 @@ class FilmCritic(nn.Module):
         return model.to(device or "cpu").eval()
 
 
+MEMBER_PREFIX = "member-"
+
+
+def film_critic_members(path: str | Path) -> list[Path]:
+    """The saved FiLM critics under ``path``: itself, or its ``member-<k>`` folders (an ensemble), in order."""
+    path = Path(path)
+    if (path / CONFIG_NAME).is_file():
+        return [path]
+    members = [d for d in path.glob(f"{MEMBER_PREFIX}*") if (d / CONFIG_NAME).is_file()]
+    return sorted(members, key=lambda d: int(d.name.removeprefix(MEMBER_PREFIX)))
+
+
 def is_film_critic(path: str | Path) -> bool:
-    return (Path(path) / CONFIG_NAME).is_file()
+    return bool(film_critic_members(path))

@@ -43,6 +43,10 @@ class BuilderConfig:
     instructions: str = field(
         default="", metadata={"help": "Instruction table (gt for sft/grpo_gt, open for grpo_critic)."}
     )
+    gt_instructions: str = field(
+        default="",
+        metadata={"help": "Stage 3 with grpo.gt_share > 0: the GT instruction table its GT prompts come from."},
+    )
     run_dir: str = field(default="results", metadata={"help": "Pipeline results folder (trained bricks, stage 3)."})
     critic: str = field(default="", metadata={"help": "Critic folder (stage 3)."})
     output_dir: str = ""
@@ -174,6 +178,18 @@ def missed_rows(cfg: BuilderConfig, rows: list[dict], registry) -> tuple[list[di
     return keep, info
 
 
+def gt_prompt_rows(cfg: BuilderConfig, open_rows: int) -> list[dict]:
+    """Stage 3's GT prompts: a seeded draw of GT training instructions, as many as make ``gt_share`` of the pool,
+    stripped of their GT workflow (the critic, not the GT, scores stage 3's answers)."""
+    if not cfg.gt_instructions:
+        raise ValueError("stage 3 with grpo.gt_share > 0 needs gt_instructions (the GT instruction table)")
+    share = cfg.grpo.gt_share
+    rows = load_instructions(cfg.gt_instructions, "train")
+    picked = select_rows(rows, max(1, round(open_rows * share / (1 - share))), cfg.seed)
+    log.info("stage 3: %d open and %d GT prompts (gt_share %.2f)", open_rows, len(picked), share)
+    return [{**r, "workflow": None, "reasoning": None} for r in picked]
+
+
 def run_grpo(cfg: BuilderConfig) -> dict:
     from datasets import Dataset
     from transformers import set_seed
@@ -190,6 +206,8 @@ def run_grpo(cfg: BuilderConfig) -> dict:
     if cfg.stage == "grpo_gt":
         rows = [r for r in rows if r["workflow"]]
     rows = select_rows(rows, cfg.max_train_rows, cfg.seed)
+    if cfg.stage == "grpo_critic" and g.gt_share > 0:
+        rows = rows + gt_prompt_rows(cfg, len(rows))
     filtered = {}
     if cfg.stage == "grpo_gt" and g.prompt_filter == "missed":
         rows, filtered = missed_rows(cfg, rows, registry)

@@ -116,6 +116,14 @@ class CriticSection:
         },
     )
     film: FilmCriticConfig = field(default_factory=FilmCriticConfig)
+    members: int = field(
+        default=2,
+        metadata={
+            "help": "architecture film: critics trained on the same data with different seeds, scored by their mean "
+            "logit (an ensemble: steadier rankings, each member costs one more training).",
+            "minimum": 1,
+        },
+    )
     executed: ExecutedSamplesSection = field(default_factory=ExecutedSamplesSection)
     margin_db: float = field(
         default=1.0,

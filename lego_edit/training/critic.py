@@ -25,7 +25,7 @@ Two architectures (``architecture``):
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +76,13 @@ class CriticTrainConfig:
         metadata={
             "help": "Architecture film: per instruction and step, this many GT targets of other instructions of the "
             "same scene scored as its wrong edits (free hard negatives: same source, a real edit)."
+        },
+    )
+    members: int = field(
+        default=1,
+        metadata={
+            "help": "Architecture film: critics trained on the same data with different seeds; the score is the "
+            "sigmoid of their mean logit (1: one critic)."
         },
     )
     output_dir: str = ""
@@ -167,6 +174,7 @@ def train_film(cfg: CriticTrainConfig, samples: list[dict], out: Path, checkpoin
     if not groups:
         raise ValueError(f"{cfg.shards}: no instruction has two candidates of different quality")
     film = cfg.film
+    torch.manual_seed(cfg.seed)  # the initial weights follow the run's seed (and differ between ensemble members)
     model = FilmCritic(film, build_vocab([x["instruction"] for x in samples]))
     planes, grow = zip(*(critic_planes(x["source"], x["candidate"], film.image_size) for x in samples))
     planes, grow = torch.from_numpy(np.stack(planes)), torch.from_numpy(np.stack(grow))
@@ -216,6 +224,39 @@ def train_film(cfg: CriticTrainConfig, samples: list[dict], out: Path, checkpoin
     model.save_pretrained(out)
     plot_curves(out / "metrics.jsonl", out / "curve.png", "critic", keys=("loss", "pair_accuracy"))
     return model.eval(), history
+
+
+def member_seed(seed: int, member: int) -> int:
+    """Member 0 keeps the run's seed (one member is the single critic, bit for bit); the others draw apart."""
+    return int(seed) + 7919 * int(member)
+
+
+def train_film_members(cfg: CriticTrainConfig, samples: list[dict], out: Path, checkpoint_dir: Path | str):
+    """``cfg.members`` FiLM critics, one after another, each resumable: one saves to ``out``, an ensemble to
+    ``out/member-<k>`` (``film_critic_members`` finds them). Returns the trained models and member 0's history."""
+    from ..models.film_critic import MEMBER_PREFIX
+
+    if cfg.members < 1:
+        raise ValueError(f"critic members must be at least 1, got {cfg.members}")
+    if cfg.members == 1:
+        model, history = train_film(cfg, samples, out, checkpoint_dir)
+        return [model], history
+    models, histories = [], []
+    for k in range(cfg.members):
+        log.info("critic ensemble: member %d of %d", k + 1, cfg.members)
+        member = replace(cfg, seed=member_seed(cfg.seed, k))
+        name = f"{MEMBER_PREFIX}{k}"
+        model, history = train_film(member, samples, out / name, Path(checkpoint_dir) / name)
+        models.append(model)
+        histories.append(history)
+    if is_main_process():  # the report's training curve: member 0's, titled as such
+        plot_curves(
+            out / f"{MEMBER_PREFIX}0" / "metrics.jsonl",
+            out / "curve.png",
+            f"critic (member 1 of {cfg.members})",
+            keys=("loss", "pair_accuracy"),
+        )
+    return models, histories[0]
 
 
 def train_pairwise(cfg: CriticTrainConfig, samples: list[dict], out: Path, checkpoint_dir: Path | str):
@@ -281,12 +322,13 @@ def main(cfg: CriticTrainConfig) -> dict:
     held_out = load_samples(cfg.shards, cfg.eval_split)
     if cfg.architecture == "film":
         executed = load_samples(cfg.executed, "train") if cfg.executed else []
-        model, history = train_film(cfg, train_samples + executed, out, checkpoints)
+        models, history = train_film_members(cfg, train_samples + executed, out, checkpoints)
         if not is_main_process():
             return {}
-        critic = FilmCriticScorer(model=model)
+        critic = FilmCriticScorer(model=models)
         metrics = {
             "architecture": "film",
+            "members": len(models),
             "samples": len(train_samples),
             "executed_samples": len(executed),
             "steps": cfg.train.steps,

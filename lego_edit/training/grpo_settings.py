@@ -87,6 +87,16 @@ class GRPOSettings:
             "help": "With prompt_filter missed: the share of already-solved instructions kept (against forgetting)."
         },
     )
+    gt_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Stage 3: the share of its prompts drawn from the GT table's training instructions (their GT "
+            "workflows unused: the critic scores the answers as it scores the open ones), so the policy keeps what "
+            "stages 1 and 2 taught it there while it learns the open phrasings.",
+            "minimum": 0,
+            "maximum": 0.9,
+        },
+    )
 
     def __post_init__(self):
         if isinstance(self.lora, dict):
@@ -104,5 +114,7 @@ class GRPOSettings:
             raise ValueError(f"negative_credit must be sequence or divergence, got {self.negative_credit!r}")
         if not 0 <= self.negative_weight <= 1:
             raise ValueError(f"negative_weight must be in [0, 1], got {self.negative_weight}")
+        if not 0 <= self.gt_share <= 0.9:
+            raise ValueError(f"gt_share must be in [0, 0.9], got {self.gt_share}")
         if not 0 <= self.solved_share <= 1:
             raise ValueError(f"solved_share must be in [0, 1], got {self.solved_share}")
