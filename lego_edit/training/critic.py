@@ -100,6 +100,10 @@ class CriticTrainConfig:
         default=0, metadata={"help": "Held-out instructions for the ranking figure (0: all of the split's)."}
     )
 
+    def __post_init__(self):
+        if self.members < 1:
+            raise ValueError(f"critic members must be at least 1, got {self.members}")
+
 
 def rows(samples: list[dict]) -> list[dict]:
     return [
@@ -236,8 +240,6 @@ def train_film_members(cfg: CriticTrainConfig, samples: list[dict], out: Path, c
     ``out/member-<k>`` (``film_critic_members`` finds them). Returns the trained models and member 0's history."""
     from ..models.film_critic import MEMBER_PREFIX
 
-    if cfg.members < 1:
-        raise ValueError(f"critic members must be at least 1, got {cfg.members}")
     if cfg.members == 1:
         model, history = train_film(cfg, samples, out, checkpoint_dir)
         return [model], history
