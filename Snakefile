@@ -13,6 +13,7 @@ report: "report/workflow.rst"
 scattergather:
     evalchunk=config.get("evaluation", {}).get("chunks", 1),
     teacherchunk=config.get("data", {}).get("teacher", {}).get("chunks", 1),
+    editchunk=(config.get("edit") or {}).get("chunks") or 1,
 
 
 localrules:

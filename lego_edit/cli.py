@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--image", required=True)
     r.add_argument("--mask", help="a user mask (white = selected, or the alpha channel)")
     r.add_argument("--out", required=True, help="output folder")
-    r.add_argument("--models", help="trained brick models (a run's results/bricks folder)")
+    r.add_argument("--models", help="trained brick models: a pipeline run's results/ folder")
     r.add_argument("--device", help="torch device for model bricks (default: cuda if available)")
     r.add_argument("--seed", type=int, default=0)
     r.set_defaults(func=cmd_run_workflow)

@@ -3,11 +3,11 @@
 
 rule prepare_base_vlm:
     input:
-        instructions=expand("results/data/instructions/{domain}.parquet", domain=DOMAINS),
-        placement="results/data/shards/placement",
-        captioning="results/data/shards/captioning",
+        instructions=expand(RUN.instructions(), domain=DOMAINS),
+        placement=RUN.shards("placement"),
+        captioning=RUN.shards("captioning"),
     output:
-        base=directory("results/builder/base"),
+        base=directory(RUN.builder("base")),
     log:
         "logs/prepare_base_vlm.log",
     benchmark:
@@ -29,9 +29,9 @@ rule prepare_base_vlm:
 
 rule train_segmentation:
     input:
-        shards="results/data/shards/segmentation",
+        shards=RUN.shards("segmentation"),
     output:
-        model=directory("results/bricks/segmentation"),
+        model=directory(RUN.segmentation),
     log:
         "logs/train_segmentation.log",
     benchmark:
@@ -48,17 +48,17 @@ rule train_segmentation:
     params:
         seed=config["seed"],
         section=brick_section("segmentation"),
-        checkpoints="results/checkpoints/segmentation",
+        checkpoints=RUN.checkpoints("segmentation"),
     script:
         "../workflow_scripts/train_segmentation.py"
 
 
 rule train_vlm_brick:
     input:
-        base="results/builder/base",
-        shards="results/data/shards/{vlm_family}",
+        base=RUN.builder("base"),
+        shards=RUN.shards("{vlm_family}"),
     output:
-        adapter=directory("results/bricks/{vlm_family}"),
+        adapter=directory(RUN.brick("{vlm_family}")),
     log:
         "logs/train_vlm_brick/{vlm_family}.log",
     benchmark:
@@ -74,16 +74,16 @@ rule train_vlm_brick:
     params:
         seed=config["seed"],
         section=get_vlm_brick_section,
-        checkpoints="results/checkpoints/{vlm_family}",
+        checkpoints=RUN.checkpoints("{vlm_family}"),
     script:
         "../workflow_scripts/train_vlm_brick.py"
 
 
 rule train_edit_base:
     input:
-        shards="results/data/shards/edit",
+        shards=RUN.shards("edit"),
     output:
-        model=directory("results/bricks/edit_base"),
+        model=directory(RUN.edit_base),
     log:
         "logs/train_edit_base.log",
     benchmark:
@@ -99,17 +99,17 @@ rule train_edit_base:
     params:
         seed=config["seed"],
         section=brick_section("edit"),
-        checkpoints="results/checkpoints/edit_base",
+        checkpoints=RUN.checkpoints("edit_base"),
     script:
         "../workflow_scripts/train_edit_base.py"
 
 
 rule train_edit_lora:
     input:
-        shards="results/data/shards/edit",
-        base="results/bricks/edit_base",
+        shards=RUN.shards("edit"),
+        base=RUN.edit_base,
     output:
-        adapter=directory("results/bricks/edit_lora/{brick}"),
+        adapter=directory(RUN.edit_lora()),
     log:
         "logs/train_edit_lora/{brick}.log",
     benchmark:
@@ -125,7 +125,7 @@ rule train_edit_lora:
     params:
         seed=config["seed"],
         section=brick_section("edit"),
-        checkpoints="results/checkpoints/edit_lora/{brick}",
+        checkpoints=RUN.checkpoints("edit_lora/{brick}"),
     script:
         "../workflow_scripts/train_edit_lora.py"
 
@@ -134,7 +134,7 @@ rule make_critic_samples:
     input:
         unpack(get_critic_sample_inputs),
     output:
-        shards=directory("results/data/shards/critic_executed"),
+        shards=directory(RUN.shards("critic_executed")),
     log:
         "logs/make_critic_samples.log",
     benchmark:
@@ -159,7 +159,7 @@ rule train_critic:
     input:
         unpack(get_critic_inputs),
     output:
-        model=directory("results/bricks/critic"),
+        model=directory(RUN.critic),
     log:
         "logs/train_critic.log",
     benchmark:
@@ -175,27 +175,27 @@ rule train_critic:
     params:
         seed=config["seed"],
         section=brick_section("critic"),
-        checkpoints="results/checkpoints/critic",
+        checkpoints=RUN.checkpoints("critic"),
     script:
         "../workflow_scripts/train_critic.py"
 
 
 rule summarize_bricks:
     input:
-        segmentation="results/bricks/segmentation",
-        placement="results/bricks/placement",
-        captioning="results/bricks/captioning",
-        edit_base="results/bricks/edit_base",
-        edit_lora=expand("results/bricks/edit_lora/{brick}", brick=EDIT_BRICKS),
-        critic="results/bricks/critic",
+        segmentation=RUN.segmentation,
+        placement=RUN.brick("placement"),
+        captioning=RUN.brick("captioning"),
+        edit_base=RUN.edit_base,
+        edit_lora=expand(RUN.edit_lora(), brick=EDIT_BRICKS),
+        critic=RUN.critic,
     output:
         table=report(
-            "results/bricks/summary.md",
+            RUN.bricks_summary("md"),
             caption="../report/bricks.rst",
             category="2. Bricks",
             subcategory="held-out figures",
         ),
-        json="results/bricks/summary.json",
+        json=RUN.bricks_summary("json"),
     log:
         "logs/summarize_bricks.log",
     conda:

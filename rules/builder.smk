@@ -3,10 +3,10 @@
 
 rule train_builder_sft:
     input:
-        base="results/builder/base",
+        base=RUN.builder("base"),
         instructions=builder_table("gt"),
     output:
-        model=directory("results/builder/sft"),
+        model=directory(RUN.builder("sft")),
     log:
         "logs/train_builder_sft.log",
     benchmark:
@@ -23,7 +23,7 @@ rule train_builder_sft:
         seed=config["seed"],
         section=builder_stage_section("sft"),
         prompt_style=config["builder"]["prompt_style"],
-        checkpoints="results/checkpoints/builder_sft",
+        checkpoints=RUN.checkpoints("builder_sft"),
     script:
         "../workflow_scripts/train_builder.py"
 
@@ -32,7 +32,7 @@ rule train_builder_grpo_gt:
     input:
         unpack(get_stage2_inputs),
     output:
-        model=directory("results/builder/grpo_gt"),
+        model=directory(RUN.builder("grpo_gt")),
     log:
         "logs/train_builder_grpo_gt.log",
     benchmark:
@@ -49,7 +49,7 @@ rule train_builder_grpo_gt:
         seed=config["seed"],
         section=builder_stage_section("grpo_gt"),
         prompt_style=config["builder"]["prompt_style"],
-        checkpoints="results/checkpoints/builder_grpo_gt",
+        checkpoints=RUN.checkpoints("builder_grpo_gt"),
     script:
         "../workflow_scripts/train_builder.py"
 
@@ -58,7 +58,7 @@ rule train_builder_grpo_critic:
     input:
         unpack(get_stage3_inputs),
     output:
-        model=directory("results/builder/grpo_critic"),
+        model=directory(RUN.builder("grpo_critic")),
     log:
         "logs/train_builder_grpo_critic.log",
     benchmark:
@@ -75,6 +75,6 @@ rule train_builder_grpo_critic:
         seed=config["seed"],
         section=builder_stage_section("grpo_critic"),
         prompt_style=config["builder"]["prompt_style"],
-        checkpoints="results/checkpoints/builder_grpo_critic",
+        checkpoints=RUN.checkpoints("builder_grpo_critic"),
     script:
         "../workflow_scripts/train_builder.py"

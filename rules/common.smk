@@ -9,6 +9,7 @@ validate(config, schema="../config/schema.yaml")
 sys.path.insert(0, str(Path(workflow.basedir)))
 from lego_edit.config_checks import check_config  # noqa: E402
 from lego_edit.evaluation.protocols import protocol_file  # noqa: E402
+from lego_edit.layout import RunLayout  # noqa: E402
 from lego_edit.pipeline import sort_keys_in_place  # noqa: E402
 
 check_config(config)
@@ -18,6 +19,7 @@ FAMILIES = list(config["data"]["shards"]["families"])
 DOMAINS = ["gt", "open"]
 BUILDER_SOURCES = list(config["data"].get("builder_sources") or [])
 TEACHER = config["data"]["teacher"]
+RUN = RunLayout("results")  # every path of a run's products, for the rules here and the library alike
 
 
 wildcard_constraints:
@@ -31,14 +33,14 @@ wildcard_constraints:
 
 
 def get_final_targets():
-    targets = ["results/data/scenes.parquet"]
-    targets += expand("results/data/instructions/{domain}.parquet", domain=DOMAINS)
-    targets += expand("results/data/shards/{family}", family=FAMILIES)
+    targets = [RUN.scenes]
+    targets += expand(RUN.instructions(), domain=DOMAINS)
+    targets += expand(RUN.shards(), family=FAMILIES)
     if BUILDER_SOURCES:
-        targets += ["results/data/builder/summary.md"]
-    targets += ["results/bricks/summary.md", "results/eval/tables.md"]
+        targets += [RUN.builder_data("summary.md")]
+    targets += [RUN.bricks_summary("md"), RUN.eval_product("tables.md")]
     if (config.get("edit") or {}).get("folder"):
-        targets.append("results/edit/manifest.parquet")
+        targets.append(RUN.edit_manifest)
     targets += get_report_targets()
     return targets
 
@@ -56,11 +58,11 @@ def placement_from_sources():
 
 
 def get_shard_inputs(wildcards):
-    inputs = {"scenes": "results/data/scenes.parquet"}
+    inputs = {"scenes": RUN.scenes}
     if wildcards.family == "critic":  # the critic learns from instructions and their targets
-        inputs["instructions"] = expand("results/data/instructions/{domain}.parquet", domain=DOMAINS)
+        inputs["instructions"] = expand(RUN.instructions(), domain=DOMAINS)
     if wildcards.family == "placement" and placement_from_sources():
-        inputs["listing"] = "results/data/builder_sources/placement.parquet"
+        inputs["listing"] = RUN.builder_sources("placement.parquet")
     return inputs
 
 
@@ -74,7 +76,7 @@ def get_shard_params(wildcards):
 
 def get_shard_source(wildcards):
     if wildcards.family == "placement" and placement_from_sources():
-        return {"listing": "results/data/builder_sources/placement.parquet", "root": "."}
+        return {"listing": RUN.builder_sources("placement.parquet"), "root": "."}
     return config["data"]["shards"]["sources"].get(wildcards.family)
 
 
@@ -85,8 +87,8 @@ def builder_table(domain):
     """The instruction table the Builder's stages learn from: the shapes world's, or, with data.builder_sources,
     the teacher's kept rows (gt) and the other real instructions (open) mixed with it."""
     if BUILDER_SOURCES:
-        return f"results/data/builder/{domain}.parquet"
-    return f"results/data/instructions/{domain}.parquet"
+        return RUN.builder_data(f"{domain}.parquet")
+    return RUN.instructions(domain)
 
 
 def get_builder_source_files(wildcards):
@@ -96,7 +98,7 @@ def get_builder_source_files(wildcards):
 
 def get_teacher_inputs(wildcards):
     """The real rows and every trained brick the teacher's workflows may call."""
-    return {"rows": "results/data/builder_sources/rows.parquet", **get_trained_bricks(wildcards)}
+    return {"rows": RUN.builder_sources("rows.parquet"), **get_trained_bricks(wildcards)}
 
 
 def get_teacher_chunk_params(wildcards):
@@ -148,13 +150,15 @@ def get_builder_gpus(wildcards):
 
 
 def get_trained_bricks(wildcards):
-    """Every trained brick a workflow may call (the critic's samples, stage 2's execution reward, stage 3)."""
+    """Every trained brick a workflow may call (the critic's samples, stage 2's execution reward, stage 3), named
+    as ``layout.BrickModels`` names them: the job hands them to the library by these names."""
     return {
-        "segmentation": "results/bricks/segmentation",
-        "placement": "results/bricks/placement",
-        "captioning": "results/bricks/captioning",
-        "edit_base": "results/bricks/edit_base",
-        "edit_lora": expand("results/bricks/edit_lora/{brick}", brick=EDIT_BRICKS),
+        "segmentation": RUN.segmentation,
+        "base_vlm": RUN.builder("base"),
+        "placement": RUN.brick("placement"),
+        "captioning": RUN.brick("captioning"),
+        "edit_base": RUN.edit_base,
+        "edit_lora": expand(RUN.edit_lora(), brick=EDIT_BRICKS),
     }
 
 
@@ -162,14 +166,14 @@ def get_critic_sample_inputs(wildcards):
     """GT instructions and scenes, every trained brick, and the stage-1 Builder whose answers are executed too."""
     inputs = {
         **get_trained_bricks(wildcards),
-        "instructions": "results/data/instructions/gt.parquet",
-        "scenes": "results/data/scenes.parquet",
+        "instructions": RUN.instructions("gt"),
+        "scenes": RUN.scenes,
     }
     executed = config["bricks"]["critic"]["executed"]
     if executed["builder_answers"] > 0:
-        inputs["builder"] = "results/builder/sft"
+        inputs["builder"] = RUN.builder("sft")
         if executed["open_train_instructions"] + executed["open_val_instructions"] > 0:
-            inputs["open_instructions"] = "results/data/instructions/open.parquet"
+            inputs["open_instructions"] = RUN.instructions("open")
     return inputs
 
 
@@ -177,17 +181,17 @@ def get_critic_inputs(wildcards):
     """The clean critic shards; the film critic also learns from the trained bricks' outputs, the vlm critic
     starts from the base VLM."""
     critic = config["bricks"]["critic"]
-    inputs = {"shards": "results/data/shards/critic"}
+    inputs = {"shards": RUN.shards("critic")}
     if critic["backend"] == "local" and critic["architecture"] == "vlm":
-        inputs["base"] = "results/builder/base"
+        inputs["base"] = RUN.builder("base")
     elif critic["backend"] == "local" and critic["executed"]["train_instructions"] > 0:
-        inputs["executed"] = "results/data/shards/critic_executed"
+        inputs["executed"] = RUN.shards("critic_executed")
     return inputs
 
 
 def get_stage2_inputs(wildcards):
     """Stage 2 starts from stage 1; its execution reward runs the sampled workflows with every trained brick."""
-    inputs = {"base": "results/builder/sft", "instructions": builder_table("gt")}
+    inputs = {"base": RUN.builder("sft"), "instructions": builder_table("gt")}
     if float(config["builder"]["grpo_gt"].get("reward_weights", {}).get("execution", 1.0)) != 0:
         inputs.update(get_trained_bricks(wildcards))
     return inputs
@@ -196,9 +200,9 @@ def get_stage2_inputs(wildcards):
 def get_stage3_inputs(wildcards):
     """Stage 3 executes sampled workflows with every trained brick and scores them with the critic."""
     inputs = {
-        "base": "results/builder/grpo_gt",
+        "base": RUN.builder("grpo_gt"),
         "instructions": builder_table("open"),
-        "critic": "results/bricks/critic",
+        "critic": RUN.critic,
         **get_trained_bricks(wildcards),
     }
     if float(config["builder"]["grpo_critic"].get("gt_share", 0)) > 0:
@@ -229,31 +233,20 @@ def get_all_eval_chunks():
         for evalset in eval_sets():
             if builder == "oracle" and evalset not in ("shapes_gt",):
                 continue  # only the GT split has GT workflows to run
-            chunks += gather.evalchunk(f"results/eval/{builder}/{evalset}/chunk_{{scatteritem}}.parquet")
+            chunks += gather.evalchunk(RUN.eval_chunk(builder, evalset))
     return chunks
 
 
-TRAINED_BRICKS = {
-    "segmentation": "results/bricks/segmentation",
-    "placement": "results/bricks/placement",
-    "captioning": "results/bricks/captioning",
-    "edit_base": "results/bricks/edit_base",
-    "critic": "results/bricks/critic",
-}
-
-
 def get_eval_chunk_inputs(wildcards):
-    inputs = dict(TRAINED_BRICKS)
-    inputs["edit_lora"] = expand("results/bricks/edit_lora/{brick}", brick=EDIT_BRICKS)
-    inputs["base"] = "results/builder/base"
-    if wildcards.builder in ("sft", "grpo_gt", "grpo_critic"):
-        inputs["builder"] = f"results/builder/{wildcards.builder}"
+    inputs = {**get_trained_bricks(wildcards), "critic": RUN.critic}
+    if wildcards.builder in ("sft", "grpo_gt", "grpo_critic", "base"):
+        inputs["builder"] = RUN.builder(wildcards.builder)
     if get_eval_protocol(wildcards):  # a changed prompt file in the user's checkout reruns the chunk
         inputs["protocol"] = str(protocol_file(wildcards.evalset, get_eval_protocol(wildcards)))
     if wildcards.evalset == "shapes_gt":
-        inputs["table"] = "results/data/instructions/gt.parquet"
+        inputs["table"] = RUN.instructions("gt")
     elif wildcards.evalset == "shapes_open":
-        inputs["table"] = "results/data/instructions/open.parquet"
+        inputs["table"] = RUN.instructions("open")
     return inputs
 
 
@@ -291,19 +284,10 @@ def get_eval_set_spec(wildcards):
 
 def model_dirs():
     """Every trained model, by the name of its training curve (a judge behind an endpoint has none)."""
-    dirs = {
-        "segmentation": "results/bricks/segmentation",
-        "placement": "results/bricks/placement",
-        "captioning": "results/bricks/captioning",
-        "edit_base": "results/bricks/edit_base",
-        "builder_sft": "results/builder/sft",
-        "builder_grpo_gt": "results/builder/grpo_gt",
-        "builder_grpo_critic": "results/builder/grpo_critic",
-    }
-    if config["bricks"]["critic"]["backend"] == "local":
-        dirs["critic"] = "results/bricks/critic"
-    dirs.update({f"edit_lora_{b}": f"results/bricks/edit_lora/{b}" for b in EDIT_BRICKS})
-    return dirs
+    dirs = RUN.model_folders()
+    if config["bricks"]["critic"]["backend"] != "local":
+        del dirs["critic"]
+    return {k: v for k, v in dirs.items() if not k.startswith("edit_lora_") or k[len("edit_lora_") :] in EDIT_BRICKS}
 
 
 def get_model_dir(wildcards):
@@ -311,7 +295,7 @@ def get_model_dir(wildcards):
 
 
 def get_report_targets():
-    return ["results/report/data_stats.png"] + expand("results/report/curves/{model}.png", model=list(model_dirs()))
+    return [RUN.report("data_stats.png")] + expand(RUN.curve(), model=list(model_dirs()))
 
 
 # --- batch editing of a folder (rules/edit.smk) ---
@@ -324,10 +308,6 @@ def edit_section():
     return section
 
 
-def edit_chunks():
-    return int(edit_section().get("chunks") or 1)
-
-
 def edit_model_inputs():
     """Trained models the batch needs: all of them for a Builder, the fixed workflow's own otherwise."""
     # imported here, so that parsing the Snakefile stays light
@@ -336,22 +316,20 @@ def edit_model_inputs():
     trained = config.get("bricks", {}).get("edit", {}).get("bricks")
     return model_inputs(
         edit_section().get("workflow"),
-        "results",
+        RUN.root,
         None if trained is None else tuple(trained),
     )
 
 
 def get_edit_chunk_inputs(wildcards):
     e = edit_section()
-    if int(wildcards.chunk) >= edit_chunks():
-        raise ValueError(f"edit chunk {wildcards.chunk} does not exist: edit.chunks is {edit_chunks()}")
     inputs = {"folder": e["folder"]}
     if e.get("mapping"):
         inputs["mapping"] = e["mapping"]
     if e.get("workflow"):
         inputs["fixed_workflow"] = e["workflow"]
     else:
-        inputs["builder"] = f"results/builder/{e.get('builder') or 'grpo_critic'}"
+        inputs["builder"] = RUN.builder(e.get("builder") or "grpo_critic")
     models = edit_model_inputs()
     if models:
         inputs["models"] = models
@@ -366,22 +344,23 @@ def get_edit_params(wildcards):
         "mapping": e.get("mapping"),
         "workflow": e.get("workflow"),
         "builder": e.get("builder") or "grpo_critic",
-        "run": "results" if (not e.get("workflow") or edit_model_inputs()) else None,
-        "chunks": edit_chunks(),
+        "run": RUN.root if (not e.get("workflow") or edit_model_inputs()) else None,
         "batch_size": int(e.get("batch_size") or 16),
         "max_side": int(e.get("max_side", 1024)),
         "seed": config["seed"],
     }
 
 
-def get_edit_chunk_manifests(wildcards):
-    return expand("results/edit/chunks/{chunk}.parquet", chunk=range(edit_chunks()))
-
-
 def get_edit_gpus(wildcards):
     return int((config.get("edit") or {}).get("gpus") or 0)
 
 
-def get_edit_output_dir(wildcards, output):
-    """The mirrored output tree: the folder above the chunk manifests."""
-    return str(Path(output.manifest).parent.parent)
+def get_edit_output_dir(wildcards):
+    """The mirrored output tree all chunks write into."""
+    return RUN.edit_tree
+
+
+def get_scatter_chunk(wildcards):
+    """A scatter job's chunk as the library takes it: (index from 0, count), from Snakemake's '2-of-8'."""
+    number, count = (int(v) for v in wildcards.scatteritem.split("-of-"))
+    return number - 1, count

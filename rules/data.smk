@@ -3,8 +3,8 @@
 
 rule make_scenes:
     output:
-        table="results/data/scenes.parquet",
-        images=directory("results/data/scene_images"),
+        table=RUN.scenes,
+        images=directory(RUN.scene_images),
     log:
         "logs/make_scenes.log",
     benchmark:
@@ -25,10 +25,10 @@ rule make_scenes:
 
 rule make_instructions:
     input:
-        scenes="results/data/scenes.parquet",
+        scenes=RUN.scenes,
     output:
-        table="results/data/instructions/{domain}.parquet",
-        targets=directory("results/data/targets/{domain}"),
+        table=RUN.instructions(),
+        targets=directory(RUN.targets()),
     log:
         "logs/make_instructions/{domain}.log",
     benchmark:
@@ -51,7 +51,7 @@ rule make_shards:
     input:
         unpack(get_shard_inputs),
     output:
-        shards=directory("results/data/shards/{family}"),
+        shards=directory(RUN.shards()),
     log:
         "logs/make_shards/{family}.log",
     benchmark:

@@ -5,8 +5,8 @@ rule edit_eval_chunk:
     input:
         unpack(get_eval_chunk_inputs),
     output:
-        rows="results/eval/{builder}/{evalset}/chunk_{scatteritem}.parquet",
-        images=directory("results/eval/{builder}/{evalset}/images_{scatteritem}"),
+        rows=RUN.eval_chunk(),
+        images=directory(RUN.eval_images()),
     log:
         "logs/edit_eval_chunk/{builder}/{evalset}/{scatteritem}.log",
     benchmark:
@@ -26,6 +26,7 @@ rule edit_eval_chunk:
         seconds=config["evaluation"]["execution_seconds"],
         judge=config["evaluation"]["judge"],
         protocol=get_eval_protocol,
+        chunk=get_scatter_chunk,
     script:
         "../workflow_scripts/edit_eval_chunk.py"
 
@@ -33,42 +34,42 @@ rule edit_eval_chunk:
 rule summarize_eval:
     input:
         rows=get_all_eval_chunks(),
-        gt="results/data/instructions/gt.parquet",
+        gt=RUN.instructions("gt"),
     output:
-        markdown="results/eval/tables.md",
+        markdown=RUN.eval_product("tables.md"),
         builders=report(
-            "results/eval/builders.csv",
+            RUN.eval_product("builders.csv"),
             caption="../report/eval_builders.rst",
             category="4. Evaluation",
             subcategory="Builders",
         ),
         categories=report(
-            "results/eval/categories.csv",
+            RUN.eval_product("categories.csv"),
             caption="../report/eval_categories.rst",
             category="4. Evaluation",
             subcategory="per category",
         ),
         stages=report(
-            "results/eval/stages.csv",
+            RUN.eval_product("stages.csv"),
             caption="../report/eval_stages.rst",
             category="4. Evaluation",
             subcategory="stage against stage",
         ),
         reward_model=report(
-            "results/eval/reward_model.csv",
+            RUN.eval_product("reward_model.csv"),
             caption="../report/eval_reward_model.rst",
             category="4. Evaluation",
             subcategory="reward model",
         ),
         judges=report(
-            "results/eval/judges.csv",
+            RUN.eval_product("judges.csv"),
             caption="../report/eval_judges.rst",
             category="4. Evaluation",
             subcategory="judges",
         ),
-        per_item="results/eval/items.parquet",
+        per_item=RUN.eval_product("items.parquet"),
         grids=report(
-            directory("results/eval/grids"),
+            directory(RUN.eval_product("grids")),
             patterns=["{category}.png"],
             caption="../report/eval_grids.rst",
             category="4. Evaluation",

@@ -3,16 +3,16 @@
 
 rule plot_data_stats:
     input:
-        scenes="results/data/scenes.parquet",
-        instructions=expand("results/data/instructions/{domain}.parquet", domain=DOMAINS),
+        scenes=RUN.scenes,
+        instructions=expand(RUN.instructions(), domain=DOMAINS),
     output:
         stats=report(
-            "results/report/data_stats.png",
+            RUN.report("data_stats.png"),
             caption="../report/data_stats.rst",
             category="1. Data",
         ),
         samples=report(
-            "results/report/data_samples.png",
+            RUN.report("data_samples.png"),
             caption="../report/data_samples.rst",
             category="1. Data",
         ),
@@ -33,7 +33,7 @@ rule plot_training_curve:
         model=get_model_dir,
     output:
         curve=report(
-            "results/report/curves/{model}.png",
+            RUN.curve(),
             caption="../report/curve.rst",
             category="3. Training curves",
             labels={"model": "{model}"},

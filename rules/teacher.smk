@@ -6,9 +6,9 @@ rule read_builder_sources:
     input:
         get_builder_source_files,
     output:
-        rows="results/data/builder_sources/rows.parquet",
-        rejected="results/data/builder_sources/rejected.parquet",
-        images=directory("results/data/builder_sources/images"),
+        rows=RUN.builder_sources("rows.parquet"),
+        rejected=RUN.builder_sources("rejected.parquet"),
+        images=directory(RUN.builder_sources("images")),
     log:
         "logs/read_builder_sources.log",
     benchmark:
@@ -31,7 +31,7 @@ rule teacher_workflows:
     input:
         unpack(get_teacher_inputs),
     output:
-        verdicts="results/data/teacher/chunk_{scatteritem}.parquet",
+        verdicts=RUN.teacher_chunk(),
     log:
         "logs/teacher_workflows/{scatteritem}.log",
     benchmark:
@@ -48,22 +48,23 @@ rule teacher_workflows:
         seed=config["seed"],
         teacher=get_teacher_chunk_params,
         judge=config["evaluation"]["judge"],
+        chunk=get_scatter_chunk,
     script:
         "../workflow_scripts/teacher_workflows.py"
 
 
 rule gather_builder_tables:
     input:
-        verdicts=gather.teacherchunk("results/data/teacher/chunk_{scatteritem}.parquet"),
-        shapes_gt="results/data/instructions/gt.parquet",
-        shapes_open="results/data/instructions/open.parquet",
-        rejected="results/data/builder_sources/rejected.parquet",
+        verdicts=gather.teacherchunk(RUN.teacher_chunk()),
+        shapes_gt=RUN.instructions("gt"),
+        shapes_open=RUN.instructions("open"),
+        rejected=RUN.builder_sources("rejected.parquet"),
     output:
-        gt="results/data/builder/gt.parquet",
-        open="results/data/builder/open.parquet",
-        verdicts="results/data/builder/verdicts.parquet",
+        gt=RUN.builder_data("gt.parquet"),
+        open=RUN.builder_data("open.parquet"),
+        verdicts=RUN.builder_data("verdicts.parquet"),
         summary=report(
-            "results/data/builder/summary.md",
+            RUN.builder_data("summary.md"),
             caption="../report/builder_data.rst",
             category="1. Data",
             subcategory="Builder data",
@@ -85,9 +86,9 @@ rule gather_builder_tables:
 
 rule make_placement_listing:
     input:
-        rows="results/data/builder_sources/rows.parquet",
+        rows=RUN.builder_sources("rows.parquet"),
     output:
-        listing="results/data/builder_sources/placement.parquet",
+        listing=RUN.builder_sources("placement.parquet"),
     log:
         "logs/make_placement_listing.log",
     conda:

@@ -867,7 +867,7 @@ def test_snakemake_rules_edit_in_chunks_and_gather(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = rows(tmp_path / "results" / "edit" / "manifest.parquet")
     assert {f: r["status"] for f, r in m.items()} == {**{f"{i}.png": "ok" for i in range(5)}, "broken.png": "failed"}
-    assert [sorted(rows(tmp_path / "results" / "edit" / "chunks" / f"{k}.parquet")) for k in range(2)] == [
+    assert [sorted(rows(tmp_path / "results" / "edit" / "chunks" / f"{k}-of-2.parquet")) for k in (1, 2)] == [
         ["0.png", "2.png", "4.png"],
         ["1.png", "3.png", "broken.png"],
     ]

@@ -140,7 +140,7 @@ def test_a_film_ensemble_scores_by_its_members_mean_logit_and_one_member_is_the_
     pair = CriticTrainConfig(seed=3, members=2, train=settings)
     models, _ = train_film_members(pair, samples, tmp_path / "pair", tmp_path / "ckpt-pair")
     assert sorted(p.name for p in (tmp_path / "pair").iterdir() if p.is_dir()) == ["member-0", "member-1"]
-    assert (tmp_path / "pair" / "curve.png").is_file()
+    assert all((tmp_path / "pair" / m / "metrics.jsonl").is_file() for m in ("member-0", "member-1"))
     single, _ = train_film_members(
         CriticTrainConfig(seed=3, train=settings), samples, tmp_path / "one", tmp_path / "c1"
     )

@@ -47,7 +47,7 @@ class FixedCritic:
 
 def test_scatter_chunks_split_items_evenly():
     items = list(range(10))
-    chunks = [chunk_of(items, f"{i}-of-3") for i in (1, 2, 3)]
+    chunks = [chunk_of(items, i, 3) for i in (0, 1, 2)]
     assert chunks == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
 
 

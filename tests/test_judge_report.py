@@ -210,7 +210,7 @@ def test_the_chunk_job_hands_its_judge_and_protocol_to_the_chunk(monkeypatch, tm
     runner.evaluate_chunk(
         "gedit",
         {},
-        "2-of-2",
+        (1, 2),
         {"name": "sft"},
         tmp_path,
         critic_dir,

@@ -28,7 +28,7 @@ def _builder(results: Path, tmp: Path, stage: str, base: Path, **grpo) -> Path:
     values = {
         "stage": stage,
         "base": str(base),
-        "run_dir": str(results),
+        "models": str(results),
         "output_dir": str(out),
         "checkpoint_dir": str(tmp / f"ckpt_{stage}"),
         "seed": 0,

@@ -132,7 +132,7 @@ def test_killed_job_repays_no_answered_request(sources, served_teacher, pipeline
             "import json, sys\n"
             "from lego_edit.data.teacher import TeacherConfig, run_teacher_chunk\n"
             "cfg = TeacherConfig(**json.loads(sys.argv[1]))\n"
-            "run_teacher_chunk(cfg, sys.argv[2], '1-of-1', sys.argv[3], sys.argv[4])\n"
+            "run_teacher_chunk(cfg, sys.argv[2], (0, 1), sys.argv[3], sys.argv[4])\n"
         )
         args = [json.dumps(cfg.__dict__), str(rows_path), str(pipeline_run / "results"), str(tmp_path / "v.parquet")]
         proc = subprocess.Popen(

@@ -6,6 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - the lego_edit package
 
 from lego_edit.evaluation.runner import evaluate_chunk  # noqa: E402
+from lego_edit.layout import BrickModels  # noqa: E402
 from lego_edit.pipeline import logging_to  # noqa: E402
 
 sm = snakemake  # noqa: F821
@@ -14,9 +15,10 @@ with logging_to(sm.log[0]):
     evaluate_chunk(
         sm.wildcards.evalset,
         spec,
-        sm.wildcards.scatteritem,
+        tuple(sm.params.chunk),
         sm.params.builder,
-        run_dir=Path(sm.input.edit_base).parents[1],
+        models=BrickModels.from_named(sm.input).as_dict(),  # the trained bricks, by name
+        builder_dir=sm.input.get("builder"),
         critic_dir=sm.input.critic,
         images_dir=sm.output.images,
         rows_path=sm.output.rows,

@@ -10,7 +10,8 @@ from lego_edit.pipeline import config_from, logging_to  # noqa: E402
 
 sm = snakemake  # noqa: F821
 with logging_to(sm.log[0]):
+    chunk, chunks = sm.params.chunk
     cfg = config_from(
-        EditConfig, dict(sm.params.edit), output=sm.params.output_dir, chunk=int(sm.wildcards.chunk), threads=sm.threads
+        EditConfig, dict(sm.params.edit), output=sm.params.output_dir, chunk=chunk, chunks=chunks, threads=sm.threads
     )
     edit_chunk(cfg, sm.output.manifest)

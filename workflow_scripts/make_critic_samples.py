@@ -5,6 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - the lego_edit package
 
+from lego_edit.layout import BrickModels  # noqa: E402
 from lego_edit.pipeline import logging_to  # noqa: E402
 from lego_edit.training.common import build_config  # noqa: E402
 from lego_edit.training.critic_samples import CriticSamplesConfig, main  # noqa: E402
@@ -20,7 +21,7 @@ with logging_to(sm.log[0]):
                 "open_instructions": sm.input.get("open_instructions", ""),
                 "scenes": sm.input.scenes,
                 "builder": sm.input.get("builder", ""),
-                "run_dir": str(Path(sm.input.edit_base).parents[1]),
+                "models": BrickModels.from_named(sm.input).as_dict(),  # the trained bricks, by name
                 "output_dir": sm.output.shards,
                 "seed": sm.params.seed,
                 "samples_per_shard": sm.params.samples_per_shard,

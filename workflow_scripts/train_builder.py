@@ -6,6 +6,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - the lego_edit package
 
 from lego_edit.launch import run_stage  # noqa: E402
+from lego_edit.layout import BrickModels  # noqa: E402
 from lego_edit.pipeline import logging_to  # noqa: E402
 
 sm = snakemake  # noqa: F821
@@ -22,8 +23,8 @@ with logging_to(sm.log[0]):
             "instructions": sm.input.instructions,
             "critic": sm.input.get("critic", ""),
             "gt_instructions": sm.input.get("gt_instructions", ""),
-            # stage 3 runs the trained bricks: the run folder is the one that holds them
-            "run_dir": str(Path(sm.input.edit_base).parents[1]) if "edit_base" in sm.input.keys() else "results",
+            # the trained bricks stages 2 and 3 execute their answers with, by name
+            "models": BrickModels.from_named(sm.input).as_dict(),
             "output_dir": sm.output.model,
             "checkpoint_dir": sm.params.checkpoints,
             "seed": sm.params.seed,

@@ -1,7 +1,8 @@
 """Model-backed bricks: bind trained models to the registry so that the executor runs real models.
 
-``bind_model_bricks(registry, run_dir)`` looks for a pipeline run's trained models (``<run_dir>/bricks/...``
-and the base VLM under ``<run_dir>/builder/base``) and binds every brick whose model exists. Models load
+``bind_model_bricks(registry, models)`` binds every brick whose trained model exists: ``models`` names each model
+folder (``layout.BrickModels``: a rule's named inputs) or is a pipeline run's results folder (``layout.RunLayout``
+says where a run keeps them). Models load
 lazily, once per process, on the best device (cuda if available); calls are batched inside a brick where the
 brick allows it (all crop windows of an edit go through the diffusion model together).
 """
@@ -11,10 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ..layout import EDIT_BRICK_NAMES, VLM_BRICK_MODELS, BrickModels
 from ..workflow.errors import ExecutionError
 from ..workflow.values import as_mask
 from .edit_starts import (  # noqa: F401 - also re-exported: this module was their import path
@@ -30,7 +34,6 @@ from .registry import BrickRegistry
 from .vlm_prompts import CAPTION_PROMPT, PLACEMENT_PROMPT, parse_box
 
 log = logging.getLogger(__name__)
-EDIT_BRICK_NAMES = ("FILL", "RCM", "INPAINT", "CBG", "STYLE", "ENV", "POSE")
 
 
 def load_edit_model(path: str | Path, device: str | None = None):
@@ -48,15 +51,12 @@ def load_edit_model(path: str | Path, device: str | None = None):
 class ModelStore:
     """Loads each model on first use and keeps it for the life of the process."""
 
-    def __init__(self, run_dir: str | Path, device: str | None = None):
-        self.run_dir = Path(run_dir)
+    def __init__(self, models: BrickModels, device: str | None = None):
+        self.models = models
         self.device = device
         self._lock = threading.Lock()
         self.edit_lock = threading.Lock()
         self._cache: dict[str, object] = {}
-
-    def path(self, *parts: str) -> Path:
-        return self.run_dir.joinpath(*parts)
 
     def _get(self, key: str, load):
         with self._lock:
@@ -70,7 +70,7 @@ class ModelStore:
 
         return self._get(
             "segmentation",
-            lambda: SegmentationModel.from_pretrained(self.path("bricks", "segmentation"), device=self.device),
+            lambda: SegmentationModel.from_pretrained(self.models.segmentation, device=self.device),
         )
 
     def vlm_bricks(self):
@@ -82,24 +82,23 @@ class ModelStore:
             from ..models.vlm import load_vlm
             from ..training.vlm_sft import resolve_base
 
-            model, processor = load_vlm(resolve_base(self.path("builder", "base")), device=self.device)
-            names = [
-                n for n in ("placement", "captioning") if (self.path("bricks", n) / "adapter_config.json").is_file()
-            ]
-            model = PeftModel.from_pretrained(model, str(self.path("bricks", names[0])), adapter_name=names[0])
+            model, processor = load_vlm(resolve_base(Path(self.models.base_vlm)), device=self.device)
+            adapters = {n: getattr(self.models, n) for n in VLM_BRICK_MODELS if has_adapter(getattr(self.models, n))}
+            names = list(adapters)
+            model = PeftModel.from_pretrained(model, str(adapters[names[0]]), adapter_name=names[0])
             for n in names[1:]:
-                model.load_adapter(str(self.path("bricks", n)), adapter_name=n)
+                model.load_adapter(str(adapters[n]), adapter_name=n)
             return model.eval(), processor
 
         return self._get("vlm_bricks", load)
 
     def edit_model(self):
         def load():
-            model = load_edit_model(self.path("bricks", "edit_base"), device=self.device)
-            lora_dir = self.path("bricks", "edit_lora")
+            model = load_edit_model(self.models.edit_base, device=self.device)
+            loras = self.models.lora_folders()
             for brick in EDIT_BRICK_NAMES:
-                if (lora_dir / brick / "pytorch_lora_weights.safetensors").is_file():
-                    model.load_lora(brick, lora_dir / brick)
+                if brick in loras and (loras[brick] / "pytorch_lora_weights.safetensors").is_file():
+                    model.load_lora(brick, loras[brick])
             return model
 
         return self._get("edit_model", load)
@@ -244,7 +243,7 @@ def make_implementations(store: ModelStore) -> dict:
         """POSE's prompt names an object and a way to point: find the object (RES), turn it, and edit its box
         only (the rest stays exact). Without a segmentation model or a named object: the whole image."""
         subject = pose_subject(prompt)
-        if subject is None or not store.path("bricks", "segmentation", "segmentation.json").is_file():
+        if subject is None or not has_file(store.models.segmentation, "segmentation.json"):
             return mask, None
         found = segment("RES", image, subject)["mask"]
         direction = pose_direction(prompt)
@@ -323,30 +322,47 @@ def make_implementations(store: ModelStore) -> dict:
     return impls
 
 
-def available_models(run_dir: str | Path) -> dict[str, bool]:
-    run = Path(run_dir)
-    seg = (run / "bricks" / "segmentation" / "segmentation.json").is_file()
-    edit = (run / "bricks" / "edit_base" / "edit_model.json").is_file()
-    base = (run / "builder" / "base").is_dir()
+def has_file(folder: str | Path | None, name: str) -> bool:
+    return folder is not None and (Path(folder) / name).is_file()
+
+
+def has_adapter(folder: str | Path | None) -> bool:
+    return has_file(folder, "adapter_config.json")
+
+
+def available_models(models: BrickModels | str | Path) -> dict[str, bool]:
+    """{model-backed brick: whether its trained model is there}; ``models``: the folders, or a run folder."""
+    models = BrickModels.of(models)
+    seg = has_file(models.segmentation, "segmentation.json")
+    edit = has_file(models.edit_base, "edit_model.json")
+    base = models.base_vlm is not None and Path(models.base_vlm).is_dir()
     out = {name: seg for name in ("RES", "SOS", "MASK-SEG")}
-    out["ADD-PRED"] = base and (run / "bricks" / "placement" / "adapter_config.json").is_file()
-    out["CMI-PRED"] = base and (run / "bricks" / "captioning" / "adapter_config.json").is_file()
+    out["ADD-PRED"] = base and has_adapter(models.placement)
+    out["CMI-PRED"] = base and has_adapter(models.captioning)
     out.update({b: edit for b in EDIT_BRICK_NAMES})
     return out
 
 
-def bind_model_bricks(registry: BrickRegistry, run_dir: str | Path, device: str | None = None) -> list[str]:
-    """Bind every model-backed brick whose trained model exists under ``run_dir``; returns the bound names."""
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no such run folder (expected a pipeline's results/ folder)")
-    store = ModelStore(run, device)
+def bind_model_bricks(
+    registry: BrickRegistry, models: BrickModels | Mapping[str, Any] | str | Path, device: str | None = None
+) -> list[str]:
+    """Bind every model-backed brick whose trained model exists; ``models`` names the folders (``BrickModels``
+    or a mapping of their names), or is a run's results folder. Returns the bound names."""
+    if isinstance(models, (str, Path)):
+        if not Path(models).is_dir():
+            raise FileNotFoundError(f"{models}: no such run folder (expected a pipeline's results/ folder)")
+        where, missing = f"trained model in {models}", f"{models}: no trained brick models found under bricks/"
+        models = BrickModels.of_run(models)
+    else:
+        models = BrickModels.of(models)
+        where, missing = "trained model", f"no trained brick models found in {models.describe()}"
+    store = ModelStore(models, device)
     impls = make_implementations(store)
     bound = []
-    for name, ok in available_models(run).items():
+    for name, ok in available_models(models).items():
         if ok and name in registry:
-            registry.bind(name, impls[name], source=f"trained model in {run}")
+            registry.bind(name, impls[name], source=where)
             bound.append(name)
     if not bound:
-        raise FileNotFoundError(f"{run_dir}: no trained brick models found under bricks/")
+        raise FileNotFoundError(missing)
     return bound

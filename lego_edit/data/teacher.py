@@ -182,7 +182,7 @@ def filter_score(source: np.ndarray, raw_output: np.ndarray, target_path: str) -
 def teacher_chunk(
     rows: list[dict],
     cfg: TeacherConfig,
-    run_dir,
+    models,
     out_path,
     judge: dict | None = None,
     critic_dir=None,
@@ -191,14 +191,15 @@ def teacher_chunk(
     batch_size: int = 16,
 ) -> Counter:
     """Ask, parse, validate, execute and filter ``rows`` (the builder-sources table's rows); write one verdict per
-    row to ``out_path``. ``judge`` is evaluation.judge (an endpoint scores rows without a target)."""
+    row to ``out_path``. ``models``: the brick models (``layout.BrickModels``, a mapping of their folders, or a
+    run folder). ``judge`` is evaluation.judge (an endpoint scores rows without a target)."""
     from ..bricks.models import bind_model_bricks
     from ..bricks.registry import default_registry
     from ..evaluation.judge_cache import JudgeCache
     from ..workflow import BrickContext, Executor, Limits
 
     registry = default_registry()
-    bind_model_bricks(registry, run_dir)
+    bind_model_bricks(registry, models)
     executor = Executor(registry, BrickContext(seed=seed, limits=Limits()))
     scorer = _judge_scorer(judge, critic_dir)
     backend = backend if backend is not None else teacher_backend(cfg)
@@ -320,12 +321,12 @@ def verdict_schema() -> pa.Schema:
     )
 
 
-def run_teacher_chunk(cfg: TeacherConfig, rows_path, scatteritem: str, run_dir, out_path, judge=None, seed=0):
-    """The pipeline's chunk job."""
+def run_teacher_chunk(cfg: TeacherConfig, rows_path, chunk: tuple[int, int], models, out_path, judge=None, seed=0):
+    """The pipeline's chunk job: chunk (index, count) of the real rows."""
     import pyarrow.parquet as pq
 
     from ..evaluation.runner import chunk_of
 
     Path(cfg.journal).parent.mkdir(parents=True, exist_ok=True)
-    rows = chunk_of(pq.read_table(rows_path).to_pylist(), scatteritem)
-    return teacher_chunk(rows, cfg, run_dir, out_path, judge=judge, critic_dir=None, seed=seed)
+    rows = chunk_of(pq.read_table(rows_path).to_pylist(), *chunk)
+    return teacher_chunk(rows, cfg, models, out_path, judge=judge, critic_dir=None, seed=seed)

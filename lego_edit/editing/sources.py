@@ -8,20 +8,25 @@ import json
 import logging
 from pathlib import Path
 
+from ..layout import EDIT_BRICK_NAMES, RunLayout
 from ..workflow import WorkflowError, parse_workflow, validate_workflow
 
 log = logging.getLogger(__name__)
 BUILDER_STAGES = ("grpo_critic", "grpo_gt", "sft", "base")
-# Which trained models (relative to a run's results/ folder) each model-backed brick needs.
-MODEL_PATHS = {
-    **{b: ("bricks/segmentation",) for b in ("RES", "SOS", "MASK-SEG")},
-    "ADD-PRED": ("builder/base", "bricks/placement"),
-    "CMI-PRED": ("builder/base", "bricks/captioning"),
-    **{
-        b: ("bricks/edit_base", f"bricks/edit_lora/{b}")
-        for b in ("FILL", "RCM", "INPAINT", "CBG", "STYLE", "ENV", "POSE")
-    },
-}
+MODEL_BRICKS = ("RES", "SOS", "MASK-SEG", "ADD-PRED", "CMI-PRED", *EDIT_BRICK_NAMES)
+
+
+def brick_model_folders(brick: str, run: RunLayout, edit_bricks: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The trained-model folders of ``run`` that a model-backed brick loads (none for a function brick).
+    ``edit_bricks``: the edit bricks that get a LoRA; the others run on the edit base alone."""
+    if brick in ("RES", "SOS", "MASK-SEG"):
+        return (run.segmentation,)
+    if brick in ("ADD-PRED", "CMI-PRED"):
+        return (run.builder("base"), run.brick("placement" if brick == "ADD-PRED" else "captioning"))
+    if brick in EDIT_BRICK_NAMES:
+        lora = edit_bricks is None or brick in edit_bricks
+        return (run.edit_base, run.edit_lora(brick)) if lora else (run.edit_base,)
+    return ()
 
 
 class EditError(ValueError):
@@ -87,19 +92,15 @@ def model_inputs(
     model bricks, or every brick model when a Builder writes the workflows (``workflow_path`` None).
     ``edit_bricks``: the edit bricks that get a LoRA (the pipeline's config); the others run on the base."""
     if workflow_path is None:
-        bricks = tuple(MODEL_PATHS)
+        bricks = MODEL_BRICKS
     else:
         from ..bricks.registry import default_registry
 
         registry = default_registry(plugins=False)
         bricks = workflow_bricks(read_fixed_workflow(workflow_path)[0], registry)
-    paths: list[str] = []
+    run, paths = RunLayout(str(run_dir)), []
     for b in bricks:
-        for p in MODEL_PATHS.get(b, ()):
-            if edit_bricks is not None and p.startswith("bricks/edit_lora/") and b not in edit_bricks:
-                continue
-            if f"{run_dir}/{p}" not in paths:
-                paths.append(f"{run_dir}/{p}")
+        paths += [p for p in brick_model_folders(b, run, edit_bricks) if p not in paths]
     return paths
 
 
@@ -112,7 +113,7 @@ def builder_identity(
         return f"openai:{model}@{url}", prompt_style or "registry"  # a real VLM reads the full brick list
     if stage not in BUILDER_STAGES:
         raise EditError(f"--builder must be one of {', '.join(BUILDER_STAGES)}, not {stage!r}")
-    stage_dir = Path(run) / "builder" / stage
+    stage_dir = Path(RunLayout(str(run)).builder(stage))
     if not stage_dir.is_dir():
         raise EditError(
             f"{stage_dir}: no Builder stage '{stage}' in this run (train it first, or choose another "
@@ -147,7 +148,7 @@ def load_builder(
         )
     from ..training.vlm_sft import resolve_base
 
-    stage_dir = Path(run) / "builder" / stage
+    stage_dir = Path(RunLayout(str(run)).builder(stage))
     meta = stage_dir / "adapter_base.json"
     kwargs = dict(device=device, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
     if meta.is_file():  # a LoRA stage: the adapter over the base it was trained on

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from ..data.dataset import load_instructions, write_table
 from ..imageio import ImageReadError, load_image, save_image
+from ..layout import RunLayout
 from ..workflow import BrickContext, Executor, Limits, WorkflowError, parse_workflow
 from ..workflow.execute import run_bounded
 from ..workflow.values import rgb
@@ -98,13 +99,14 @@ def load_items(set_name: str, spec: dict, max_items: int = 0) -> list[EvalItem]:
     return items
 
 
-def chunk_of(items: list, scatteritem: str) -> list:
-    """Snakemake's '3-of-8' scatter item -> every 8th item starting at the third."""
-    i, n = (int(v) for v in scatteritem.split("-of-"))
-    return items[i - 1 :: n]
+def chunk_of(items: list, index: int, count: int) -> list:
+    """Chunk ``index`` (0-based) of ``count``: every ``count``-th item from the ``index``-th."""
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"chunk index must be in 0..{count - 1} (count={count}), got {index}")
+    return items[index::count]
 
 
-def make_builder(spec: dict, run_dir: str | Path):
+def make_builder(spec: dict, builder_dir: str | Path | None):
     """A GenerationBackend for a Builder row: a trained stage, the untrained base, or an API model."""
     from ..builder.backends import LocalVLMBackend, OpenAIChatBackend
     from ..training.vlm_sft import resolve_base
@@ -117,7 +119,7 @@ def make_builder(spec: dict, run_dir: str | Path):
             max_tokens=spec.get("max_tokens", 1024),
             concurrency=spec.get("concurrency", 4),
         )
-    path = resolve_base(Path(run_dir) / "builder" / spec["stage"])
+    path = resolve_base(Path(builder_dir))
     return LocalVLMBackend(path, max_new_tokens=spec.get("max_new_tokens", 384), batch_size=spec.get("batch_size", 16))
 
 
@@ -168,7 +170,7 @@ def _judge_inputs(batch, sources, outputs, rows):
 def run_chunk(
     items: list[EvalItem],
     builder: dict,
-    run_dir: str | Path,
+    models,
     out_dir: str | Path,
     table_path: str | Path,
     registry=None,
@@ -178,8 +180,11 @@ def run_chunk(
     seconds: float = 60.0,
     batch_size: int = 64,
     judge=None,
+    builder_dir: str | Path | None = None,
 ) -> pa.Table:
-    """Edit and score ``items``. ``critic`` is the reward model; ``judge`` (an ``EvaluationJudge``) scores the
+    """Edit and score ``items``. ``models``: the brick models (``layout.BrickModels``, a mapping of their
+    folders, or a run folder); ``builder_dir``: a local Builder's folder (default: the stage's folder in the run
+    folder ``models``). ``critic`` is the reward model; ``judge`` (an ``EvaluationJudge``) scores the
     benchmarks, and the shapes splits too when it is another model; each row records who judged it."""
     from ..bricks.models import bind_model_bricks
     from ..bricks.registry import default_registry
@@ -190,9 +195,11 @@ def run_chunk(
     out_dir.mkdir(parents=True, exist_ok=True)
     if registry is None:
         registry = default_registry()
-        bind_model_bricks(registry, run_dir)
+        bind_model_bricks(registry, models)
     executor = Executor(registry, BrickContext(seed=seed, limits=Limits()))
-    backend = None if builder["kind"] == "oracle" else make_builder(builder, run_dir)
+    if builder_dir is None and builder["kind"] == "vlm" and isinstance(models, (str, Path)):
+        builder_dir = RunLayout(str(models)).builder(builder["stage"])
+    backend = None if builder["kind"] == "oracle" else make_builder(builder, builder_dir)
     rows: list[dict] = []
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
@@ -305,9 +312,9 @@ def run_chunk(
 def evaluate_chunk(
     set_name: str,
     spec: dict,
-    scatteritem: str,
+    chunk: tuple[int, int],
     builder: dict,
-    run_dir,
+    models,
     critic_dir,
     images_dir,
     rows_path,
@@ -316,14 +323,15 @@ def evaluate_chunk(
     seconds: float = 60.0,
     judge: dict | None = None,
     protocol: str | None = None,
+    builder_dir: str | Path | None = None,
 ) -> pa.Table:
-    """The pipeline's chunk job: the chunk's items, edited by ``builder``; the shapes splits scored by the run's
-    critic (the reward model), the benchmarks by ``judge`` (``evaluation.judge``; empty: the critic) under the
-    published protocol of the checkout at ``protocol`` when given."""
+    """The pipeline's chunk job: chunk (index, count) of the set's items, edited by ``builder``; the shapes splits
+    scored by the run's critic (the reward model), the benchmarks by ``judge`` (``evaluation.judge``; empty: the
+    critic) under the published protocol of the checkout at ``protocol`` when given."""
     from ..models.critic import load_critic_dir
     from .judging import EvaluationJudgeConfig, load_evaluation_judge
 
-    items = chunk_of(load_items(set_name, spec, spec.get("max_items", 0)), scatteritem)
+    items = chunk_of(load_items(set_name, spec, spec.get("max_items", 0)), *chunk)
     judge_cfg = EvaluationJudgeConfig.from_dict(judge)
     reward = load_critic_dir(critic_dir) if set_name in SHAPES_SETS or not judge_cfg.base_url else None
     evaluation_judge = load_evaluation_judge(judge_cfg, critic_dir, set_name, protocol, reward_critic=reward)
@@ -331,7 +339,7 @@ def evaluate_chunk(
         return run_chunk(
             items,
             builder,
-            run_dir,
+            models,
             images_dir,
             rows_path,
             critic=reward,
@@ -339,6 +347,7 @@ def evaluate_chunk(
             seed=seed,
             seconds=seconds,
             judge=evaluation_judge,
+            builder_dir=builder_dir,
         )
     finally:
         evaluation_judge.close()

@@ -19,7 +19,7 @@ from ..bricks.registry import default_registry
 from ..builder.prompting import builder_completion, builder_system_text, builder_user_text, registry_user_text
 from ..data.dataset import load_instructions, select_rows
 from ..imageio import atomic_write_json
-from .common import is_main_process, plot_curves, rank_finished, write_metrics
+from .common import is_main_process, rank_finished, write_metrics
 from .grpo_settings import GRPOSettings
 from .hf_checkpoints import pickle_free
 from .vlm_sft import (
@@ -47,7 +47,13 @@ class BuilderConfig:
         default="",
         metadata={"help": "Stage 3 with grpo.gt_share > 0: the GT instruction table its GT prompts come from."},
     )
-    run_dir: str = field(default="results", metadata={"help": "Pipeline results folder (trained bricks, stage 3)."})
+    models: str | dict = field(
+        default="results",
+        metadata={
+            "help": "The trained brick models (stages 2 and 3 execute their answers): a run's results folder, or "
+            "their folders by name (segmentation, base_vlm, placement, captioning, edit_base, edit_lora: a list)."
+        },
+    )
     critic: str = field(default="", metadata={"help": "Critic folder (stage 3)."})
     output_dir: str = ""
     checkpoint_dir: str = ""
@@ -119,7 +125,7 @@ def _brick_executor(cfg: BuilderConfig):
     from ..workflow import BrickContext, Executor
 
     registry = default_registry()
-    bind_model_bricks(registry, cfg.run_dir)
+    bind_model_bricks(registry, cfg.models)
     return Executor(registry, BrickContext(seed=cfg.seed))
 
 
@@ -290,9 +296,6 @@ def run_grpo(cfg: BuilderConfig) -> dict:
 
     save_vlm(trained, processor, out)
     history = write_history(trainer.state.log_history, out)
-    reward_keys = tuple(f"rewards/{getattr(f, '__name__', 'critic')}/mean" for f in rewards)
-    keys = [k for k in ("reward", "frac_reward_zero_std", "kl") + reward_keys if any(k in r for r in history)]
-    plot_curves(out / "metrics.jsonl", out / "curve.png", f"Builder {cfg.stage}", keys=tuple(keys) or ("loss",))
     info = {"rows": len(rows), **filtered, **movement(history)}
     for f in rewards:
         if hasattr(f, "stats"):

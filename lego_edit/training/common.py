@@ -1,5 +1,5 @@
 """Shared bits of the training entry points: nested config dataclasses from dicts, output folders,
-metrics files, the training-curve plot, and which rank of a multi-process stage this is."""
+metrics files, and which rank of a multi-process stage this is."""
 
 from __future__ import annotations
 
@@ -59,29 +59,6 @@ def rank_finished(name: str, steps: int) -> bool:
 
 def write_metrics(out_dir: str | Path, metrics: dict) -> None:
     atomic_write_json(Path(out_dir) / "metrics.json", metrics)
-
-
-def plot_curves(metrics_jsonl: str | Path, out_png: str | Path, title: str, keys: tuple[str, ...] = ("loss",)) -> None:
-    """A training-curve PNG from a metrics.jsonl (one line per logged step)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        pts = [(r["step"], r[key]) for r in rows if key in r and r[key] is not None]
-        if pts:
-            ax.plot(*zip(*pts), lw=1.2)
-        ax.set_xlabel("step")
-        ax.set_ylabel(key)
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
 
 
 def cli(config_cls, main) -> None:

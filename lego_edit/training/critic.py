@@ -36,7 +36,7 @@ from ..imageio import atomic_write_json
 from ..models.critic import CRITIC_SPEC, FilmCriticScorer, LocalCritic, OpenAICriticConfig, load_critic_dir
 from ..models.film_critic import FilmCriticConfig
 from ..models.vlm import to_pil
-from .common import is_main_process, plot_curves, rank_finished, write_metrics
+from .common import is_main_process, rank_finished, write_metrics
 from .critic_ranking import (  # noqa: F401 - also re-exported: this module was their import path
     executed_agreement,
     instruction_candidates,
@@ -165,26 +165,55 @@ def loop_config(s: SFTSettings):
     )
 
 
-def train_film(cfg: CriticTrainConfig, samples: list[dict], out: Path, checkpoint_dir: Path | str):
-    """Train the FiLM CNN critic (see the module docstring); resumable like the UNet bricks."""
+@dataclass
+class FilmData:
+    """What the FiLM critic trains on, built once from the samples (no randomness): an ensemble's members share it."""
+
+    groups: list
+    vocab: list[str]
+    planes: object  # torch tensors: the image planes and the changed-region growth of every candidate
+    grow: object
+    success: object
+    cross: list
+
+
+def film_data(cfg: CriticTrainConfig, samples: list[dict]) -> FilmData:
     import torch
-    import torch.nn.functional as F
 
-    from ..models.film_critic import FilmCritic, build_vocab, critic_planes, planes_to_features
-    from .loop import train
+    from ..models.film_critic import build_vocab, critic_planes
 
-    s = cfg.train
     groups = ranking_groups(samples, cfg.margin_db)
     if not groups:
         raise ValueError(f"{cfg.shards}: no instruction has two candidates of different quality")
-    film = cfg.film
-    torch.manual_seed(cfg.seed)  # the initial weights follow the run's seed (and differ between ensemble members)
-    model = FilmCritic(film, build_vocab([x["instruction"] for x in samples]))
-    planes, grow = zip(*(critic_planes(x["source"], x["candidate"], film.image_size) for x in samples))
+    planes, grow = zip(*(critic_planes(x["source"], x["candidate"], cfg.film.image_size) for x in samples))
     planes, grow = torch.from_numpy(np.stack(planes)), torch.from_numpy(np.stack(grow))
+    return FilmData(
+        groups=groups,
+        vocab=build_vocab([x["instruction"] for x in samples]),
+        planes=planes,
+        grow=grow,
+        success=torch.tensor([float(x.get("success", x["label"])) for x in samples]),
+        cross=scene_cross_targets(samples, groups, planes) if cfg.cross_negatives else [[] for _ in groups],
+    )
+
+
+def train_film(
+    cfg: CriticTrainConfig, samples: list[dict], out: Path, checkpoint_dir: Path | str, data: FilmData | None = None
+):
+    """Train the FiLM CNN critic (see the module docstring) on ``data`` (built from ``samples`` when not given);
+    resumable like the UNet bricks."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..models.film_critic import FilmCritic, planes_to_features
+    from .loop import train
+
+    s = cfg.train
+    data = data if data is not None else film_data(cfg, samples)
+    groups, planes, grow, success, cross = data.groups, data.planes, data.grow, data.success, data.cross
+    torch.manual_seed(cfg.seed)  # the initial weights follow the run's seed (and differ between ensemble members)
+    model = FilmCritic(cfg.film, data.vocab)
     ids = model.encode_words([x["instruction"] for x in samples])
-    success = torch.tensor([float(x.get("success", x["label"])) for x in samples])
-    cross = scene_cross_targets(samples, groups, planes) if cfg.cross_negatives else [[] for _ in groups]
     mean_size = float(np.mean([len(g) + min(cfg.cross_negatives, len(c)) for (g, _), c in zip(groups, cross)]))
     per_step = max(1, round(s.batch_size / mean_size))  # whole groups: batch_size counts candidates
     loop = loop_config(s)
@@ -226,7 +255,6 @@ def train_film(cfg: CriticTrainConfig, samples: list[dict], out: Path, checkpoin
     if not rank_finished("critic", loop.steps):
         return model.eval(), history
     model.save_pretrained(out)
-    plot_curves(out / "metrics.jsonl", out / "curve.png", "critic", keys=("loss", "pair_accuracy"))
     return model.eval(), history
 
 
@@ -243,21 +271,14 @@ def train_film_members(cfg: CriticTrainConfig, samples: list[dict], out: Path, c
     if cfg.members == 1:
         model, history = train_film(cfg, samples, out, checkpoint_dir)
         return [model], history
-    models, histories = [], []
+    models, histories, data = [], [], film_data(cfg, samples)
     for k in range(cfg.members):
         log.info("critic ensemble: member %d of %d", k + 1, cfg.members)
         member = replace(cfg, seed=member_seed(cfg.seed, k))
         name = f"{MEMBER_PREFIX}{k}"
-        model, history = train_film(member, samples, out / name, Path(checkpoint_dir) / name)
+        model, history = train_film(member, samples, out / name, Path(checkpoint_dir) / name, data)
         models.append(model)
         histories.append(history)
-    if is_main_process():  # the report's training curve: member 0's, titled as such
-        plot_curves(
-            out / f"{MEMBER_PREFIX}0" / "metrics.jsonl",
-            out / "curve.png",
-            f"critic (member 1 of {cfg.members})",
-            keys=("loss", "pair_accuracy"),
-        )
     return models, histories[0]
 
 
@@ -299,7 +320,6 @@ def train_pairwise(cfg: CriticTrainConfig, samples: list[dict], out: Path, check
     if not rank_finished("critic", loop.steps):
         return model.eval(), processor, history
     save_vlm(model, processor, out)
-    plot_curves(out / "metrics.jsonl", out / "curve.png", "critic", keys=("loss", "pair_accuracy"))
     return model.eval(), processor, history
 
 

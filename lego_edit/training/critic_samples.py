@@ -68,7 +68,13 @@ class CriticSamplesConfig:
         default="", metadata={"help": "The open-domain instruction table (GT targets, no GT workflow)."}
     )
     scenes: str = field(default="", metadata={"help": "The scene table (for other objects' expressions)."})
-    run_dir: str = field(default="results", metadata={"help": "Pipeline results folder with the trained bricks."})
+    models: str | dict = field(
+        default="results",
+        metadata={
+            "help": "The trained brick models: a run's results folder, or their folders by name (segmentation, "
+            "base_vlm, placement, captioning, edit_base, edit_lora: a list)."
+        },
+    )
     output_dir: str = ""
     seed: int = 0
     train_instructions: int = field(default=600, metadata={"help": "Training-split instructions executed."})
@@ -260,7 +266,7 @@ def main(cfg: CriticSamplesConfig) -> dict:
     from ..bricks.registry import default_registry
 
     registry = default_registry()
-    bind_model_bricks(registry, cfg.run_dir)
+    bind_model_bricks(registry, cfg.models)
     executor = Executor(registry, BrickContext(seed=cfg.seed))
     by_split = {}
     for split in ("train", "val"):

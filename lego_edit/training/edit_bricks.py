@@ -20,7 +20,7 @@ from ..evaluation.metrics import psnr
 from ..imageio import atomic_write_json
 from ..models.flux_fill import FluxFillConfig
 from ..models.inpainting import EditModelConfig, UNetInpainter, edit_text
-from .common import is_main_process, plot_curves, rank_finished, write_metrics
+from .common import is_main_process, rank_finished, write_metrics
 from .loop import LoopConfig, train
 
 log = logging.getLogger(__name__)
@@ -231,7 +231,6 @@ def main(cfg: EditTrainConfig) -> dict:
     }
     write_metrics(out, metrics)
     atomic_write_json(out / "train_config.json", asdict(cfg))
-    plot_curves(out / "metrics.jsonl", out / "curve.png", f"edit {name}")
     log.info("edit %s metrics: %s", name, metrics)
     return metrics
 

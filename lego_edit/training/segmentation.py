@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..data.shards import load_samples
 from ..imageio import atomic_write_json
 from ..models.segmentation import TASKS, SegmentationConfig, SegmentationModel, candidate_regions, task_text
-from .common import plot_curves, rank_finished, write_metrics
+from .common import rank_finished, write_metrics
 from .loop import LoopConfig, train
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,6 @@ def main(cfg: SegmentationTrainConfig) -> dict:
     }
     write_metrics(out, metrics)
     atomic_write_json(out / "train_config.json", asdict(cfg))
-    plot_curves(out / "metrics.jsonl", out / "curve.png", "segmentation (RES, SOS, MASK-SEG)")
     log.info("segmentation metrics: %s", metrics)
     return metrics
 

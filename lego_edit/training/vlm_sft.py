@@ -19,7 +19,7 @@ import torch
 from ..imageio import atomic_write_json
 from ..models.stable_files import stabilise_adapter
 from ..models.vlm import load_vlm, save_vlm
-from .common import num_processes, plot_curves, rank_finished
+from .common import num_processes, rank_finished
 from .hf_checkpoints import pickle_free
 
 log = logging.getLogger(__name__)
@@ -205,6 +205,5 @@ def sft(
         stabilise_adapter(out)  # the same bytes on every run (peft writes target_modules in set order)
         atomic_write_json(out / "adapter_base.json", {"base": str(base)})
     history = write_history(trainer.state.log_history, out)
-    plot_curves(out / "metrics.jsonl", out / "curve.png", title)
     atomic_write_json(out / "sft_settings.json", asdict(settings))
     return trained.eval(), processor, history
