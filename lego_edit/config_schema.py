@@ -33,7 +33,9 @@ PATH_FIELDS = {
 }  # filled in by the rules, not set in the config
 
 
-def _type_schema(hint) -> dict:
+def _type_schema(hint, default=None) -> dict:
+    """A property's schema; a dataclass's nested defaults are those of ``default`` (the field's default object)
+    when given, so that an object's default and its properties' defaults agree."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -51,7 +53,7 @@ def _type_schema(hint) -> dict:
     if origin is dict:
         return {"type": "object"}
     if dataclasses.is_dataclass(hint):
-        return dataclass_schema(hint, exclude=set())
+        return dataclass_schema(hint, exclude=set(), instance=default if isinstance(default, hint) else None)
     return {
         int: {"type": "integer"},
         float: {"type": "number"},
@@ -68,31 +70,34 @@ def _without_defaults(node):
     return node
 
 
-def _default(field: dataclasses.Field):
+def _default_object(field: dataclasses.Field, instance=None):
+    """The field's default: its value in ``instance`` (a parent's default object), else its own default."""
+    if instance is not None:
+        return getattr(instance, field.name)
     if field.default is not dataclasses.MISSING:
-        value = field.default
-    elif field.default_factory is not dataclasses.MISSING:
-        value = field.default_factory()
-    else:
-        return dataclasses.MISSING
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
 
 
-def dataclass_schema(cls, exclude: set[str] = frozenset(), description: str | None = None) -> dict:
+def dataclass_schema(cls, exclude: set[str] = frozenset(), description: str | None = None, instance=None) -> dict:
+    """The schema of a config dataclass; defaults from ``instance`` when given (a field's non-default object)."""
     hints = typing.get_type_hints(cls)
     props = {}
     for f in dataclasses.fields(cls):
         if f.name in exclude:
             continue
-        prop = _type_schema(hints[f.name])
+        default_object = _default_object(f, instance)
+        prop = _type_schema(hints[f.name], None if default_object is dataclasses.MISSING else default_object)
         if dataclasses.is_dataclass(hints[f.name]) and "description" not in f.metadata:
             prop["description"] = (hints[f.name].__doc__ or f.name).strip().splitlines()[0]
         else:
             prop["description"] = f.metadata.get("help", f.name.replace("_", " "))
         prop.update({k: f.metadata[k] for k in ("minimum", "maximum") if k in f.metadata})
-        default = _default(f)
-        if default is not dataclasses.MISSING:
-            prop["default"] = default
+        if default_object is not dataclasses.MISSING:
+            is_object = dataclasses.is_dataclass(default_object)
+            prop["default"] = dataclasses.asdict(default_object) if is_object else default_object
         props[f.name] = prop
     doc = description or (cls.__doc__ or cls.__name__).strip().splitlines()[0]
     return {"type": "object", "additionalProperties": False, "description": doc, "properties": props}
@@ -121,7 +126,15 @@ def data_section() -> dict:
         scenes["properties"][split]["minimum"] = 0
     scenes["default"] = {}
     per_scene = {"per_scene": integer("Instructions per scene.", 1)}
-    family = obj("Samples drawn per scene for one brick family.", {"per_scene": integer("Samples per scene.", 1, 1)})
+    # segmentation draws several referring expressions per scene: RES is the brick the most workflows start from
+    family_per_scene = {name: 4 if name == "segmentation" else 1 for name in FAMILIES}
+
+    def family(name: str) -> dict:
+        return obj(
+            "Samples drawn per scene for one brick family.",
+            {"per_scene": integer("Samples per scene.", family_per_scene[name], 1)},
+        )
+
     source = obj(
         "A listing of files (CSV, parquet or JSONL) and the folder its paths are relative to.",
         {
@@ -188,7 +201,7 @@ def data_section() -> dict:
                     "samples_per_shard": integer("Samples per tar file.", 1000, 1),
                     "families": obj(
                         "Brick families to write shards for.",
-                        {name: (edit_family if name == "edit" else family) for name in FAMILIES},
+                        {name: (edit_family if name == "edit" else family(name)) for name in FAMILIES},
                     ),
                     "sources": obj(
                         "Real data on disk instead of the shapes world, per brick family.",

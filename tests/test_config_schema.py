@@ -90,6 +90,35 @@ def test_every_object_is_closed_and_every_property_described():
     assert undescribed == []
 
 
+def differing_defaults(schema: dict, config, where: str = "") -> list[str]:
+    """Where ``config`` sets a value other than the schema's default (numbers compared as numbers)."""
+    out = []
+    default = schema.get("default")
+    if isinstance(config, dict) and isinstance(default, dict) and "properties" not in schema:
+        default = {k: default.get(k) for k in config}  # an optional object: the keys the config sets
+    if "default" in schema and not (isinstance(config, dict) and "properties" in schema):
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (config, default))
+        if not (config == default or (numbers and float(config) == float(default))):
+            out.append(f"{where}: config {config!r}, schema default {default!r}")
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if key in schema.get("properties", {}):
+                out += differing_defaults(schema["properties"][key], value, f"{where}.{key}")
+    return out
+
+
+def test_the_dataclass_defaults_are_the_default_config():
+    """config/config.yaml and the defaults a missing key gets agree, at every depth: a key left out of a config
+    means what the embedded default means (an object's default and its properties' defaults agree too)."""
+    schema = build_schema()
+    assert differing_defaults(schema, load(ROOT / "config" / "config.yaml")) == []
+    segmentation = schema["properties"]["bricks"]["properties"]["segmentation"]
+    assert (
+        segmentation["default"]["train"]["steps"]
+        == segmentation["properties"]["train"]["properties"]["steps"]["default"]
+    )
+
+
 def test_unknown_keys_are_rejected():
     config = load(ROOT / "config" / "config.yaml")
     config["data"]["shards"]["mergeReads"] = True

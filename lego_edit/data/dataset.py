@@ -36,7 +36,7 @@ class SceneConfig:
     environment_rate: float = field(default=0.15, metadata={"help": "Share of scenes rendered with an environment."})
     train: int = field(default=1600, metadata={"help": "Number of training scenes."})
     val: int = field(default=100, metadata={"help": "Number of validation scenes."})
-    test: int = field(default=200, metadata={"help": "Number of test scenes."})
+    test: int = field(default=400, metadata={"help": "Number of test scenes."})
 
     def __post_init__(self):
         if self.image_size < 32 or self.image_size % 16:

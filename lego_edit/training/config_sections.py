@@ -18,19 +18,39 @@ from .grpo_settings import GRPOSettings
 from .loop import LoopConfig
 from .vlm_sft import LoraSettings, SFTSettings
 
+# Stage 2's reward: graded arguments and the executed answer's error to the GT target; brick and edge F1
+# down-weighted; format and validity (saturated after SFT) off. See config/config.yaml for the measurements.
+STAGE2_REWARD_WEIGHTS = {
+    "format": 0,
+    "validity": 0,
+    "arguments": 0,
+    "graded_arguments": 1,
+    "execution": 1,
+    "brick_f1": 0.25,
+    "edge_f1": 0.25,
+}
+
+
+def _segmentation_model() -> SegmentationConfig:
+    model = SegmentationConfig()
+    model.unet.block_out_channels = [8, 16, 32, 64]
+    return model
+
 
 @dataclass
 class SegmentationSection:
     """Segmentation bricks (RES, SOS, MASK-SEG): one text-conditioned UNet."""
 
     gpus: int = field(default=0, metadata={"help": "GPUs for this job (0: CPU); >1 launches one process per GPU."})
-    model: SegmentationConfig = field(default_factory=SegmentationConfig)
-    train: LoopConfig = field(default_factory=lambda: LoopConfig(steps=600, batch_size=32, lr=3e-3))
+    model: SegmentationConfig = field(default_factory=_segmentation_model)
+    train: LoopConfig = field(
+        default_factory=lambda: LoopConfig(steps=1500, batch_size=16, lr=2e-3, checkpoint_every=500)
+    )
 
 
-def _vlm_brick_train() -> SFTSettings:
+def _vlm_brick_train(steps: int) -> SFTSettings:
     return SFTSettings(
-        steps=150,
+        steps=steps,
         batch_size=16,
         lr=2e-3,
         lora=LoraSettings(rank=16, alpha=32, modules_to_save=["embed_tokens", "lm_head"]),
@@ -42,7 +62,7 @@ class VLMBrickSection:
     """A LoRA adapter on the base VLM (ADD-PRED placement or CMI-PRED captioning)."""
 
     gpus: int = field(default=0, metadata={"help": "GPUs for this job (0: CPU)."})
-    train: SFTSettings = field(default_factory=_vlm_brick_train)
+    train: SFTSettings = field(default_factory=lambda: _vlm_brick_train(400))
     eval_samples: int = field(default=150, metadata={"help": "Held-out samples for the figures."})
 
 
@@ -51,7 +71,7 @@ class EditLoraSection:
     """One LoRA per edit brick on the shared base."""
 
     rank: int = field(default=16, metadata={"help": "LoRA rank (alpha = rank)."})
-    train: LoopConfig = field(default_factory=lambda: LoopConfig(steps=150, batch_size=32, lr=5e-4, warmup_steps=10))
+    train: LoopConfig = field(default_factory=lambda: LoopConfig(steps=25, batch_size=32, lr=5e-4, warmup_steps=5))
 
 
 @dataclass
@@ -66,9 +86,11 @@ class EditSection:
     bricks: list[str] = field(
         default_factory=lambda: list(EDIT_BRICKS), metadata={"help": "Edit bricks to train (each gets a LoRA)."}
     )
-    model: EditModelConfig = field(default_factory=EditModelConfig)
+    model: EditModelConfig = field(
+        default_factory=lambda: EditModelConfig(prediction="residual", box_coords=True, erase_under_mask=["FILL"])
+    )
     flux: FluxFillConfig = field(default_factory=FluxFillConfig, metadata={"help": "Backend flux_fill settings."})
-    base: LoopConfig = field(default_factory=lambda: LoopConfig(steps=1500, batch_size=32, lr=1e-3))
+    base: LoopConfig = field(default_factory=lambda: LoopConfig(steps=1300, batch_size=32, lr=1e-3))
     lora: EditLoraSection = field(default_factory=EditLoraSection)
     eval_per_brick: int = field(default=60, metadata={"help": "Held-out samples per brick for the PSNR figures."})
 
@@ -79,7 +101,7 @@ class ExecutedSamplesSection:
     against the exact GT target."""
 
     train_instructions: int = field(
-        default=600,
+        default=450,
         metadata={"help": "Training-split GT instructions executed (0: none; the critic learns from clean renders)."},
     )
     val_instructions: int = field(default=100, metadata={"help": "Validation-split instructions (held-out figure)."})
@@ -147,7 +169,7 @@ class CriticSection:
             "on the answer 'yes|no. The edit: <what it does>', LoRA allowed)."
         },
     )
-    train: SFTSettings = field(default_factory=lambda: SFTSettings(steps=2000, batch_size=64, lr=2e-3, warmup_steps=30))
+    train: SFTSettings = field(default_factory=lambda: SFTSettings(steps=1600, batch_size=64, lr=2e-3, warmup_steps=30))
     eval_instructions: int = field(
         default=0, metadata={"help": "Held-out instructions for the ranking figure (0: all of the split's)."}
     )
@@ -160,17 +182,17 @@ class BricksSection:
 
     segmentation: SegmentationSection = field(default_factory=SegmentationSection)
     placement: VLMBrickSection = field(default_factory=VLMBrickSection)
-    captioning: VLMBrickSection = field(default_factory=VLMBrickSection)
+    captioning: VLMBrickSection = field(default_factory=lambda: VLMBrickSection(train=_vlm_brick_train(450)))
     edit: EditSection = field(default_factory=EditSection)
     critic: CriticSection = field(default_factory=CriticSection)
 
 
 def _tiny_builder_vlm() -> VLMConfig:
     return VLMConfig(
-        hidden_size=64,
+        hidden_size=128,
         num_layers=2,
-        num_heads=2,
-        num_kv_heads=1,
+        num_heads=8,
+        num_kv_heads=2,
         intermediate_size=256,
         vision_depth=2,
         vision_hidden_size=64,
@@ -202,11 +224,22 @@ class BuilderSection:
         metadata={"help": "Stage 1: supervised fine-tuning on GT workflows."},
     )
     grpo_gt: GRPOSettings = field(
-        default_factory=lambda: GRPOSettings(steps=40, lr=2e-5),
+        default_factory=lambda: GRPOSettings(
+            steps=80,
+            prompts_per_step=16,
+            lr=1e-4,
+            beta=0.04,
+            temperature=0.4,
+            guidance=True,
+            reward_weights=dict(STAGE2_REWARD_WEIGHTS),
+            execution_gate=True,
+        ),
         metadata={"help": "Stage 2: GRPO with GT-based rewards."},
     )
     grpo_critic: GRPOSettings = field(
-        default_factory=lambda: GRPOSettings(steps=30, lr=1e-5),
+        default_factory=lambda: GRPOSettings(
+            steps=64, prompts_per_step=8, num_generations=8, lr=1e-4, beta=0.04, temperature=0.8
+        ),
         metadata={"help": "Stage 3: GRPO on open-domain instructions, critic reward."},
     )
 
@@ -253,7 +286,7 @@ class EvaluationSection:
     """Batch-edit the evaluation sets with every Builder and score them."""
 
     builders: list[str] = field(
-        default_factory=lambda: ["base", "sft", "grpo_gt", "grpo_critic", "oracle"],
+        default_factory=lambda: ["sft", "grpo_gt", "grpo_critic", "oracle"],
         metadata={
             "help": "Rows: Builder stages (base, sft, grpo_gt, grpo_critic) and "
             "oracle (GT workflows run by the trained bricks)."
@@ -262,8 +295,8 @@ class EvaluationSection:
     api_builder: OpenAIBuilderConfig | None = field(
         default=None, metadata={"help": "Also evaluate an OpenAI-compatible Builder (row 'api'); null: no."}
     )
-    shapes_gt_items: int = field(default=150, metadata={"help": "Items of the GT test split (0: all)."})
-    shapes_open_items: int = field(default=100, metadata={"help": "Items of the open-domain test split (0: all)."})
+    shapes_gt_items: int = field(default=0, metadata={"help": "Items of the GT test split (0: all)."})
+    shapes_open_items: int = field(default=0, metadata={"help": "Items of the open-domain test split (0: all)."})
     benchmark_items: int = field(default=0, metadata={"help": "Items per benchmark (0: all)."})
     gedit: GEditSpec = field(default_factory=GEditSpec)
     imgedit: ImgEditSpec = field(default_factory=ImgEditSpec)
