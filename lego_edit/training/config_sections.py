@@ -199,7 +199,6 @@ def _tiny_builder_vlm() -> VLMConfig:
         vision_heads=4,
         vision_intermediate_size=128,
         image_size=112,
-        max_position_embeddings=1024,
     )
 
 
