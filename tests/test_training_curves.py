@@ -32,6 +32,14 @@ def test_an_ensemble_is_drawn_a_line_per_member_in_member_order(tmp_path):
     assert image.shape[0] > 100 and image.std() > 0
 
 
+def test_many_curves_wrap_into_rows(tmp_path):
+    terms = {f"rewards/t{k}/mean": 0.1 * k for k in range(5)}
+    write_metrics(tmp_path / "grpo", [{"step": s, "reward": 0.5, "kl": 0.01 * s, **terms} for s in range(3)])
+    plot_training_curve(tmp_path / "grpo", tmp_path / "grpo.png", "Builder grpo_gt")
+    height, width = np.asarray(Image.open(tmp_path / "grpo.png")).shape[:2]
+    assert height > width / 3  # 7 panels: two rows of at most four, not one strip
+
+
 def test_a_model_folder_without_metrics_is_named_in_the_error(tmp_path):
     (tmp_path / "sft").mkdir()
     with pytest.raises(FileNotFoundError, match="sft: no metrics.jsonl"):

@@ -13,6 +13,7 @@ from pathlib import Path
 # pair accuracy); a stage that logged none of them gets its loss.
 PANEL_KEYS = ("loss", "pair_accuracy")
 GRPO_KEYS = ("reward", "frac_reward_zero_std", "kl")
+PANELS_PER_ROW = 4
 
 TITLES = {
     "segmentation": "segmentation (RES, SOS, MASK-SEG)",
@@ -69,8 +70,12 @@ def plot_training_curve(model_dir: str | Path, out_png: str | Path, title: str) 
     files = metrics_files(model_dir)
     runs = [read_metrics(f) for f in files]
     keys = curve_keys([r for rows in runs for r in rows])
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    cols = min(len(keys), PANELS_PER_ROW)
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(keys) :]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, keys):
         for path, rows in zip(files, runs):
             pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
             if pts:
