@@ -6,7 +6,6 @@ row of the tables): one code path for a local VLM and an OpenAI-compatible endpo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,7 +14,6 @@ import numpy as np
 from ..workflow import DEFAULT_LIMITS, Limits, WorkflowError, parse_workflow, validate_workflow
 from .backends import BackendError, GenerationBackend, GenerationRequest
 from .prompting import builder_system_text, builder_user_text, registry_user_text
-from .rewards import _f1, brick_multiset, exact_match
 
 
 @dataclass
@@ -77,24 +75,3 @@ def answer_from(
     report = validate_workflow(wf, registry, has_mask=has_mask, limits=limits)
     err = None if report.ok else "invalid: " + "; ".join(str(x) for x in report.errors[:5])
     return BuilderAnswer(result, wf, err, report.ok)
-
-
-def score_against_gt(answers: list[BuilderAnswer], gold_workflows: Sequence[str | None]) -> dict:
-    """Parse rate, valid rate, brick-multiset F1 and exact GT match over the items that have a GT."""
-    parsed = [a.workflow is not None for a in answers]
-    valid = [a.valid for a in answers]
-    f1, exact = [], []
-    for a, g in zip(answers, gold_workflows):
-        if g is None:
-            continue
-        gold = parse_workflow(g if isinstance(g, str) else json.dumps(g))
-        f1.append(0.0 if a.workflow is None else _f1(brick_multiset(a.workflow), brick_multiset(gold)))
-        exact.append(exact_match(a.workflow, gold))
-    mean = lambda v: round(float(np.mean(v)), 4) if v else None  # noqa: E731
-    return {
-        "n": len(answers),
-        "parse_rate": mean(parsed),
-        "valid_rate": mean(valid),
-        "brick_f1": mean(f1),
-        "exact_match": mean(exact),
-    }

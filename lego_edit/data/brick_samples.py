@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bricks.functions import expand_canvas, fastinpaint, mask_bbox, object_region, turn_object
+from ..bricks.functions import expand_canvas, fastinpaint, object_region, turn_object
 from . import edits, phrases
 from .instructions import ENV_PROMPT, make_instruction
 from .referring import candidates
@@ -315,8 +315,3 @@ def critic_samples(
             {"source": source, "candidate": wrong},
             {"instruction": text, "label": 0, "kind": kind, "shows": shows, **scored(wrong)},
         )
-
-
-def box_of(mask: np.ndarray) -> list[int] | None:
-    b = mask_bbox(mask > 0)
-    return None if b is None else [b[0], b[1], b[0] + b[2] - 1, b[1] + b[3] - 1]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -324,15 +323,6 @@ def grid(df: pd.DataFrame, items: dict[str, dict], category: str, out_png: str |
         y += r.height
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out_png)
-
-
-def workflow_of(answer: str | None) -> str:
-    try:
-        from ..workflow import parse_workflow
-
-        return json.dumps(parse_workflow(answer).to_dict()) if answer else ""
-    except Exception:
-        return ""
 
 
 def summarize_evaluation(chunk_paths: list, gt_table, out_dir, items_path, grids_dir, per_category: int = 2) -> None:

@@ -13,7 +13,6 @@ Backends behind one interface:
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -257,8 +256,3 @@ def load_critic_dir(path, device: str | None = None) -> Critic:
     if is_film_critic(path):
         return FilmCriticScorer(str(path), device=device)
     return LocalCritic(str(path), device=device)
-
-
-def mean_score(scores: list[CriticScore]) -> float | None:
-    vals = [s.score for s in scores if s.score is not None and math.isfinite(s.score)]
-    return float(np.mean(vals)) if vals else None

@@ -5,7 +5,7 @@ output feeds the UNet's class embedding."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -105,7 +105,3 @@ class PromptEncoder(nn.Module):
             PreTrainedTokenizerFast.from_pretrained(path / "tokenizer"),
             meta["max_length"],
         )
-
-
-def config_to_dict(cfg) -> dict:
-    return asdict(cfg)
