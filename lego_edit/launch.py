@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .training.common import build_config
+from .pipeline import config_from
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def run_stage(
     checkpoints resume only a run of the same config on the same inputs."""
     mod = importlib.import_module(module)
     config_cls = getattr(mod, config_cls_name)
-    cfg = build_config(config_cls, values)  # validate here, before any launcher starts
+    cfg = config_from(config_cls, values)  # validate here, before any launcher starts
     if getattr(cfg, "checkpoint_dir", ""):  # once, before the ranks start: a changed config does not resume
         from .training.state import claim_checkpoints, input_fingerprint
 

@@ -16,7 +16,9 @@ T = TypeVar("T")
 
 
 def config_from(cls: type[T], values: dict[str, Any] | None = None, **overrides) -> T:
-    """``cls(**values, **overrides)``, refusing keys the dataclass does not have (a typo is an error)."""
+    """``cls(**values, **overrides)`` for a (nested) config dataclass: a dict given for a dataclass field becomes
+    that dataclass; keys the dataclass does not have raise ValueError naming them (a typo is an error). The one
+    dict-to-config helper of the rules' scripts and the stages' command lines."""
     values = {**(values or {}), **overrides}
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
@@ -24,9 +26,12 @@ def config_from(cls: type[T], values: dict[str, Any] | None = None, **overrides)
         raise ValueError(f"{cls.__name__} has no option(s) {', '.join(unknown)}; it has {', '.join(sorted(names))}")
     hints = typing.get_type_hints(cls)
     clean = {}
-    for key, value in values.items():  # snakemake params may hand over tuples or Namedlists
-        if typing.get_origin(hints.get(key)) in (list, tuple) and value is not None:
-            value = list(value)
+    for key, value in values.items():
+        hint = hints.get(key)
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = config_from(hint, value)
+        elif typing.get_origin(hint) in (list, tuple) and value is not None and not isinstance(value, str):
+            value = list(value)  # snakemake params may hand over tuples or Namedlists
         clean[key] = value
     return cls(**clean)
 

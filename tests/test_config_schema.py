@@ -173,3 +173,16 @@ def test_paper_config_validates_but_lists_every_set_me_key():
     message = str(err.value)
     assert message.startswith("these config keys still hold a SET_ME placeholder")
     assert message.split(": ", 1)[1].split(", ") == PAPER_SET_ME_KEYS
+
+
+def test_config_from_builds_nested_dataclasses_and_names_unknown_keys():
+    from lego_edit.pipeline import config_from
+    from lego_edit.training.segmentation import SegmentationTrainConfig
+
+    paths = {"shards": "s", "output_dir": "o"}
+    cfg = config_from(SegmentationTrainConfig, {"loop": {"steps": 7, "batch_size": 2}, **paths}, seed=3)
+    assert cfg.loop.steps == 7 and cfg.seed == 3 and not isinstance(cfg.loop, dict)
+    with pytest.raises(ValueError, match="SegmentationTrainConfig has no option.s. stesp"):
+        config_from(SegmentationTrainConfig, {"stesp": 7, **paths})
+    with pytest.raises(ValueError, match="LoopConfig has no option.s. stesp"):
+        config_from(SegmentationTrainConfig, {"loop": {"stesp": 7}, **paths})

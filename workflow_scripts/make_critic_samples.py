@@ -6,14 +6,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - the lego_edit package
 
 from lego_edit.layout import BrickModels  # noqa: E402
-from lego_edit.pipeline import logging_to  # noqa: E402
-from lego_edit.training.common import build_config  # noqa: E402
+from lego_edit.pipeline import config_from, logging_to  # noqa: E402
 from lego_edit.training.critic_samples import CriticSamplesConfig, main  # noqa: E402
 
 sm = snakemake  # noqa: F821
 with logging_to(sm.log[0]):
     main(
-        build_config(
+        config_from(
             CriticSamplesConfig,
             {
                 **sm.params.section,

@@ -1,33 +1,15 @@
-"""Shared bits of the training entry points: nested config dataclasses from dicts, output folders,
+"""Shared bits of the training entry points: the command line (config file -> config dataclass), output folders,
 metrics files, and which rank of a multi-process stage this is."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
-import typing
 from pathlib import Path
 
 from ..imageio import atomic_write_json
-
-
-def build_config(cls, values: dict | None):
-    """A (nested) config dataclass from a dict; unknown keys raise ValueError naming them."""
-    values = dict(values or {})
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"{cls.__name__} has no option(s) {', '.join(unknown)}; it has {', '.join(sorted(names))}")
-    for key, value in list(values.items()):
-        hint = hints.get(key)
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            values[key] = build_config(hint, value)
-        elif typing.get_origin(hint) in (list, tuple) and value is not None and not isinstance(value, str):
-            values[key] = list(value)
-    return cls(**values)
+from ..pipeline import config_from
 
 
 def process_index() -> int:
@@ -62,7 +44,7 @@ def write_metrics(out_dir: str | Path, metrics: dict) -> None:
 
 
 def cli(config_cls, main) -> None:
-    """``python -m lego_edit.training.<stage> --config cfg.json [--set key=value ...]``: the same entry point
+    """``python -m lego_edit.training.<stage> --config cfg.json``: the same entry point
     the pipeline uses, runnable without Snakemake (and by ``torchrun``, one process per GPU: see
     ``launch.run_stage``)."""
     import argparse
@@ -83,7 +65,7 @@ def cli(config_cls, main) -> None:
 
         if torch.cuda.is_available():  # a launched rank: "cuda" is its own GPU, not every rank on cuda:0
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    main(build_config(config_cls, values))
+    main(config_from(config_cls, values))
     _leave_process_group()
 
 
