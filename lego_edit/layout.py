@@ -20,6 +20,13 @@ from typing import Any
 EDIT_BRICK_NAMES = ("FILL", "RCM", "INPAINT", "CBG", "STYLE", "ENV", "POSE")
 VLM_BRICK_MODELS = ("placement", "captioning")  # the ADD-PRED and CMI-PRED adapters over the base VLM
 BUILDER_STAGES = ("base", "sft", "grpo_gt", "grpo_critic")
+MEMBER_PREFIX = "member-"  # an ensemble's model folder holds one member-<k>/ folder per member
+
+
+def member_folders(model_dir: str | Path) -> list[Path]:
+    """An ensemble's ``member-<k>`` folders in member order (member-10 after member-2); none for one model."""
+    members = [d for d in Path(model_dir).glob(f"{MEMBER_PREFIX}*") if d.is_dir()]
+    return sorted(members, key=lambda d: int(d.name.removeprefix(MEMBER_PREFIX)))
 
 
 @dataclass(frozen=True)
@@ -28,8 +35,11 @@ class RunLayout:
 
     root: str = "results"
 
+    def __post_init__(self):
+        object.__setattr__(self, "root", str(self.root))  # a Path is accepted; the paths stay strings
+
     def path(self, *parts: str) -> str:
-        return "/".join((str(self.root).rstrip("/"), *parts))
+        return "/".join((self.root.rstrip("/"), *parts))
 
     # --- data (rules/data.smk, rules/teacher.smk) ---
     @property
@@ -154,7 +164,7 @@ class BrickModels:
 
     @classmethod
     def of_run(cls, run_dir: str | Path) -> BrickModels:
-        return RunLayout(str(run_dir)).brick_models()
+        return RunLayout(run_dir).brick_models()
 
     @classmethod
     def of(cls, models: BrickModels | Mapping[str, Any] | str | Path) -> BrickModels:

@@ -26,6 +26,7 @@ def test_layout_paths_and_wildcard_templates():
     assert run.shards() == "results/data/shards/{family}"
     assert run.eval_chunk("sft", "shapes_gt") == "results/eval/sft/shapes_gt/chunk_{scatteritem}.parquet"
     assert RunLayout("/x/run/").edit_lora("FILL") == "/x/run/bricks/edit_lora/FILL"
+    assert RunLayout(Path("/x/run")) == RunLayout("/x/run")  # a Path root is taken as its string
     assert set(run.model_folders()) >= {"critic", "builder_sft", "edit_lora_POSE", "segmentation"}
 
 

@@ -17,7 +17,7 @@ with logging_to(sm.log[0]):
         spec,
         tuple(sm.params.chunk),
         sm.params.builder,
-        models=BrickModels.from_named(sm.input).as_dict(),  # the trained bricks, by name
+        models=BrickModels.from_named(sm.input),  # the trained bricks, by name
         builder_dir=sm.input.get("builder"),
         critic_dir=sm.input.critic,
         images_dir=sm.output.images,

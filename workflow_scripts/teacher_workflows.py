@@ -15,7 +15,7 @@ with logging_to(sm.log[0]):
         config_from(TeacherConfig, sm.params.teacher),
         sm.input.rows,
         tuple(sm.params.chunk),
-        BrickModels.from_named(sm.input).as_dict(),  # the trained bricks, by name
+        BrickModels.from_named(sm.input),  # the trained bricks, by name
         sm.output.verdicts,
         judge=sm.params.judge,
         seed=sm.params.seed,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..bricks.functions import expand_canvas, fastinpaint, object_region, turn_object
+from ..layout import EDIT_BRICK_NAMES
 from . import edits, phrases
 from .instructions import ENV_PROMPT, make_instruction
 from .referring import candidates
@@ -40,7 +41,7 @@ from .shapes import (
     render_layers,
 )
 
-EDIT_BRICKS = ("FILL", "RCM", "INPAINT", "CBG", "STYLE", "ENV", "POSE")
+EDIT_BRICKS = EDIT_BRICK_NAMES  # the edit bricks, as lego_edit.layout names them
 NO_CHANGE = "nothing changed"
 FAMILIES = ("segmentation", "placement", "captioning", "edit", "critic")
 

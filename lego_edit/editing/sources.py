@@ -98,7 +98,7 @@ def model_inputs(
 
         registry = default_registry(plugins=False)
         bricks = workflow_bricks(read_fixed_workflow(workflow_path)[0], registry)
-    run, paths = RunLayout(str(run_dir)), []
+    run, paths = RunLayout(run_dir), []
     for b in bricks:
         paths += [p for p in brick_model_folders(b, run, edit_bricks) if p not in paths]
     return paths
@@ -113,7 +113,7 @@ def builder_identity(
         return f"openai:{model}@{url}", prompt_style or "registry"  # a real VLM reads the full brick list
     if stage not in BUILDER_STAGES:
         raise EditError(f"--builder must be one of {', '.join(BUILDER_STAGES)}, not {stage!r}")
-    stage_dir = Path(RunLayout(str(run)).builder(stage))
+    stage_dir = Path(RunLayout(run).builder(stage))
     if not stage_dir.is_dir():
         raise EditError(
             f"{stage_dir}: no Builder stage '{stage}' in this run (train it first, or choose another "
@@ -148,7 +148,7 @@ def load_builder(
         )
     from ..training.vlm_sft import resolve_base
 
-    stage_dir = Path(RunLayout(str(run)).builder(stage))
+    stage_dir = Path(RunLayout(run).builder(stage))
     meta = stage_dir / "adapter_base.json"
     kwargs = dict(device=device, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
     if meta.is_file():  # a LoRA stage: the adapter over the base it was trained on

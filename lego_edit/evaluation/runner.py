@@ -198,7 +198,7 @@ def run_chunk(
         bind_model_bricks(registry, models)
     executor = Executor(registry, BrickContext(seed=seed, limits=Limits()))
     if builder_dir is None and builder["kind"] == "vlm" and isinstance(models, (str, Path)):
-        builder_dir = RunLayout(str(models)).builder(builder["stage"])
+        builder_dir = RunLayout(models).builder(builder["stage"])
     backend = None if builder["kind"] == "oracle" else make_builder(builder, builder_dir)
     rows: list[dict] = []
     for start in range(0, len(items), batch_size):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..layout import member_folders
+
 # The curves worth a panel, in panel order, when a stage logged them (GRPO logs reward terms, the critic its
 # pair accuracy); a stage that logged none of them gets its loss.
 PANEL_KEYS = ("loss", "pair_accuracy")
@@ -30,7 +32,7 @@ def metrics_files(model_dir: str | Path) -> list[Path]:
     own = model_dir / "metrics.jsonl"
     if own.is_file():
         return [own]
-    members = sorted(model_dir.glob("member-*/metrics.jsonl"), key=lambda p: int(p.parent.name.split("-", 1)[1]))
+    members = [d / "metrics.jsonl" for d in member_folders(model_dir) if (d / "metrics.jsonl").is_file()]
     if not members:
         raise FileNotFoundError(f"{model_dir}: no metrics.jsonl (nor member-*/metrics.jsonl) to draw a curve from")
     return members

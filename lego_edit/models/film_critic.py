@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..bricks.vlm_prompts import CHANGE_TOLERANCE, critic_images
+from ..layout import member_folders
 from ..workflow.values import rgb
 
 CONFIG_NAME = "film_critic.json"
@@ -192,16 +193,12 @@ class FilmCritic(nn.Module):
         return model.to(device or "cpu").eval()
 
 
-MEMBER_PREFIX = "member-"
-
-
 def film_critic_members(path: str | Path) -> list[Path]:
     """The saved FiLM critics under ``path``: itself, or its ``member-<k>`` folders (an ensemble), in order."""
     path = Path(path)
     if (path / CONFIG_NAME).is_file():
         return [path]
-    members = [d for d in path.glob(f"{MEMBER_PREFIX}*") if (d / CONFIG_NAME).is_file()]
-    return sorted(members, key=lambda d: int(d.name.removeprefix(MEMBER_PREFIX)))
+    return [d for d in member_folders(path) if (d / CONFIG_NAME).is_file()]
 
 
 def is_film_critic(path: str | Path) -> bool:

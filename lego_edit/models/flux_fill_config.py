@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..layout import EDIT_BRICK_NAMES
 from .flux_tiny import TinyFluxConfig
 
-EDIT_BRICKS = ("FILL", "RCM", "INPAINT", "CBG", "STYLE", "ENV", "POSE")
+EDIT_BRICKS = EDIT_BRICK_NAMES  # the edit bricks, as lego_edit.layout names them
 
 # ICEdit's LoRA targets (from OminiControl): every projection that touches the image tokens: the input embedder,
 # the double blocks' norm1, attention and feed-forward output, the single blocks' norm, attention and MLP.

@@ -266,7 +266,7 @@ def member_seed(seed: int, member: int) -> int:
 def train_film_members(cfg: CriticTrainConfig, samples: list[dict], out: Path, checkpoint_dir: Path | str):
     """``cfg.members`` FiLM critics, one after another, each resumable: one saves to ``out``, an ensemble to
     ``out/member-<k>`` (``film_critic_members`` finds them). Returns the trained models and member 0's history."""
-    from ..models.film_critic import MEMBER_PREFIX
+    from ..layout import MEMBER_PREFIX
 
     if cfg.members == 1:
         model, history = train_film(cfg, samples, out, checkpoint_dir)
