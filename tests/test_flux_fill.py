@@ -209,3 +209,30 @@ def test_pretrained_base_is_a_pointer(tmp_path, inputs):
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["edit_model.json"]
     back = FluxFillEditor.from_pretrained(tmp_path / "model", device="cpu")
     assert _same(back.edit("POSE", images, None, ["make the triangle point up"] * 2, seed=2), out)
+
+
+def test_training_reads_its_batches_from_the_shards_with_the_same_loss(tmp_path):
+    """A paper-scale edit set stays on disk: training_data reads only fields and image shapes from a ShardSamples,
+    and the batch's loss equals the loss on the decoded samples."""
+    from lego_edit.data.shard_index import ShardSamples
+    from lego_edit.data.shards import write_shard_set
+
+    samples = _samples(np.random.default_rng(3), ("RCM", "FILL", "INPAINT", "FILL"))
+    samples[3]["preimage"] = np.random.default_rng(4).integers(0, 256, (10, 12, 4), dtype=np.uint8)  # a cut-out
+    images = ("source", "mask", "target", "preimage")
+    rows = [
+        (f"e_{i}", {k: s[k] for k in images if k in s}, {k: v for k, v in s.items() if k not in images})
+        for i, s in enumerate(samples)
+    ]
+    write_shard_set({"train": rows}, "edit", tmp_path, samples_per_shard=3)
+    on_disk = ShardSamples(tmp_path, "train")
+    ed = FluxFillEditor.build(_cfg(), TEXTS)
+    held, read = ed.training_data(samples), ed.training_data(on_disk)
+    assert read["prompts"] == held["prompts"] and read["brick"] == held["brick"] and read["size"] == 4
+    assert ed.mode("FILL", samples[3]["preimage"]) == "reference" and read["prompts"][3] == held["prompts"][3]
+    index, losses = torch.tensor([3, 0, 2, 1]), []
+    for data in (held, read):
+        torch.manual_seed(0)  # the tiny pipeline also draws from the global generator
+        with torch.no_grad():
+            losses.append(ed.training_loss(data, index, torch.Generator().manual_seed(0)))
+    assert torch.equal(*losses)

@@ -20,6 +20,9 @@ with logging_to(sm.log[0]):
             "output_dir": sm.output.adapter,
             "checkpoint_dir": sm.params.checkpoints,
             "seed": sm.params.seed,
+            # how samples are held, not what is learned (the same batches): read from the config, not a param, so
+            # that switching it reruns nothing
+            "samples_in_memory": sm.config["bricks"]["samples_in_memory"],
             "backend": s["backend"],
             "brick": sm.wildcards.brick,
             "base_dir": sm.input.base,

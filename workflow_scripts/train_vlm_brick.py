@@ -22,6 +22,8 @@ with logging_to(sm.log[0]):
             "output_dir": sm.output.adapter,
             "checkpoint_dir": sm.params.checkpoints,
             "seed": sm.params.seed,
+            # how samples are held, not what is learned: from the config, not a param, so that switching reruns nothing
+            "samples_in_memory": sm.config["bricks"]["samples_in_memory"],
             "train": {**s["train"], "threads": sm.threads},
             "eval_samples": s["eval_samples"],
         },

@@ -45,6 +45,7 @@ from diffusers import FluxFillPipeline
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
 from torch import nn
 
+from ..data.shard_index import sample_meta
 from .flux_fill_config import (  # noqa: F401 - also re-exported: this module was their import path
     DTYPES,
     EDIT_BRICKS,
@@ -127,7 +128,11 @@ class FluxFillEditor(FluxFillWeights, nn.Module):
 
     # --- layout ------------------------------------------------------------------------------------------------
     def mode(self, brick: str, preimage: np.ndarray | None = None) -> str:
-        if brick == "FILL" and preimage is not None and preimage.ndim == 3 and preimage.shape[2] == 4:
+        return self.mode_of(brick, None if preimage is None else preimage.shape)
+
+    def mode_of(self, brick: str, preimage_shape: tuple | None) -> str:
+        """fill, diptych or reference (FILL with an RGBA cut-out as its preimage), from the preimage's shape."""
+        if brick == "FILL" and preimage_shape is not None and len(preimage_shape) == 3 and preimage_shape[2] == 4:
             return "reference"
         return "diptych" if self.cfg.diptych and brick in self.cfg.diptych_bricks else "fill"
 
@@ -215,19 +220,20 @@ class FluxFillEditor(FluxFillWeights, nn.Module):
         )[0]
 
     # --- training ----------------------------------------------------------------------------------------------
-    def training_data(self, samples: list[dict]) -> dict:
+    def training_data(self, samples) -> dict:
         """Edit samples (source, mask, target, preimage?, brick, prompt, style?) by reference, with their FLUX
-        prompts and their count (``size``). Canvases are built per batch in ``training_loss``: a 50k-pair set of
-        768 px diptychs would not fit in memory."""
-        kept, prompts = [], []
-        for s in samples:
-            if s["brick"] not in EDIT_BRICKS:
-                raise ValueError(f"not an edit brick sample: {s['brick']!r}")
-            kept.append(s)
-            prompts.append(
-                flux_prompt(s["brick"], s.get("prompt", ""), s.get("style"), self.mode(s["brick"], s.get("preimage")))
-            )
-        return {"samples": kept, "prompts": prompts, "size": len(kept), "brick": [x["brick"] for x in kept]}
+        prompts and their count (``size``). Canvases are built per batch in ``training_loss``, and a
+        ``ShardSamples`` is read per batch too: a 50k-pair set of 768 px diptychs would not fit in memory. Only the
+        samples' fields and image shapes are read here."""
+        prompts, bricks = [], []
+        for i in range(len(samples)):
+            m = sample_meta(samples, i)
+            if m["brick"] not in EDIT_BRICKS:
+                raise ValueError(f"not an edit brick sample: {m['brick']!r}")
+            bricks.append(m["brick"])
+            mode = self.mode_of(m["brick"], m["__shapes__"].get("preimage"))
+            prompts.append(flux_prompt(m["brick"], m.get("prompt", ""), m.get("style"), mode))
+        return {"samples": samples, "prompts": prompts, "size": len(samples), "brick": bricks}
 
     def training_loss(self, data: dict, index: torch.LongTensor, generator: torch.Generator) -> torch.Tensor:
         """FLUX Fill flow matching on the batch ``index``: x_s = (1 - s) x0 + s noise with s ~ U[0, 1], the packed

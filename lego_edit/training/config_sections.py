@@ -185,6 +185,15 @@ class BricksSection:
     captioning: VLMBrickSection = field(default_factory=lambda: VLMBrickSection(train=_vlm_brick_train(450)))
     edit: EditSection = field(default_factory=EditSection)
     critic: CriticSection = field(default_factory=CriticSection)
+    samples_in_memory: bool = field(
+        default=True,
+        metadata={
+            "help": "Brick training (segmentation, edit, the ADD-PRED / CMI-PRED adapters) keeps its decoded samples "
+            "in memory (the embedded default: decoded once). false: segmentation and edit batches read their samples "
+            "from the shards, the adapters' rows go to a memory-mapped Arrow file (paper scale: a split is never "
+            "held; the batches, and so the models, are the same)."
+        },
+    )
 
 
 def _tiny_builder_vlm() -> VLMConfig:

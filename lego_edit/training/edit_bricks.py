@@ -15,6 +15,7 @@ import torch
 from ..bricks.functions import fastinpaint
 from ..bricks.models import PREIMAGE_BRICKS, load_edit_model, start_strength
 from ..data.brick_samples import EDIT_BRICKS
+from ..data.shard_index import ShardSamples, sample_meta
 from ..data.shards import load_samples
 from ..evaluation.metrics import psnr
 from ..imageio import atomic_write_json
@@ -42,6 +43,14 @@ class EditTrainConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=2000, batch_size=32, lr=1e-3))
     eval_split: str = field(default="test", metadata={"help": "Held-out split for the PSNR figures."})
     eval_per_brick: int = field(default=60, metadata={"help": "Held-out samples per brick for the figures."})
+    samples_in_memory: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep decoded training samples in memory (false: the flux_fill backend reads each batch's "
+            "samples from the shards, so a paper-scale split is never held; the unet backend cuts every sample into "
+            "windows up front either way)."
+        },
+    )
 
     def __post_init__(self):
         if not self.shards or not self.output_dir:
@@ -156,8 +165,8 @@ def evaluate(model: UNetInpainter, samples: list[dict], bricks, per_brick: int, 
 def main(cfg: EditTrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     bricks = [cfg.brick] if cfg.brick else cfg.bricks
-    train_samples = load_samples(cfg.shards, "train", kinds=bricks)
-    if not train_samples:
+    train_samples = ShardSamples(cfg.shards, "train", kinds=bricks, keep_decoded=cfg.samples_in_memory)
+    if not len(train_samples):
         raise ValueError(f"{cfg.shards} has no training samples for {bricks}")
     if cfg.brick:
         model = load_edit_model(cfg.base_dir).train()  # straight onto the GPU when there is one
@@ -165,7 +174,8 @@ def main(cfg: EditTrainConfig) -> dict:
             p.requires_grad_(False)
         model.add_lora(cfg.brick, cfg.lora_rank)
     else:
-        texts = [edit_text(s["brick"], s.get("prompt", ""), s.get("style")) for s in train_samples]
+        metas = [sample_meta(train_samples, i) for i in range(len(train_samples))]
+        texts = [edit_text(m["brick"], m.get("prompt", ""), m.get("style")) for m in metas]
         if cfg.backend == "flux_fill":
             from ..models.flux_fill import FluxFillEditor
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.shard_index import ShardSamples
 from ..data.shards import load_samples
 from ..imageio import atomic_write_json
 from ..models.segmentation import TASKS, SegmentationConfig, SegmentationModel, candidate_regions, task_text
@@ -31,6 +32,13 @@ class SegmentationTrainConfig:
     model: SegmentationConfig = field(default_factory=SegmentationConfig)
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=600, batch_size=32, lr=2e-3))
     eval_split: str = field(default="test", metadata={"help": "Held-out split for the IoU figures."})
+    samples_in_memory: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep decoded training samples in memory (false: each batch reads its samples from the shards, "
+            "so a paper-scale split is never held)."
+        },
+    )
 
     def __post_init__(self):
         if not self.shards or not self.output_dir:
@@ -90,6 +98,19 @@ def res_candidates(data: dict, limit: int) -> tuple[torch.Tensor, torch.Tensor] 
     return labels, target
 
 
+def selector_rows(samples, metas: list[dict], size: int, limit: int) -> torch.Tensor:
+    """The RES samples the selector trains on: those with attribute maps whose named object is a candidate (one
+    pass, one sample decoded at a time)."""
+    rows = []
+    for i, m in enumerate(metas):
+        if m["task"] != "RES" or "attributes" not in m["__shapes__"]:
+            continue
+        _, target = res_candidates(load_arrays([samples[i]], size), limit)
+        if target[0] >= 0:
+            rows.append(i)
+    return torch.tensor(rows, dtype=torch.long)
+
+
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     bce = F.binary_cross_entropy_with_logits(logits, target)
     p = torch.sigmoid(logits)
@@ -125,37 +146,41 @@ def evaluate(model: SegmentationModel, samples: list[dict]) -> dict:
 
 def main(cfg: SegmentationTrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
-    train_samples = load_samples(cfg.shards, "train")
-    if not train_samples:
+    samples = ShardSamples(cfg.shards, "train", keep_decoded=cfg.samples_in_memory)
+    n = len(samples)
+    if not n:
         raise ValueError(f"{cfg.shards} has no training samples")
-    data = load_arrays(train_samples, cfg.model.image_size)
-    model = SegmentationModel.build(cfg.model, data["texts"])
-    ids = model.prompt_encoder.tokenize(data["texts"])
-    n = len(train_samples)
+    metas = [samples.meta(i) for i in range(n)]
+    texts = [task_text(m["task"], m.get("text", "")) for m in metas]
+    model = SegmentationModel.build(cfg.model, texts)
+    ids = model.prompt_encoder.tokenize(texts)
     log.info("segmentation: %d training samples, %d parameters", n, sum(p.numel() for p in model.parameters()))
 
-    use_aux = data["attributes"] is not None and model.aux_head is not None
+    def arrays(idx: torch.Tensor) -> dict:
+        return load_arrays([samples[int(i)] for i in idx], cfg.model.image_size)
+
+    use_aux = all("attributes" in m["__shapes__"] for m in metas) and model.aux_head is not None
     k_max = cfg.model.max_candidates
-    candidates = res_candidates(data, k_max) if model.selector is not None else None
-    res_rows = None if candidates is None else (candidates[1] >= 0).nonzero().flatten()
-    if model.selector is not None and (candidates is None or not len(res_rows)):
+    res_rows = selector_rows(samples, metas, cfg.model.image_size, k_max) if model.selector is not None else None
+    if model.selector is not None and not len(res_rows):
         # An untrained selector would pick objects at random: RES thresholds its own map instead.
         log.warning(
             "segmentation: no RES samples with object maps in %s; RES is trained without the selector", cfg.shards
         )
-        candidates, model.selector = None, None
+        res_rows, model.selector = None, None
         model.cfg.selector_layers = 0
 
     def loss_fn(step, gen, rank, world):
         idx = torch.randint(n, (max(1, cfg.loop.batch_size // world),), generator=gen)
         dev = next(model.parameters()).device
-        x = data["images"][idx].float().to(dev) / 127.5 - 1
-        enc = model.encode(x, data["hints"][idx].float().to(dev), ids[idx].to(dev))
-        mask_loss = segmentation_loss(enc["logits"][:, None], data["masks"][idx].float().to(dev))
+        batch = arrays(idx)
+        x = batch["images"].float().to(dev) / 127.5 - 1
+        enc = model.encode(x, batch["hints"].float().to(dev), ids[idx].to(dev))
+        mask_loss = segmentation_loss(enc["logits"][:, None], batch["masks"].float().to(dev))
         parts = {"mask_loss": mask_loss}
         loss = mask_loss
         if use_aux:
-            targets = data["attributes"][idx].long().to(dev)
+            targets = batch["attributes"].long().to(dev)
             # Object pixels only: over all pixels the background dominates and the heads learn nothing else.
             targets = targets.masked_fill(targets[:, :1] == 0, -100)
             aux = torch.split(model.aux_head(enc["pixels"]), list(cfg.model.aux_classes), dim=1)
@@ -163,14 +188,15 @@ def main(cfg: SegmentationTrainConfig) -> dict:
                 F.cross_entropy(a, targets[:, k], ignore_index=-100) for k, a in enumerate(aux)
             ) / len(aux)
             loss = loss + cfg.model.aux_weight * parts["aux_loss"]
-        if candidates is not None:
-            labels, target = candidates
+        if res_rows is not None:
             pick = res_rows[
                 torch.randint(len(res_rows), (max(1, cfg.model.selector_batch_size // world),), generator=gen)
             ]
-            cand = (labels[pick].long()[:, None] == torch.arange(1, k_max + 1)[None, :, None, None]).float()
-            logits = model.select(data["images"][pick].float().to(dev) / 127.5 - 1, ids[pick].to(dev), cand.to(dev))
-            parts["selector_loss"] = F.cross_entropy(logits, target[pick].to(dev))
+            chosen = arrays(pick)
+            labels, target = res_candidates(chosen, k_max)
+            cand = (labels.long()[:, None] == torch.arange(1, k_max + 1)[None, :, None, None]).float()
+            logits = model.select(chosen["images"].float().to(dev) / 127.5 - 1, ids[pick].to(dev), cand.to(dev))
+            parts["selector_loss"] = F.cross_entropy(logits, target.to(dev))
             loss = loss + cfg.model.selector_weight * parts["selector_loss"]
         return {"loss": loss, **parts}
 

@@ -6,14 +6,16 @@ CMI-PRED (captioning), as the published system does; report box IoU and caption 
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..bricks.vlm_prompts import CAPTION_PROMPT, PLACEMENT_PROMPT, box_answer, parse_box
-from ..data.shards import load_samples
+from ..data.shards import iter_samples, load_samples, read_manifest
 from ..evaluation.metrics import box_iou, token_f1
 from ..imageio import atomic_write_json
 from ..models.vlm import chat, generate, to_pil
@@ -40,6 +42,13 @@ class VLMBrickConfig:
     eval_split: str = "test"
     eval_samples: int = field(default=150, metadata={"help": "Held-out samples for the figures."})
     max_new_tokens: int = 64
+    samples_in_memory: bool = field(
+        default=True,
+        metadata={
+            "help": "Hold the training rows in memory (false: written to an Arrow file as the shards are read, then "
+            "memory-mapped)."
+        },
+    )
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -54,15 +63,22 @@ def answer_of(family: str, sample: dict) -> str:
     return box_answer(sample["box"]) if family == "placement" else sample["caption"]
 
 
+def row(family: str, sample: dict) -> dict:
+    return {
+        "images": [to_pil(sample["image"])],
+        "prompt": [{"role": "user", "content": prompt_of(family, sample)}],
+        "completion": [{"role": "assistant", "content": answer_of(family, sample)}],
+    }
+
+
 def rows(family: str, samples: list[dict]) -> list[dict]:
-    return [
-        {
-            "images": [to_pil(s["image"])],
-            "prompt": [{"role": "user", "content": prompt_of(family, s)}],
-            "completion": [{"role": "assistant", "content": answer_of(family, s)}],
-        }
-        for s in samples
-    ]
+    return [row(family, s) for s in samples]
+
+
+def streamed_rows(family: str, shards: str) -> Iterator[dict]:
+    """The training rows read from the shards one sample at a time (SFT writes them to an Arrow file as it goes)."""
+    for s in iter_samples(shards, "train"):
+        yield row(family, s)
 
 
 def evaluate(family: str, model, processor, samples: list[dict], max_new_tokens: int) -> dict:
@@ -96,13 +112,18 @@ def evaluate(family: str, model, processor, samples: list[dict], max_new_tokens:
 
 
 def main(cfg: VLMBrickConfig) -> dict:
-    train_samples = load_samples(cfg.shards, "train")
-    if not train_samples:
+    if cfg.samples_in_memory:
+        train_samples = load_samples(cfg.shards, "train")
+        count, train_rows = len(train_samples), rows(cfg.family, train_samples)
+    else:
+        count = sum(r["split"] == "train" for r in read_manifest(cfg.shards).to_pylist())
+        train_rows = functools.partial(streamed_rows, cfg.family, cfg.shards)
+    if not count:
         raise ValueError(f"{cfg.shards} has no training samples")
     out = Path(cfg.output_dir)
     model, processor, history = sft(
         cfg.base,
-        rows(cfg.family, train_samples),
+        train_rows,
         out,
         cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt",
         cfg.seed,
@@ -114,7 +135,7 @@ def main(cfg: VLMBrickConfig) -> dict:
     held_out = load_samples(cfg.shards, cfg.eval_split)[: cfg.eval_samples]
     metrics = {
         "family": cfg.family,
-        "samples": len(train_samples),
+        "samples": count,
         "steps": cfg.train.steps,
         "final_loss": next((r["loss"] for r in reversed(history) if "loss" in r), None),
         "eval_split": cfg.eval_split,

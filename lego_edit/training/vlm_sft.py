@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -144,9 +146,22 @@ def write_history(log_history: list[dict], out_dir: Path) -> list[dict]:
     return rows
 
 
+def training_dataset(rows, cache_dir: Path):
+    """The SFT rows as a ``datasets.Dataset``. A list is held in memory (``Dataset.from_list``); a callable that
+    yields the rows (a module-level function, so that datasets can fingerprint it) is written to an Arrow file in
+    ``cache_dir`` as it is read, then memory-mapped: a paper-scale set of images never sits in memory. The folder is
+    fresh for each call, so a dataset of other rows is never reused."""
+    from datasets import Dataset
+
+    if isinstance(rows, list):
+        return Dataset.from_list(rows)
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    return Dataset.from_generator(rows, cache_dir=str(cache_dir), keep_in_memory=False)
+
+
 def sft(
     base: str | Path,
-    rows: list[dict],
+    rows: list[dict] | Callable[[], Iterator[dict]],
     out_dir: str | Path,
     checkpoint_dir: str | Path,
     seed: int,
@@ -154,12 +169,12 @@ def sft(
     title: str,
     merge_lora: bool = False,
 ) -> tuple[object, object, list[dict]]:
-    """Fine-tune ``base`` on rows of {"images", "prompt", "completion"}; save to ``out_dir``.
+    """Fine-tune ``base`` on rows of {"images", "prompt", "completion"} (a list, or a function yielding them:
+    ``training_dataset``); save to ``out_dir``.
 
     Returns (model, processor, logged history). With LoRA, ``out_dir`` holds the adapter and the processor (a
     brick loads it on its base), or with ``merge_lora`` the merged model (a stage that the next one starts from).
     """
-    from datasets import Dataset
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
@@ -172,7 +187,8 @@ def sft(
         dtype="float32" if not torch.cuda.is_available() else None,
     )
     model.train()
-    dataset = Dataset.from_list(rows)
+    dataset_cache = Path(checkpoint_dir) / f".dataset-rank{int(os.environ.get('RANK', 0))}"
+    dataset = training_dataset(rows, dataset_cache)
     args = training_args(
         SFTConfig,
         settings,
@@ -190,6 +206,7 @@ def sft(
         peft_config=peft_config(settings.lora),
     )
     trainer.train(resume_from_checkpoint=latest_hf_checkpoint(checkpoint_dir))
+    shutil.rmtree(dataset_cache, ignore_errors=True)  # rebuilt from the rows if the job is run again
     if not rank_finished(title, trainer.state.global_step):
         return trainer.model.eval(), processor, []
     out = Path(out_dir)
