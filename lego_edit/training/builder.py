@@ -59,7 +59,7 @@ class BuilderConfig:
     checkpoint_dir: str = ""
     seed: int = 0
     prompt_style: str = "instruction"
-    sft: SFTSettings = field(default_factory=lambda: SFTSettings(steps=600, batch_size=16, lr=3e-3))
+    sft: SFTSettings = field(default_factory=lambda: SFTSettings(steps=1200, batch_size=16, lr=3e-3))
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
     max_train_rows: int = field(default=0, metadata={"help": "Use at most this many training rows (0: all)."})
 

@@ -228,7 +228,7 @@ class BuilderSection:
         },
     )
     sft: SFTSettings = field(
-        default_factory=lambda: SFTSettings(steps=600, batch_size=16, lr=3e-3),
+        default_factory=lambda: SFTSettings(steps=1200, batch_size=16, lr=3e-3),
         metadata={"help": "Stage 1: supervised fine-tuning on GT workflows."},
     )
     grpo_gt: GRPOSettings = field(
