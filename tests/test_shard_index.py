@@ -108,3 +108,29 @@ def test_segmentation_learns_the_same_from_the_shards_as_in_memory(pipeline_run,
         weights.append(SegmentationModel.from_pretrained(out / "model").state_dict())
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def _rows(n: int):
+    rng = np.random.default_rng(n)
+    for i in range(n):
+        yield {
+            "images": [Image.fromarray(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8))],
+            "prompt": [{"role": "user", "content": f"instruction {i}"}],
+            "completion": [{"role": "assistant", "content": f"answer {i}"}],
+        }
+
+
+def test_rows_written_to_disk_are_the_rows_held_in_memory(tmp_path):
+    """SFT and GRPO rows from a generator (paper scale) go to an Arrow file in a fresh folder and read back as the
+    list would; the folder of an earlier call is not reused."""
+    from functools import partial
+
+    from lego_edit.training.vlm_sft import training_dataset
+
+    held = training_dataset(list(_rows(5)), tmp_path / "unused")
+    on_disk = training_dataset(partial(_rows, 5), tmp_path / "cache")
+    assert len(on_disk) == len(held) == 5 and list(tmp_path.joinpath("cache").rglob("*.arrow"))
+    for a, b in zip(held, on_disk):
+        assert a["prompt"] == b["prompt"] and a["completion"] == b["completion"]
+        assert np.array_equal(np.asarray(a["images"][0]), np.asarray(b["images"][0]))
+    assert len(training_dataset(partial(_rows, 3), tmp_path / "cache")) == 3

@@ -30,6 +30,8 @@ with logging_to(sm.log[0]):
             "seed": sm.params.seed,
             "prompt_style": sm.params.prompt_style,
             "max_train_rows": s.pop("max_train_rows", 0),
+            # how rows are held, not what is learned: from the config, not a param, so that switching reruns nothing
+            "samples_in_memory": sm.config["builder"]["samples_in_memory"],
             settings_key: {**s, "threads": sm.threads},
         },
         gpus=sm.resources.gpu,

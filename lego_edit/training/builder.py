@@ -6,8 +6,11 @@ GT-based rewards, then with the critic's score of the executed edit on open-doma
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,11 +27,13 @@ from .grpo_settings import GRPOSettings
 from .hf_checkpoints import pickle_free
 from .vlm_sft import (
     SFTSettings,
+    dataset_cache,
     latest_hf_checkpoint,
     peft_config,
     resolve_base,
     sft,
     training_args,
+    training_dataset,
     write_history,
 )
 
@@ -62,6 +67,13 @@ class BuilderConfig:
     sft: SFTSettings = field(default_factory=lambda: SFTSettings(steps=1200, batch_size=16, lr=3e-3))
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
     max_train_rows: int = field(default=0, metadata={"help": "Use at most this many training rows (0: all)."})
+    samples_in_memory: bool = field(
+        default=True,
+        metadata={
+            "help": "Hold the training rows (their images decoded) in memory; false: write them to a memory-mapped "
+            "Arrow file as the images are read (paper scale)."
+        },
+    )
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -103,13 +115,20 @@ def sft_rows(rows: list[dict], style: str, registry) -> list[dict]:
     return out
 
 
-def run_sft(cfg: BuilderConfig) -> dict:
+def streamed_sft_rows(rows: list[dict], style: str) -> Iterator[dict]:
+    """``sft_rows`` one instruction at a time (each image opened when its row is written)."""
     registry = default_registry()
+    for r in rows:
+        yield from sft_rows([r], style, registry)
+
+
+def run_sft(cfg: BuilderConfig) -> dict:
     rows = select_rows(load_instructions(cfg.instructions, "train"), cfg.max_train_rows, cfg.seed)
+    stream = functools.partial(streamed_sft_rows, rows, cfg.prompt_style)
     out = Path(cfg.output_dir)
     model, processor, history = sft(
         cfg.base,
-        sft_rows(rows, cfg.prompt_style, registry),
+        list(stream()) if cfg.samples_in_memory else stream,
         out,
         cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt",
         cfg.seed,
@@ -184,6 +203,23 @@ def missed_rows(cfg: BuilderConfig, rows: list[dict], registry) -> tuple[list[di
     return keep, info
 
 
+def grpo_row(r: dict, style: str, registry) -> dict:
+    return {
+        "prompt": prompt_messages(r["instruction"], style, registry),
+        "image": _image(r["image_path"]),
+        "instruction": r["instruction"],
+        "workflow": r["workflow"],
+        "target": r["target_path"],
+        "guide": _guide(r),
+    }
+
+
+def streamed_grpo_rows(rows: list[dict], style: str) -> Iterator[dict]:
+    registry = default_registry()
+    for r in rows:
+        yield grpo_row(r, style, registry)
+
+
 def gt_prompt_rows(cfg: BuilderConfig, open_rows: int) -> list[dict]:
     """Stage 3's GT prompts: a seeded draw of GT training instructions, as many as make ``gt_share`` of the pool,
     stripped of their GT workflow (the critic, not the GT, scores stage 3's answers)."""
@@ -197,7 +233,6 @@ def gt_prompt_rows(cfg: BuilderConfig, open_rows: int) -> list[dict]:
 
 
 def run_grpo(cfg: BuilderConfig) -> dict:
-    from datasets import Dataset
     from transformers import set_seed
     from trl import GRPOConfig, GRPOTrainer
 
@@ -217,19 +252,9 @@ def run_grpo(cfg: BuilderConfig) -> dict:
     filtered = {}
     if cfg.stage == "grpo_gt" and g.prompt_filter == "missed":
         rows, filtered = missed_rows(cfg, rows, registry)
-    data = Dataset.from_list(
-        [
-            {
-                "prompt": prompt_messages(r["instruction"], cfg.prompt_style, registry),
-                "image": _image(r["image_path"]),
-                "instruction": r["instruction"],
-                "workflow": r["workflow"],
-                "target": r["target_path"],
-                "guide": _guide(r),
-            }
-            for r in rows
-        ]
-    )
+    checkpoints = cfg.checkpoint_dir or Path(cfg.output_dir).parent / "ckpt"
+    stream = functools.partial(streamed_grpo_rows, rows, cfg.prompt_style)
+    data = training_dataset(list(stream()) if cfg.samples_in_memory else stream, dataset_cache(checkpoints))
     rewards = gt_reward_functions(cfg) if cfg.stage == "grpo_gt" else [critic_reward_function(cfg)]
     weights = [float(g.reward_weights.get(getattr(f, "__name__", ""), 1.0)) for f in rewards]
     settings = SFTSettings(
@@ -257,9 +282,7 @@ def run_grpo(cfg: BuilderConfig) -> dict:
     )
     if g.use_vllm:
         extra["vllm_mode"] = g.vllm_mode
-    args = training_args(
-        GRPOConfig, settings, cfg.checkpoint_dir or Path(cfg.output_dir).parent / "ckpt", cfg.seed, **extra
-    )
+    args = training_args(GRPOConfig, settings, checkpoints, cfg.seed, **extra)
     model, processor = load_vlm(
         resolve_base(cfg.base),
         device="cuda" if torch.cuda.is_available() else "cpu",
@@ -284,6 +307,7 @@ def run_grpo(cfg: BuilderConfig) -> dict:
         peft_config=peft_config(g.lora),
     )
     trainer.train(resume_from_checkpoint=latest_hf_checkpoint(args.output_dir))
+    shutil.rmtree(dataset_cache(args.output_dir), ignore_errors=True)
     if not rank_finished(f"Builder {cfg.stage}", trainer.state.global_step):
         return {}
     out = Path(cfg.output_dir)

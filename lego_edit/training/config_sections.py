@@ -216,6 +216,13 @@ class BuilderSection:
     """The Builder: its base VLM and its three training stages."""
 
     gpus: int = field(default=0, metadata={"help": "GPUs per Builder training job (0: CPU)."})
+    samples_in_memory: bool = field(
+        default=True,
+        metadata={
+            "help": "The training stages hold their rows (images decoded) in memory; false: the rows are written to a "
+            "memory-mapped Arrow file as the images are read (paper scale). The same rows, in the same order."
+        },
+    )
     vlm: VLMConfig = field(default_factory=_tiny_builder_vlm)
     vocab_size: int = field(
         default=1024, metadata={"help": "Upper bound of the trained tokenizer's vocabulary (tiny base only)."}

@@ -146,6 +146,11 @@ def write_history(log_history: list[dict], out_dir: Path) -> list[dict]:
     return rows
 
 
+def dataset_cache(checkpoint_dir: str | Path) -> Path:
+    """Where ``training_dataset`` writes a job's rows: beside its checkpoints, one folder per process."""
+    return Path(checkpoint_dir) / f".dataset-rank{int(os.environ.get('RANK', 0))}"
+
+
 def training_dataset(rows, cache_dir: Path):
     """The SFT rows as a ``datasets.Dataset``. A list is held in memory (``Dataset.from_list``); a callable that
     yields the rows (a module-level function, so that datasets can fingerprint it) is written to an Arrow file in
@@ -187,8 +192,7 @@ def sft(
         dtype="float32" if not torch.cuda.is_available() else None,
     )
     model.train()
-    dataset_cache = Path(checkpoint_dir) / f".dataset-rank{int(os.environ.get('RANK', 0))}"
-    dataset = training_dataset(rows, dataset_cache)
+    dataset = training_dataset(rows, dataset_cache(checkpoint_dir))
     args = training_args(
         SFTConfig,
         settings,
@@ -206,7 +210,7 @@ def sft(
         peft_config=peft_config(settings.lora),
     )
     trainer.train(resume_from_checkpoint=latest_hf_checkpoint(checkpoint_dir))
-    shutil.rmtree(dataset_cache, ignore_errors=True)  # rebuilt from the rows if the job is run again
+    shutil.rmtree(dataset_cache(checkpoint_dir), ignore_errors=True)  # rebuilt from the rows if the job runs again
     if not rank_finished(title, trainer.state.global_step):
         return trainer.model.eval(), processor, []
     out = Path(out_dir)
