@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .shards import _decode, read_manifest
+from .shards import _decode, selected_keys
 
 # PNG colour type -> channels of the array PIL decodes it to (None: a 2-D array)
 _PNG_CHANNELS = {0: None, 2: 3, 3: None, 4: 2, 6: 4}
@@ -52,12 +52,7 @@ class ShardSamples(Sequence):
         self, shard_dir, split: str | None = None, kinds: Iterable[str] | None = None, keep_decoded: bool = False
     ):
         self.shard_dir = Path(shard_dir)
-        manifest = read_manifest(shard_dir).to_pylist()
-        kinds = set(kinds) if kinds else None
-        wanted = {
-            r["key"] for r in manifest if (split is None or r["split"] == split) and (not kinds or r["kind"] in kinds)
-        }
-        self.shards = sorted({r["shard"] for r in manifest if r["key"] in wanted})
+        wanted, self.shards = selected_keys(shard_dir, split, kinds)
         # per sample: (shard number, key, [(member suffix, offset, size), ...]) in tar order
         self._index: list[tuple[int, str, list[tuple[str, int, int]]]] = []
         for number, name in enumerate(self.shards):

@@ -353,14 +353,19 @@ def read_manifest(shard_dir) -> pa.Table:
     return pq.read_table(path)
 
 
-def iter_samples(shard_dir, split: str | None = None, kinds: Iterable[str] | None = None) -> Iterator[dict]:
-    """Decoded samples (images as numpy arrays, JSON fields merged in) of one split, in shard order."""
+def selected_keys(shard_dir, split: str | None, kinds: Iterable[str] | None) -> tuple[set[str], list[str]]:
+    """The manifest's keys of one split (None: all) and kinds (None: all), and the shards holding them, by name."""
     manifest = read_manifest(shard_dir).to_pylist()
     kinds = set(kinds) if kinds else None
     wanted = {
         r["key"] for r in manifest if (split is None or r["split"] == split) and (not kinds or r["kind"] in kinds)
     }
-    shards = sorted({r["shard"] for r in manifest if r["key"] in wanted})
+    return wanted, sorted({r["shard"] for r in manifest if r["key"] in wanted})
+
+
+def iter_samples(shard_dir, split: str | None = None, kinds: Iterable[str] | None = None) -> Iterator[dict]:
+    """Decoded samples (images as numpy arrays, JSON fields merged in) of one split, in shard order."""
+    wanted, shards = selected_keys(shard_dir, split, kinds)
     if not shards:
         return
     urls = [str(Path(shard_dir) / s) for s in shards]

@@ -307,7 +307,7 @@ def run_grpo(cfg: BuilderConfig) -> dict:
         peft_config=peft_config(g.lora),
     )
     trainer.train(resume_from_checkpoint=latest_hf_checkpoint(args.output_dir))
-    shutil.rmtree(dataset_cache(args.output_dir), ignore_errors=True)
+    shutil.rmtree(dataset_cache(checkpoints), ignore_errors=True)
     if not rank_finished(f"Builder {cfg.stage}", trainer.state.global_step):
         return {}
     out = Path(cfg.output_dir)

@@ -5,6 +5,7 @@ python -m lego_edit.training.segmentation --config cfg.json
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -98,19 +99,6 @@ def res_candidates(data: dict, limit: int) -> tuple[torch.Tensor, torch.Tensor] 
     return labels, target
 
 
-def selector_rows(samples, metas: list[dict], size: int, limit: int) -> torch.Tensor:
-    """The RES samples the selector trains on: those with attribute maps whose named object is a candidate (one
-    pass, one sample decoded at a time)."""
-    rows = []
-    for i, m in enumerate(metas):
-        if m["task"] != "RES" or "attributes" not in m["__shapes__"]:
-            continue
-        _, target = res_candidates(load_arrays([samples[i]], size), limit)
-        if target[0] >= 0:
-            rows.append(i)
-    return torch.tensor(rows, dtype=torch.long)
-
-
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     bce = F.binary_cross_entropy_with_logits(logits, target)
     p = torch.sigmoid(logits)
@@ -146,7 +134,7 @@ def evaluate(model: SegmentationModel, samples: list[dict]) -> dict:
 
 def main(cfg: SegmentationTrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
-    samples = ShardSamples(cfg.shards, "train", keep_decoded=cfg.samples_in_memory)
+    samples = ShardSamples(cfg.shards, "train")
     n = len(samples)
     if not n:
         raise ValueError(f"{cfg.shards} has no training samples")
@@ -156,12 +144,30 @@ def main(cfg: SegmentationTrainConfig) -> dict:
     ids = model.prompt_encoder.tokenize(texts)
     log.info("segmentation: %d training samples, %d parameters", n, sum(p.numel() for p in model.parameters()))
 
-    def arrays(idx: torch.Tensor) -> dict:
-        return load_arrays([samples[int(i)] for i in idx], cfg.model.image_size)
-
-    use_aux = all("attributes" in m["__shapes__"] for m in metas) and model.aux_head is not None
+    # attribute maps on every sample, or no auxiliary heads and no selector (its candidates come from them)
+    with_attributes = all("attributes" in m["__shapes__"] for m in metas)
+    # One sample's tensors and RES candidates, computed once and kept when the split is held in memory, else
+    # computed again whenever a batch draws the sample (a paper-scale split is never held).
+    keep = functools.lru_cache(maxsize=None if cfg.samples_in_memory else 0)
     k_max = cfg.model.max_candidates
-    res_rows = selector_rows(samples, metas, cfg.model.image_size, k_max) if model.selector is not None else None
+    sample_arrays = keep(lambda i: load_arrays([samples[i]], cfg.model.image_size))
+    sample_candidates = keep(lambda i: res_candidates(sample_arrays(i), k_max))
+
+    def arrays(idx: torch.Tensor) -> dict:
+        parts = [sample_arrays(int(i)) for i in idx]
+        out = {k: torch.cat([p[k] for p in parts]) for k in ("images", "masks", "hints")}
+        out["attributes"] = torch.cat([p["attributes"] for p in parts]) if with_attributes else None
+        return out
+
+    def candidates(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        labels, target = zip(*(sample_candidates(int(i)) for i in idx))
+        return torch.cat(labels), torch.cat(target)
+
+    use_aux = with_attributes and model.aux_head is not None
+    res_rows = None
+    if model.selector is not None:
+        res = [i for i, m in enumerate(metas) if m["task"] == "RES"] if with_attributes else []
+        res_rows = torch.tensor([i for i in res if sample_candidates(i)[1][0] >= 0], dtype=torch.long)
     if model.selector is not None and not len(res_rows):
         # An untrained selector would pick objects at random: RES thresholds its own map instead.
         log.warning(
@@ -192,10 +198,10 @@ def main(cfg: SegmentationTrainConfig) -> dict:
             pick = res_rows[
                 torch.randint(len(res_rows), (max(1, cfg.model.selector_batch_size // world),), generator=gen)
             ]
-            chosen = arrays(pick)
-            labels, target = res_candidates(chosen, k_max)
+            labels, target = candidates(pick)
             cand = (labels.long()[:, None] == torch.arange(1, k_max + 1)[None, :, None, None]).float()
-            logits = model.select(chosen["images"].float().to(dev) / 127.5 - 1, ids[pick].to(dev), cand.to(dev))
+            images = arrays(pick)["images"]
+            logits = model.select(images.float().to(dev) / 127.5 - 1, ids[pick].to(dev), cand.to(dev))
             parts["selector_loss"] = F.cross_entropy(logits, target.to(dev))
             loss = loss + cfg.model.selector_weight * parts["selector_loss"]
         return {"loss": loss, **parts}

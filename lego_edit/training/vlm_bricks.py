@@ -71,10 +71,6 @@ def row(family: str, sample: dict) -> dict:
     }
 
 
-def rows(family: str, samples: list[dict]) -> list[dict]:
-    return [row(family, s) for s in samples]
-
-
 def streamed_rows(family: str, shards: str) -> Iterator[dict]:
     """The training rows read from the shards one sample at a time (SFT writes them to an Arrow file as it goes)."""
     for s in iter_samples(shards, "train"):
@@ -112,18 +108,14 @@ def evaluate(family: str, model, processor, samples: list[dict], max_new_tokens:
 
 
 def main(cfg: VLMBrickConfig) -> dict:
-    if cfg.samples_in_memory:
-        train_samples = load_samples(cfg.shards, "train")
-        count, train_rows = len(train_samples), rows(cfg.family, train_samples)
-    else:
-        count = sum(r["split"] == "train" for r in read_manifest(cfg.shards).to_pylist())
-        train_rows = functools.partial(streamed_rows, cfg.family, cfg.shards)
+    count = sum(r["split"] == "train" for r in read_manifest(cfg.shards).to_pylist())
+    stream = functools.partial(streamed_rows, cfg.family, cfg.shards)
     if not count:
         raise ValueError(f"{cfg.shards} has no training samples")
     out = Path(cfg.output_dir)
     model, processor, history = sft(
         cfg.base,
-        train_rows,
+        list(stream()) if cfg.samples_in_memory else stream,
         out,
         cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt",
         cfg.seed,
