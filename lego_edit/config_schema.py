@@ -1,8 +1,12 @@
 """The pipeline config's JSON schema, generated from the stages' config dataclasses.
 
-Each dataclass field becomes a property with its type, its ``help`` text as description and its default, and
-every object forbids unknown keys; so the schema, the defaults and the code cannot drift apart.
-``python -m lego_edit.config_schema > config/schema.yaml`` regenerates the file (a test checks it is current).
+Each dataclass field becomes a property with its type, its ``help`` text as description, its bounds (``minimum``,
+``maximum``, ``multipleOf``, ``minLength`` in the field's metadata) and its default, and every object forbids unknown
+keys; so the schema, the defaults and the code cannot drift apart. A config dataclass nested in a section is written
+once, under ``$defs``, with its class defaults; where a field's default object differs (the stage-2 and stage-3 GRPO
+settings, say), the reference carries just the differing defaults, ahead of the ``$ref`` so that Snakemake, which
+fills defaults in keyword order, takes them first. ``python -m lego_edit.config_schema > config/schema.yaml``
+regenerates the file (a test checks it is current).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ PATH_FIELDS = {
     "placement_shards",
     "captioning_shards",
 }  # filled in by the rules, not set in the config
+BOUNDS = ("minimum", "maximum", "multipleOf", "minLength")
+_defs: dict | None = None  # the $defs being collected while build_schema runs
 
 
 def _type_schema(hint, default=None) -> dict:
@@ -39,7 +45,10 @@ def _type_schema(hint, default=None) -> dict:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        inner = _type_schema(args[0]) if len(args) == 1 else {"anyOf": [_type_schema(a) for a in args]}
+        if len(args) == 1 and dataclasses.is_dataclass(args[0]):
+            inner = dataclass_schema(args[0])  # written out: it must carry no defaults (below)
+        else:
+            inner = _type_schema(args[0]) if len(args) == 1 else {"anyOf": [_type_schema(a) for a in args]}
         if "type" in inner and isinstance(inner["type"], str) and inner["type"] != "object":
             return {**inner, "type": [inner["type"], "null"]}
         # Snakemake fills defaults even inside anyOf branches, and crashes when the value is null: an optional
@@ -53,13 +62,51 @@ def _type_schema(hint, default=None) -> dict:
     if origin is dict:
         return {"type": "object"}
     if dataclasses.is_dataclass(hint):
-        return dataclass_schema(hint, exclude=set(), instance=default if isinstance(default, hint) else None)
+        return _reference(hint, default)
     return {
         int: {"type": "integer"},
         float: {"type": "number"},
         bool: {"type": "boolean"},
         str: {"type": "string"},
     }.get(hint, {})
+
+
+def _reference(cls, default) -> dict:
+    """A nested config dataclass: a reference to its one definition, preceded by the defaults that differ here."""
+    if _defs is None:  # outside build_schema: written out in place
+        return dataclass_schema(cls, instance=default if isinstance(default, cls) else None)
+    if cls.__name__ not in _defs:
+        _defs[cls.__name__] = {}  # claimed before the fields are read, against a type that nests itself
+        _defs[cls.__name__] = dataclass_schema(cls)
+    out = {}
+    differing = _differing_defaults(cls, default, cls()) if isinstance(default, cls) else {}
+    if differing:
+        out["properties"] = differing
+    out["$ref"] = f"#/$defs/{cls.__name__}"
+    return out
+
+
+def _differing_defaults(cls, value, base) -> dict:
+    """The fields of ``value`` that differ from ``base``, as property schemas holding only their defaults."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        mine, theirs = getattr(value, f.name), getattr(base, f.name)
+        if mine == theirs:
+            continue
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind) and isinstance(mine, kind) and isinstance(theirs, kind):
+            out[f.name] = {"default": {}, "properties": _differing_defaults(kind, mine, theirs)}
+        else:
+            out[f.name] = {"default": dataclasses.asdict(mine) if dataclasses.is_dataclass(mine) else mine}
+    return out
+
+
+def resolve(schema: dict, node: dict) -> dict:
+    """``node`` with its ``$ref`` (into ``schema``'s ``$defs``) followed: the definition's keywords."""
+    while "$ref" in node:
+        node = schema["$defs"][node["$ref"].removeprefix("#/$defs/")]
+    return node
 
 
 def _without_defaults(node):
@@ -89,15 +136,21 @@ def dataclass_schema(cls, exclude: set[str] = frozenset(), description: str | No
         if f.name in exclude:
             continue
         default_object = _default_object(f, instance)
-        prop = _type_schema(hints[f.name], None if default_object is dataclasses.MISSING else default_object)
-        if dataclasses.is_dataclass(hints[f.name]) and "description" not in f.metadata:
-            prop["description"] = (hints[f.name].__doc__ or f.name).strip().splitlines()[0]
+        kind = hints[f.name]
+        typed = _type_schema(kind, None if default_object is dataclasses.MISSING else default_object)
+        if dataclasses.is_dataclass(kind) and "help" not in f.metadata:
+            prop = {"description": (kind.__doc__ or f.name).strip().splitlines()[0]}
         else:
-            prop["description"] = f.metadata.get("help", f.name.replace("_", " "))
-        prop.update({k: f.metadata[k] for k in ("minimum", "maximum") if k in f.metadata})
+            prop = {"description": f.metadata.get("help", f.name.replace("_", " "))}
         if default_object is not dataclasses.MISSING:
-            is_object = dataclasses.is_dataclass(default_object)
-            prop["default"] = dataclasses.asdict(default_object) if is_object else default_object
+            if dataclasses.is_dataclass(kind) and isinstance(default_object, kind):
+                prop["default"] = {}  # its properties' defaults fill it: one place for each default
+            elif dataclasses.is_dataclass(default_object):
+                prop["default"] = dataclasses.asdict(default_object)
+            else:
+                prop["default"] = default_object
+        prop.update(typed)
+        prop.update({k: f.metadata[k] for k in BOUNDS if k in f.metadata})
         props[f.name] = prop
     doc = description or (cls.__doc__ or cls.__name__).strip().splitlines()[0]
     return {"type": "object", "additionalProperties": False, "description": doc, "properties": props}
@@ -119,11 +172,6 @@ def data_section() -> dict:
     scenes = dataclass_schema(
         SceneConfig, exclude=PATH_FIELDS, description="Shapes-world scenes and their train/val/test split."
     )
-    scenes["properties"]["image_size"].update(minimum=32, multipleOf=16)
-    scenes["properties"]["max_objects"].update(minimum=1, maximum=4)
-    scenes["properties"]["environment_rate"].update(minimum=0, maximum=1)
-    for split in ("train", "val", "test"):
-        scenes["properties"][split]["minimum"] = 0
     scenes["default"] = {}
     per_scene = {"per_scene": integer("Instructions per scene.", 1)}
     # segmentation draws several referring expressions per scene: RES is the brick the most workflows start from
@@ -171,9 +219,6 @@ def data_section() -> dict:
     }
     teacher = dataclass_schema(TeacherConfig)
     teacher["default"] = {}
-    for name in ("concurrency", "chunks", "max_tokens", "max_side"):
-        teacher["properties"][name]["minimum"] = 1
-    teacher["properties"]["shapes_fraction"].update(minimum=0, maximum=1)
     return obj(
         "The data stage.",
         {
@@ -233,10 +278,17 @@ def build_schema() -> dict:
                 "default": 0,
                 "description": "The one seed threaded through data, training and sampling.",
             },
-            "data": data_section(),
-            **stage_sections(),
         },
     }
+    global _defs
+    _defs = {}
+    try:
+        schema["properties"]["data"] = data_section()
+        for name, cls in stage_sections().items():
+            schema["properties"][name] = {**dataclass_schema(cls), "default": {}}
+        schema["$defs"] = dict(sorted(_defs.items()))
+    finally:
+        _defs = None
     return schema
 
 

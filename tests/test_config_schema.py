@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,9 @@ import yaml
 from snakemake.utils import validate
 
 from lego_edit.config_checks import ConfigError, check_config
-from lego_edit.config_schema import build_schema, schema_yaml
+from lego_edit.config_schema import build_schema, resolve, schema_yaml
+from lego_edit.pipeline import config_from
+from lego_edit.training.config_sections import stage_sections
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "config" / "schema.yaml"
@@ -59,9 +62,10 @@ def test_configs_validate(path):
 
 
 def walk(node: dict, where: str = "schema"):
-    """Every sub-schema with its location."""
+    """Every sub-schema with its location (a reference's own properties only hold defaults: its definition, walked
+    under $defs, holds the types and descriptions)."""
     yield where, node
-    for key in ("properties", "$defs"):
+    for key in ("$defs",) if "$ref" in node else ("properties", "$defs"):
         for name, child in node.get(key, {}).items():
             yield from walk(child, f"{where}.{name}")
     for key in ("anyOf", "oneOf", "allOf"):
@@ -75,7 +79,10 @@ def test_every_object_is_closed_and_every_property_described():
     schema = build_schema()
     objects = [(w, n) for w, n in walk(schema) if n.get("type") == "object" or "properties" in n]
     assert len(objects) > 20
-    open_objects = [w for w, n in objects if n.get("additionalProperties") is not False and "properties" in n]
+    # a reference is closed by its definition (which is walked too)
+    open_objects = [
+        w for w, n in objects if resolve(schema, n).get("additionalProperties") is not False and "properties" in n
+    ]
     assert open_objects == []
     # a free-form mapping (e.g. reward weights) has no properties to close, but says what it holds
     for w, n in objects:
@@ -84,39 +91,57 @@ def test_every_object_is_closed_and_every_property_described():
     undescribed = [
         f"{w}.{name}"
         for w, n in walk(schema)
-        for name, prop in n.get("properties", {}).items()
+        for name, prop in ({} if "$ref" in n else n.get("properties", {})).items()
         if not (isinstance(prop.get("description"), str) and prop["description"].strip())
     ]
     assert undescribed == []
 
 
-def differing_defaults(schema: dict, config, where: str = "") -> list[str]:
-    """Where ``config`` sets a value other than the schema's default (numbers compared as numbers)."""
-    out = []
-    default = schema.get("default")
-    if isinstance(config, dict) and isinstance(default, dict) and "properties" not in schema:
-        default = {k: default.get(k) for k in config}  # an optional object: the keys the config sets
-    if "default" in schema and not (isinstance(config, dict) and "properties" in schema):
-        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (config, default))
-        if not (config == default or (numbers and float(config) == float(default))):
-            out.append(f"{where}: config {config!r}, schema default {default!r}")
-    if isinstance(config, dict):
-        for key, value in config.items():
-            if key in schema.get("properties", {}):
-                out += differing_defaults(schema["properties"][key], value, f"{where}.{key}")
-    return out
+def as_numbers(node):
+    """Ints as floats, so that 0.002 and 2e-3, or 1 and 1.0, compare equal."""
+    if isinstance(node, dict):
+        return {k: as_numbers(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [as_numbers(v) for v in node]
+    return float(node) if isinstance(node, int) and not isinstance(node, bool) else node
+
+
+def minimal_config() -> dict:
+    """A config that sets only what the schema requires."""
+    return {"seed": 0, "data": {"scenes": {}, "instructions": {}, "shards": {}}}
 
 
 def test_the_dataclass_defaults_are_the_default_config():
-    """config/config.yaml and the defaults a missing key gets agree, at every depth: a key left out of a config
-    means what the embedded default means (an object's default and its properties' defaults agree too)."""
+    """A config that names nothing but the required blocks means config/config.yaml, at every depth: a key left out of
+    a config means what the embedded default means."""
+    default, minimal = validated(load(ROOT / "config" / "config.yaml")), validated(minimal_config())
+    assert as_numbers(minimal["data"]) == as_numbers(default["data"])
+    # the stage sections as their stages get them (an optional block such as a LoRA's is filled by its dataclass)
+    for name, cls in stage_sections().items():
+        assert asdict(config_from(cls, minimal[name])) == asdict(config_from(cls, default[name])), name
+    assert set(minimal) == set(default)
+
+
+def test_a_partly_given_section_gets_its_own_defaults():
+    """Stage 2 and stage 3 share one GRPO definition but not its defaults: a block that sets one key gets the rest
+    from its own stage (the defaults written ahead of the reference win)."""
+    default = validated(load(ROOT / "config" / "config.yaml"))
+    for stage in ("grpo_gt", "grpo_critic"):
+        config = minimal_config()
+        config["builder"] = {stage: {"lr": 0.5}, "vlm": {"hidden_size": 64}}
+        got = validated(config)["builder"]
+        assert as_numbers(got[stage]) == as_numbers({**default["builder"][stage], "lr": 0.5})
+        assert got["vlm"] == {**default["builder"]["vlm"], "hidden_size": 64}
+        other = "grpo_critic" if stage == "grpo_gt" else "grpo_gt"
+        assert as_numbers(got[other]) == as_numbers(default["builder"][other])
+
+
+def test_repeated_types_are_defined_once():
     schema = build_schema()
-    assert differing_defaults(schema, load(ROOT / "config" / "config.yaml")) == []
-    segmentation = schema["properties"]["bricks"]["properties"]["segmentation"]
-    assert (
-        segmentation["default"]["train"]["steps"]
-        == segmentation["properties"]["train"]["properties"]["steps"]["default"]
-    )
+    assert {"GRPOSettings", "SFTSettings", "LoopConfig", "VLMConfig"} <= set(schema["$defs"])
+    builder = schema["properties"]["builder"]["properties"]
+    assert builder["grpo_gt"]["$ref"] == builder["grpo_critic"]["$ref"] == "#/$defs/GRPOSettings"
+    assert resolve(schema, builder["grpo_gt"])["properties"]["steps"]["type"] == "integer"
 
 
 def test_unknown_keys_are_rejected():

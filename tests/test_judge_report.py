@@ -229,12 +229,12 @@ def test_the_chunk_job_hands_its_judge_and_protocol_to_the_chunk(monkeypatch, tm
 def test_config_checks_name_a_half_set_judge_and_a_checkout_without_prompts(tmp_path, checkouts):
     import yaml
 
-    from lego_edit.config_schema import build_schema
+    from lego_edit.config_schema import build_schema, resolve
 
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
-    assert set(config["evaluation"]["judge"]) == set(
-        build_schema()["properties"]["evaluation"]["properties"]["judge"]["properties"]
-    )
+    schema = build_schema()
+    judge = resolve(schema, schema["properties"]["evaluation"]["properties"]["judge"])
+    assert set(config["evaluation"]["judge"]) == set(judge["properties"])
     config["evaluation"]["judge"]["model"] = "gpt-4.1"
     with pytest.raises(ConfigError, match="evaluation.judge: set both base_url and model"):
         check_config(config)

@@ -31,12 +31,18 @@ _SCENE_STREAM, _INSTRUCTION_STREAM = 1, 2
 @dataclass
 class SceneConfig:
     seed: int = field(default=0, metadata={"help": "Seed of every random draw in the data stage."})
-    image_size: int = field(default=64, metadata={"help": "Side of the square scenes, in pixels."})
-    max_objects: int = field(default=4, metadata={"help": "At most this many objects per scene (at least 1)."})
-    environment_rate: float = field(default=0.15, metadata={"help": "Share of scenes rendered with an environment."})
-    train: int = field(default=1600, metadata={"help": "Number of training scenes."})
-    val: int = field(default=100, metadata={"help": "Number of validation scenes."})
-    test: int = field(default=400, metadata={"help": "Number of test scenes."})
+    image_size: int = field(
+        default=64, metadata={"help": "Side of the square scenes, in pixels.", "minimum": 32, "multipleOf": 16}
+    )
+    max_objects: int = field(
+        default=4, metadata={"help": "At most this many objects per scene (at least 1).", "minimum": 1, "maximum": 4}
+    )
+    environment_rate: float = field(
+        default=0.15, metadata={"help": "Share of scenes rendered with an environment.", "minimum": 0, "maximum": 1}
+    )
+    train: int = field(default=1600, metadata={"help": "Number of training scenes.", "minimum": 0})
+    val: int = field(default=100, metadata={"help": "Number of validation scenes.", "minimum": 0})
+    test: int = field(default=400, metadata={"help": "Number of test scenes.", "minimum": 0})
 
     def __post_init__(self):
         if self.image_size < 32 or self.image_size % 16:

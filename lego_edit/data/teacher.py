@@ -64,12 +64,12 @@ class TeacherConfig:
             "format); instruction: the bare instruction (a teacher trained as the tiny Builder)."
         },
     )
-    concurrency: int = field(default=8, metadata={"help": "Requests in flight at a time."})
+    concurrency: int = field(default=8, metadata={"help": "Requests in flight at a time.", "minimum": 1})
     timeout: float = field(default=120.0, metadata={"help": "Seconds per request before it counts as failed."})
     max_retries: int = field(
         default=3, metadata={"help": "Retries of a transport failure (connection, time-out, 408/409/429/5xx)."}
     )
-    max_tokens: int = field(default=2048, metadata={"help": "Answer length limit."})
+    max_tokens: int = field(default=2048, metadata={"help": "Answer length limit.", "minimum": 1})
     temperature: float | None = field(default=0.0, metadata={"help": "Sampling temperature; null sends none."})
     with_masks: bool = field(
         default=False,
@@ -86,14 +86,20 @@ class TeacherConfig:
         default=0.6, metadata={"help": "Without a target: keep when the evaluation judge scores at least this (0-1)."}
     )
     execution_seconds: float = field(default=120.0, metadata={"help": "Time limit of one workflow's execution."})
-    chunks: int = field(default=1, metadata={"help": "Chunk jobs the rows are split across (scattergather)."})
+    chunks: int = field(
+        default=1, metadata={"help": "Chunk jobs the rows are split across (scattergather).", "minimum": 1}
+    )
     journal: str = field(
         default="results/data/teacher/journal.sqlite",
         metadata={"help": "sqlite journal of the teacher's answers: a rerun sends only unanswered requests."},
     )
     shapes_fraction: float = field(
         default=1.0,
-        metadata={"help": "Share of the shapes world's instructions mixed into the Builder's tables (0-1)."},
+        metadata={
+            "help": "Share of the shapes world's instructions mixed into the Builder's tables (0-1).",
+            "minimum": 0,
+            "maximum": 1,
+        },
     )
     placement: bool = field(
         default=False,
@@ -102,7 +108,9 @@ class TeacherConfig:
             "instead of the shapes world."
         },
     )
-    max_side: int = field(default=1024, metadata={"help": "Images are scaled so their long side is at most this."})
+    max_side: int = field(
+        default=1024, metadata={"help": "Images are scaled so their long side is at most this.", "minimum": 1}
+    )
 
     def __post_init__(self):
         if self.concurrency < 1 or self.chunks < 1 or self.max_tokens < 1 or self.max_retries < 0:

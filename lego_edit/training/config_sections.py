@@ -343,15 +343,10 @@ class EditFolderSection:
 
 
 def stage_sections() -> dict:
-    from ..config_schema import dataclass_schema
-
-    out = {}
-    for name, cls in (
-        ("bricks", BricksSection),
-        ("builder", BuilderSection),
-        ("evaluation", EvaluationSection),
-        ("edit", EditFolderSection),
-    ):
-        out[name] = dataclass_schema(cls)
-        out[name]["default"] = {}
-    return out
+    """The config's top-level blocks that are stage sections, by key."""
+    return {
+        "bricks": BricksSection,
+        "builder": BuilderSection,
+        "evaluation": EvaluationSection,
+        "edit": EditFolderSection,
+    }
