@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lego_edit.data.shard_index import ShardSamples, png_shape, sample_meta
+from lego_edit.data.shard_index import ShardSamples, first_of_each, png_shape, sample_meta
 from lego_edit.data.shards import load_samples, write_shard_set
 from lego_edit.models.segmentation import SegmentationModel
 from lego_edit.pipeline import config_from
@@ -70,6 +70,28 @@ def test_fields_and_image_shapes_are_read_without_decoding_an_image(shard_dir, m
     assert metas[1]["brick"] == "FILL" and "preimage" not in metas[1]["__shapes__"]
 
 
+def test_an_evaluation_decodes_only_the_samples_it_scores(shard_dir, monkeypatch):
+    """first_of_each picks, from the index, what the in-memory filter picks from the decoded split, and decodes
+    nothing else."""
+    streamed = load_samples(shard_dir, "train")
+    for images in ((), ("preimage",)):
+        expected = []
+        for brick in ("RCM", "FILL"):
+            expected += [s for s in streamed if s["brick"] == brick and all(k in s for k in images)][:2]
+        expected.sort(key=lambda s: s["__key__"])  # in the split's order
+        indexed = ShardSamples(shard_dir, "train")
+        decoded = []
+        original = ShardSamples.__getitem__
+        monkeypatch.setattr(
+            ShardSamples, "__getitem__", lambda self, i, seen=decoded, get=original: seen.append(i) or get(self, i)
+        )
+        picked = first_of_each(indexed, "brick", ["RCM", "FILL"], 2, images)
+        monkeypatch.undo()
+        assert len(decoded) == len(picked) == len(expected) > 0
+        assert all(_same(a, b) for a, b in zip(picked, expected))
+        assert all(_same(a, b) for a, b in zip(first_of_each(streamed, "brick", ["RCM", "FILL"], 2, images), expected))
+
+
 @pytest.mark.parametrize("mode, shape", [("L", (5, 7)), ("RGB", (5, 7, 3)), ("RGBA", (5, 7, 4)), ("LA", (5, 7, 2))])
 def test_png_shape_is_the_decoded_array_shape(mode, shape):
     buf = io.BytesIO()
@@ -108,6 +130,16 @@ def test_segmentation_learns_the_same_from_the_shards_as_in_memory(pipeline_run,
         weights.append(SegmentationModel.from_pretrained(out / "model").state_dict())
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.slow
+def test_segmentation_scores_the_held_out_split_a_chunk_at_a_time(pipeline_run):
+    """Decoding the held-out split a chunk at a time (a multiple of predict's batch) gives the figures of one pass
+    over the split held in memory."""
+    model = SegmentationModel.from_pretrained(pipeline_run / "results/bricks/segmentation")
+    shards = pipeline_run / "results/data/shards/segmentation"
+    whole = segmentation.evaluate(model, load_samples(shards, "val"), chunk=10**9)
+    assert whole and segmentation.evaluate(model, ShardSamples(shards, "val"), chunk=32) == whole
 
 
 def _rows(n: int):

@@ -45,6 +45,21 @@ def sample_meta(samples, i: int) -> dict:
     return {**{k: v for k, v in s.items() if k not in arrays}, "__shapes__": arrays}
 
 
+def first_of_each(samples, field: str, kinds: Iterable[str], n: int, images: Iterable[str] = ()) -> list[dict]:
+    """The first ``n`` samples of each kind (``field``'s value) that hold every image in ``images``, decoded, in the
+    split's order. From a ``ShardSamples`` only these are decoded: an evaluation scores a few samples per brick, and
+    the split need not be held."""
+    counts = dict.fromkeys(kinds, 0)
+    picked = []
+    for i in range(len(samples)):
+        meta = sample_meta(samples, i)
+        kind = meta.get(field)
+        if kind in counts and counts[kind] < n and all(name in meta["__shapes__"] for name in images):
+            counts[kind] += 1
+            picked.append(samples[i])
+    return picked
+
+
 class ShardSamples(Sequence):
     """The decoded samples of one split (and optionally some kinds) of a shard set, by index."""
 

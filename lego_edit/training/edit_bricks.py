@@ -15,8 +15,7 @@ import torch
 from ..bricks.functions import fastinpaint
 from ..bricks.models import PREIMAGE_BRICKS, load_edit_model, start_strength
 from ..data.brick_samples import EDIT_BRICKS
-from ..data.shard_index import ShardSamples, sample_meta
-from ..data.shards import load_samples
+from ..data.shard_index import ShardSamples, first_of_each, sample_meta
 from ..evaluation.metrics import psnr
 from ..imageio import atomic_write_json
 from ..models.flux_fill import FluxFillConfig
@@ -220,14 +219,16 @@ def main(cfg: EditTrainConfig) -> dict:
         history = []
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.jsonl").write_text("")
-    gains = calibrate_start_gain(
-        model, load_samples(cfg.shards, "val", kinds=bricks), bricks, cfg.eval_per_brick, cfg.seed
-    )
+    # calibration and evaluation score the first eval_per_brick samples of each brick: only these are decoded
+    refined = [b for b in bricks if b in PREIMAGE_BRICKS]
+    val = ShardSamples(cfg.shards, "val", kinds=refined) if refined else []
+    val = first_of_each(val, "brick", refined, cfg.eval_per_brick, images=["preimage"])
+    gains = calibrate_start_gain(model, val, bricks, cfg.eval_per_brick, cfg.seed)
     if cfg.brick:
         model.save_lora(cfg.brick, out)
     else:
         model.save_pretrained(out)
-    held_out = load_samples(cfg.shards, cfg.eval_split, kinds=bricks)
+    test = first_of_each(ShardSamples(cfg.shards, cfg.eval_split, kinds=bricks), "brick", bricks, cfg.eval_per_brick)
     metrics = {
         "brick": name,
         "samples": len(train_samples),
@@ -237,7 +238,7 @@ def main(cfg: EditTrainConfig) -> dict:
         "train_seconds": history[-1]["seconds"] if history else None,
         "eval_split": cfg.eval_split,
         **{f"{b}/start_gain": g for b, g in gains.items()},
-        **evaluate(model, held_out, bricks, cfg.eval_per_brick, cfg.seed),
+        **evaluate(model, test, bricks, cfg.eval_per_brick, cfg.seed),
     }
     write_metrics(out, metrics)
     atomic_write_json(out / "train_config.json", asdict(cfg))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,6 @@ import torch
 import torch.nn.functional as F
 
 from ..data.shard_index import ShardSamples
-from ..data.shards import load_samples
 from ..imageio import atomic_write_json
 from ..models.segmentation import TASKS, SegmentationConfig, SegmentationModel, candidate_regions, task_text
 from .common import rank_finished, write_metrics
@@ -113,16 +113,22 @@ def iou(pred: np.ndarray, target: np.ndarray) -> float:
     return 1.0 if union == 0 else float((p & t).sum() / union)
 
 
-def evaluate(model: SegmentationModel, samples: list[dict]) -> dict:
-    preds = model.predict(
-        [s["image"] for s in samples],
-        [s["task"] for s in samples],
-        [s.get("text", "") for s in samples],
-        [s.get("hint") for s in samples],
-    )
+def evaluate(model: SegmentationModel, samples: Sequence[dict], chunk: int = 256) -> dict:
+    """IoU and hit rate per task over ``samples``, decoded ``chunk`` at a time (a multiple of predict's batch of 32,
+    so the batches, and the masks, are those of one call over the whole split)."""
+    found: list[tuple[str, float]] = []
+    for start in range(0, len(samples), chunk):
+        part = samples[start : start + chunk]
+        preds = model.predict(
+            [s["image"] for s in part],
+            [s["task"] for s in part],
+            [s.get("text", "") for s in part],
+            [s.get("hint") for s in part],
+        )
+        found += [(s["task"], iou(p, s["mask"])) for p, s in zip(preds, part)]
     out = {}
     for task in TASKS:
-        scores = [iou(p, s["mask"]) for p, s in zip(preds, samples) if s["task"] == task]
+        scores = [v for t, v in found if t == task]
         if scores:
             out[f"iou_{task}"] = round(float(np.mean(scores)), 4)
             # the share that finds the object at all (a referring expression resolved to the wrong object scores
@@ -219,7 +225,7 @@ def main(cfg: SegmentationTrainConfig) -> dict:
     if not rank_finished("segmentation", cfg.loop.steps):
         return {}
     model.save_pretrained(out)
-    held_out = load_samples(cfg.shards, cfg.eval_split)
+    held_out = ShardSamples(cfg.shards, cfg.eval_split, keep_decoded=False)  # decoded a chunk at a time
     metrics = {
         "samples": n,
         "steps": cfg.loop.steps,

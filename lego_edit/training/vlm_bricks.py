@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ..bricks.vlm_prompts import CAPTION_PROMPT, PLACEMENT_PROMPT, box_answer, parse_box
-from ..data.shards import iter_samples, load_samples, read_manifest
+from ..data.shard_index import ShardSamples
+from ..data.shards import iter_samples, read_manifest
 from ..evaluation.metrics import box_iou, token_f1
 from ..imageio import atomic_write_json
 from ..models.vlm import chat, generate, to_pil
@@ -124,7 +125,7 @@ def main(cfg: VLMBrickConfig) -> dict:
     )
     if not is_main_process():
         return {}
-    held_out = load_samples(cfg.shards, cfg.eval_split)[: cfg.eval_samples]
+    held_out = ShardSamples(cfg.shards, cfg.eval_split)[: cfg.eval_samples]  # only these are decoded
     metrics = {
         "family": cfg.family,
         "samples": count,
