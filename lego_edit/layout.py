@@ -20,6 +20,14 @@ from typing import Any
 EDIT_BRICK_NAMES = ("FILL", "RCM", "INPAINT", "CBG", "STYLE", "ENV", "POSE")
 VLM_BRICK_MODELS = ("placement", "captioning")  # the ADD-PRED and CMI-PRED adapters over the base VLM
 BUILDER_STAGES = ("base", "sft", "grpo_gt", "grpo_critic")
+# The one brick -> trained model map: the BrickModels fields each model-backed brick loads (an edit brick: the shared
+# base, then its own LoRA where it has one). Batch editing's model inputs and the brick binder both read it.
+BRICK_MODELS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("RES", "SOS", "MASK-SEG"), ("segmentation",)),
+    "ADD-PRED": ("base_vlm", "placement"),
+    "CMI-PRED": ("base_vlm", "captioning"),
+    **dict.fromkeys(EDIT_BRICK_NAMES, ("edit_base", "edit_lora")),
+}
 MEMBER_PREFIX = "member-"  # an ensemble's model folder holds one member-<k>/ folder per member
 
 
@@ -196,6 +204,17 @@ class BrickModels:
             "edit_base": self.edit_base,
             "edit_lora": list(self.edit_lora),
         }
+
+    def folders_of(self, brick: str) -> tuple[str, ...]:
+        """The folders ``brick`` loads (``BRICK_MODELS``), those that are set; an edit brick's LoRA only if it has
+        one here."""
+        out = []
+        for name in BRICK_MODELS.get(brick, ()):
+            if name == "edit_lora":
+                out += [p for p in self.edit_lora if Path(p).name == brick]
+            elif getattr(self, name) is not None:
+                out.append(getattr(self, name))
+        return tuple(out)
 
     def lora_folders(self) -> dict[str, Path]:
         """{edit brick: its LoRA folder}, by folder name."""

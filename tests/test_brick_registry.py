@@ -25,6 +25,7 @@ from PIL import Image
 from lego_edit.bricks import ENTRY_POINT_GROUP, BrickSpec, Mode, Port, default_registry
 from lego_edit.bricks.catalog import MODEL_BRICKS
 from lego_edit.bricks.prompt import render_system_prompt
+from lego_edit.layout import BRICK_MODELS
 from lego_edit.workflow import Kind, check_workflow, parse_workflow, run_workflow
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -128,6 +129,7 @@ def test_builtin_bricks_in_catalogue_order(registry):
         "ENV",
         "POSE",
     }
+    assert set(BRICK_MODELS) == set(MODEL_BRICKS)  # the brick -> model map covers every model brick
     assert {registry.source(n) for n in registry.names()} == {"lego_edit (built-in)"}
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..layout import EDIT_BRICK_NAMES, VLM_BRICK_MODELS, BrickModels
+from ..layout import BRICK_MODELS, EDIT_BRICK_NAMES, VLM_BRICK_MODELS, BrickModels
 from ..workflow.errors import ExecutionError
 from ..workflow.values import as_mask
 from .edit_starts import (  # noqa: F401 - also re-exported: this module was their import path
@@ -333,14 +333,15 @@ def has_adapter(folder: str | Path | None) -> bool:
 def available_models(models: BrickModels | str | Path) -> dict[str, bool]:
     """{model-backed brick: whether its trained model is there}; ``models``: the folders, or a run folder."""
     models = BrickModels.of(models)
-    seg = has_file(models.segmentation, "segmentation.json")
-    edit = has_file(models.edit_base, "edit_model.json")
-    base = models.base_vlm is not None and Path(models.base_vlm).is_dir()
-    out = {name: seg for name in ("RES", "SOS", "MASK-SEG")}
-    out["ADD-PRED"] = base and has_adapter(models.placement)
-    out["CMI-PRED"] = base and has_adapter(models.captioning)
-    out.update({b: edit for b in EDIT_BRICK_NAMES})
-    return out
+    present = {
+        "segmentation": has_file(models.segmentation, "segmentation.json"),
+        "base_vlm": models.base_vlm is not None and Path(models.base_vlm).is_dir(),
+        "placement": has_adapter(models.placement),
+        "captioning": has_adapter(models.captioning),
+        "edit_base": has_file(models.edit_base, "edit_model.json"),
+        "edit_lora": True,  # an edit brick without its LoRA runs on the base
+    }
+    return {brick: all(present[m] for m in needed) for brick, needed in BRICK_MODELS.items()}
 
 
 def bind_model_bricks(

@@ -6,27 +6,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
-from ..layout import EDIT_BRICK_NAMES, RunLayout
+from ..layout import BRICK_MODELS, RunLayout
 from ..workflow import WorkflowError, parse_workflow, validate_workflow
 
 log = logging.getLogger(__name__)
 BUILDER_STAGES = ("grpo_critic", "grpo_gt", "sft", "base")
-MODEL_BRICKS = ("RES", "SOS", "MASK-SEG", "ADD-PRED", "CMI-PRED", *EDIT_BRICK_NAMES)
+MODEL_BRICKS = tuple(BRICK_MODELS)
 
 
 def brick_model_folders(brick: str, run: RunLayout, edit_bricks: tuple[str, ...] | None = None) -> tuple[str, ...]:
     """The trained-model folders of ``run`` that a model-backed brick loads (none for a function brick).
     ``edit_bricks``: the edit bricks that get a LoRA; the others run on the edit base alone."""
-    if brick in ("RES", "SOS", "MASK-SEG"):
-        return (run.segmentation,)
-    if brick in ("ADD-PRED", "CMI-PRED"):
-        return (run.builder("base"), run.brick("placement" if brick == "ADD-PRED" else "captioning"))
-    if brick in EDIT_BRICK_NAMES:
-        lora = edit_bricks is None or brick in edit_bricks
-        return (run.edit_base, run.edit_lora(brick)) if lora else (run.edit_base,)
-    return ()
+    models = run.brick_models()
+    if edit_bricks is not None:
+        models = replace(models, edit_lora=tuple(p for p in models.edit_lora if Path(p).name in edit_bricks))
+    return models.folders_of(brick)
 
 
 class EditError(ValueError):
