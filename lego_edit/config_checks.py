@@ -50,6 +50,14 @@ def check_config(config: dict) -> None:
         and config["data"]["instructions"]["open"]["per_scene"] == 0
     ):
         raise ConfigError("config key data.instructions: the critic needs instructions, but per_scene is 0 for both")
+    if (
+        config["builder"]["grpo_gt"].get("prompt_split") == "rl"
+        and config["data"]["instructions"]["gt"].get("rl_per_scene", 0) == 0
+    ):
+        raise ConfigError(
+            "config key builder.grpo_gt.prompt_split is rl, but data.instructions.gt.rl_per_scene is 0: "
+            "set rl_per_scene above 0 (stage 2's own instructions) or prompt_split to train"
+        )
     ev = config.get("evaluation", {})
     _check_path("evaluation.gedit.path", (ev.get("gedit") or {}).get("path"), "any")
     _check_path("evaluation.imgedit.json", (ev.get("imgedit") or {}).get("json"))

@@ -235,7 +235,15 @@ def data_section() -> dict:
                         "description": "Edit categories.",
                     },
                     "gt": obj(
-                        "Instructions with GT workflows.", {"per_scene": integer("GT instructions per scene.", 2)}
+                        "Instructions with GT workflows.",
+                        {
+                            "per_scene": integer("GT instructions per scene.", 2),
+                            "rl_per_scene": integer(
+                                "More GT instructions per training scene, in the split 'rl': stage 2's prompts when "
+                                "builder.grpo_gt.prompt_split is rl (SFT never sees them).",
+                                1,
+                            ),
+                        },
                     ),
                     "open": obj("Open-domain instructions (no GT workflow).", per_scene),
                 },

@@ -211,3 +211,13 @@ def test_config_from_builds_nested_dataclasses_and_names_unknown_keys():
         config_from(SegmentationTrainConfig, {"stesp": 7, **paths})
     with pytest.raises(ValueError, match="LoopConfig has no option.s. stesp"):
         config_from(SegmentationTrainConfig, {"loop": {"stesp": 7}, **paths})
+
+
+def test_stage_two_on_the_rl_split_needs_rl_instructions():
+    config = validated(load(ROOT / "config" / "config.yaml"))
+    config["builder"]["grpo_gt"]["prompt_split"] = "rl"
+    config["data"]["instructions"]["gt"]["rl_per_scene"] = 0
+    with pytest.raises(ConfigError, match=r"prompt_split is rl, but data\.instructions\.gt\.rl_per_scene is 0"):
+        check_config(config)
+    config["data"]["instructions"]["gt"]["rl_per_scene"] = 1
+    check_config(config)

@@ -7,6 +7,7 @@ import json
 import re
 from collections import Counter
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -269,6 +270,26 @@ def test_no_scene_in_two_splits(tables):
             assert r["split"] == split_of[r["scene_id"]]
             assert r["domain"] == domain
         assert {r["split"] for r in load_instructions(tables / f"{domain}.parquet", "val")} == {"val"}
+
+
+def test_rl_instructions_are_new_training_instructions_and_leave_the_others_unchanged(tables, tmp_path):
+    """Stage 2's own prompts: rl_per_scene more per training scene, in the split 'rl', none in val or test, and the
+    instructions written without them unchanged (same ids, texts, workflows and target images)."""
+    cfg = InstructionConfig(seed=3, per_scene=3, rl_per_scene=2)
+    make_instructions(cfg, "gt", tables / "scenes.parquet", tmp_path / "gt.parquet", tmp_path / "targets")
+    rows = load_instructions(tmp_path / "gt.parquet")
+    rl = [r for r in rows if r["split"] == "rl"]
+    train_scenes = {r["scene_id"] for r in load_scenes(tables / "scenes.parquet") if r["split"] == "train"}
+    assert len(rl) == 2 * len(train_scenes) and {r["scene_id"] for r in rl} == train_scenes
+    assert all(r["workflow"] for r in rl)
+    before = load_instructions(tables / "gt.parquet")
+    kept = [r for r in rows if r["split"] != "rl"]
+    fields = ("id", "split", "category", "instruction", "workflow", "target_scene")
+    assert [[r[f] for f in fields] for r in kept] == [[r[f] for f in fields] for r in before]
+    for r, b in zip(kept, before):
+        assert Path(r["target_path"]).read_bytes() == Path(b["target_path"]).read_bytes()
+    seen = {r["instruction"] for r in before if r["split"] == "train"}
+    assert sum(r["instruction"] not in seen for r in rl) > len(rl) // 2  # mostly instructions SFT never saw
 
 
 def test_stored_gt_rows_reproduce_the_stored_targets(tables):

@@ -57,6 +57,13 @@ class SceneConfig:
 class InstructionConfig:
     seed: int = field(default=0, metadata={"help": "Seed of the instruction draws."})
     per_scene: int = field(default=2, metadata={"help": "Instructions written for each scene."})
+    rl_per_scene: int = field(
+        default=0,
+        metadata={
+            "help": "Further instructions per training scene, in the 'rl' split: prompts for stage 2 that SFT never "
+            "saw (its own training instructions it has learned by heart, so they give GRPO no gradient)."
+        },
+    )
     categories: list[str] = field(
         default_factory=lambda: list(CATEGORIES), metadata={"help": "Edit categories to draw from (uniformly)."}
     )
@@ -65,8 +72,8 @@ class InstructionConfig:
         unknown = set(self.categories) - set(CATEGORIES)
         if unknown:
             raise ValueError(f"unknown categories {sorted(unknown)}; known: {', '.join(CATEGORIES)}")
-        if self.per_scene < 0:
-            raise ValueError("per_scene must not be negative")
+        if self.per_scene < 0 or self.rl_per_scene < 0:
+            raise ValueError("per_scene and rl_per_scene must not be negative")
 
 
 def _rng(*key: int) -> np.random.Generator:
@@ -148,7 +155,9 @@ INSTRUCTION_SCHEMA = pa.schema(
 def make_instructions(
     cfg: InstructionConfig, domain: str, scenes_path: str | Path, table_path: str | Path, target_dir: str | Path
 ) -> pa.Table:
-    """``per_scene`` instructions per scene in ``domain`` ('gt' with workflows, 'open' without)."""
+    """``per_scene`` instructions per scene in ``domain`` ('gt' with workflows, 'open' without), and
+    ``rl_per_scene`` more per training scene in the split 'rl'. Each instruction's draws are keyed by its scene and
+    index, so adding 'rl' instructions leaves the others as they were."""
     if domain not in DOMAINS:
         raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
     target_dir = Path(target_dir)
@@ -157,7 +166,8 @@ def make_instructions(
     rows = []
     for scene_row in tqdm(load_scenes(scenes_path), desc=f"{domain} instructions", mininterval=5):
         scene = Scene.from_json(scene_row["scene"])
-        for k in range(cfg.per_scene):
+        extra = cfg.rl_per_scene if scene_row["split"] == "train" else 0
+        for k in range(cfg.per_scene + extra):
             rng = _rng(cfg.seed, _INSTRUCTION_STREAM, stream, scene_row["scene_id"], k)
             inst = None
             order = rng.permutation(len(cfg.categories))
@@ -175,7 +185,7 @@ def make_instructions(
                     "id": iid,
                     "scene_id": scene_row["scene_id"],
                     "scene_seed": scene_row["scene_seed"],
-                    "split": scene_row["split"],
+                    "split": scene_row["split"] if k < cfg.per_scene else "rl",
                     "domain": domain,
                     "category": inst.category,
                     "parts": inst.parts,

@@ -243,9 +243,15 @@ def run_grpo(cfg: BuilderConfig) -> dict:
     set_seed(cfg.seed)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     registry = default_registry()
-    rows = load_instructions(cfg.instructions, "train")
     if cfg.stage == "grpo_gt":
-        rows = [r for r in rows if r["workflow"]]
+        rows = [r for r in load_instructions(cfg.instructions, g.prompt_split) if r["workflow"]]
+        if not rows:
+            raise ValueError(
+                f"stage 2: the GT table has no {g.prompt_split!r} instructions"
+                + (" (set data.instructions.gt.rl_per_scene above 0)" if g.prompt_split == "rl" else "")
+            )
+    else:
+        rows = load_instructions(cfg.instructions, "train")
     rows = select_rows(rows, cfg.max_train_rows, cfg.seed)
     if cfg.stage == "grpo_critic" and g.gt_share > 0:
         rows = rows + gt_prompt_rows(cfg, len(rows))

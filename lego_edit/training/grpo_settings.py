@@ -74,6 +74,13 @@ class GRPOSettings:
             "negative advantage only up to the sample's first token that departs from the GT answer)."
         },
     )
+    prompt_split: str = field(
+        default="train",
+        metadata={
+            "help": "Stage 2's instructions: the GT table's train split (SFT's own) or rl (instructions on the training "
+            "scenes that SFT never saw: data.instructions.gt.rl_per_scene)."
+        },
+    )
     prompt_filter: str = field(
         default="all",
         metadata={
@@ -108,6 +115,8 @@ class GRPOSettings:
                 f"grad_accum {self.grad_accum} must divide prompts_per_step x num_generations = "
                 f"{self.prompts_per_step * self.num_generations}"
             )
+        if self.prompt_split not in ("train", "rl"):
+            raise ValueError(f"prompt_split must be train or rl, got {self.prompt_split!r}")
         if self.prompt_filter not in ("all", "missed"):
             raise ValueError(f"prompt_filter must be all or missed, got {self.prompt_filter!r}")
         if self.negative_credit not in ("sequence", "divergence"):
