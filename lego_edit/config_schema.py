@@ -241,7 +241,7 @@ def data_section() -> dict:
                             "rl_per_scene": integer(
                                 "More GT instructions per training scene, in the split 'rl': stage 2's prompts when "
                                 "builder.grpo_gt.prompt_split is rl (SFT never sees them).",
-                                1,
+                                0,
                             ),
                         },
                     ),

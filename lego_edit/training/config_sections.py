@@ -248,7 +248,6 @@ class BuilderSection:
             guidance=True,
             reward_weights=dict(STAGE2_REWARD_WEIGHTS),
             execution_gate=True,
-            prompt_split="rl",
         ),
         metadata={"help": "Stage 2: GRPO with GT-based rewards."},
     )

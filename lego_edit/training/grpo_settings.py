@@ -77,8 +77,8 @@ class GRPOSettings:
     prompt_split: str = field(
         default="train",
         metadata={
-            "help": "Stage 2's instructions: the GT table's train split (SFT's own) or rl (instructions on the training "
-            "scenes that SFT never saw: data.instructions.gt.rl_per_scene)."
+            "help": "Stage 2's instructions: the GT table's train split (SFT's own) or rl (instructions on the "
+            "training scenes that SFT never saw: data.instructions.gt.rl_per_scene)."
         },
     )
     prompt_filter: str = field(
