@@ -73,8 +73,8 @@ def _type_schema(hint, default=None) -> dict:
 
 def _reference(cls, default) -> dict:
     """A nested config dataclass: a reference to its one definition, preceded by the defaults that differ here."""
-    if _defs is None:  # outside build_schema: written out in place
-        return dataclass_schema(cls, instance=default if isinstance(default, cls) else None)
+    if _defs is None:
+        raise RuntimeError("a nested config dataclass is written under $defs: build the schema with build_schema()")
     if cls.__name__ not in _defs:
         _defs[cls.__name__] = {}  # claimed before the fields are read, against a type that nests itself
         _defs[cls.__name__] = dataclass_schema(cls)
@@ -117,10 +117,8 @@ def _without_defaults(node):
     return node
 
 
-def _default_object(field: dataclasses.Field, instance=None):
-    """The field's default: its value in ``instance`` (a parent's default object), else its own default."""
-    if instance is not None:
-        return getattr(instance, field.name)
+def _default_object(field: dataclasses.Field):
+    """The field's own default (MISSING if it has none)."""
     if field.default is not dataclasses.MISSING:
         return field.default
     if field.default_factory is not dataclasses.MISSING:
@@ -128,14 +126,14 @@ def _default_object(field: dataclasses.Field, instance=None):
     return dataclasses.MISSING
 
 
-def dataclass_schema(cls, exclude: set[str] = frozenset(), description: str | None = None, instance=None) -> dict:
-    """The schema of a config dataclass; defaults from ``instance`` when given (a field's non-default object)."""
+def dataclass_schema(cls, exclude: set[str] = frozenset(), description: str | None = None) -> dict:
+    """The schema of a config dataclass, with its class defaults (a nested one: a reference, see _reference)."""
     hints = typing.get_type_hints(cls)
     props = {}
     for f in dataclasses.fields(cls):
         if f.name in exclude:
             continue
-        default_object = _default_object(f, instance)
+        default_object = _default_object(f)
         kind = hints[f.name]
         typed = _type_schema(kind, None if default_object is dataclasses.MISSING else default_object)
         if dataclasses.is_dataclass(kind) and "help" not in f.metadata:

@@ -57,6 +57,8 @@ def first_of_each(samples, field: str, kinds: Iterable[str], n: int, images: Ite
         if kind in counts and counts[kind] < n and all(name in meta["__shapes__"] for name in images):
             counts[kind] += 1
             picked.append(samples[i])
+            if all(c == n for c in counts.values()):
+                break  # the rest of the split is not read
     return picked
 
 

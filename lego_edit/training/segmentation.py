@@ -225,7 +225,7 @@ def main(cfg: SegmentationTrainConfig) -> dict:
     if not rank_finished("segmentation", cfg.loop.steps):
         return {}
     model.save_pretrained(out)
-    held_out = ShardSamples(cfg.shards, cfg.eval_split, keep_decoded=False)  # decoded a chunk at a time
+    held_out = ShardSamples(cfg.shards, cfg.eval_split)  # decoded a chunk at a time
     metrics = {
         "samples": n,
         "steps": cfg.loop.steps,
