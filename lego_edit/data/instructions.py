@@ -3,7 +3,8 @@
 Each edit is a *clause*: a phrase, a scene-graph operation and a workflow fragment that chains the bricks
 the way the published system does (remove: RES -> FASTINPAINT -> INPAINT; recolour: RES -> RCM; add:
 ADD-PRED -> FILL; background: SOS -> INVERSE -> CBG; style: CMI-PRED -> STYLE; outpaint: CMI-PRED with
-ratios -> FILL; extract: RES, result its image ...). Hybrid instructions join two or three clauses and
+ratios -> FILL; extract: RES, result its image; resize: the remove chain, then RESIZE scales RES's cut-out
+and COMPOSE lays it over the cleaned image ...). Hybrid instructions join two or three clauses and
 chain their fragments. The "gt" domain uses GT templates and gets a workflow; the "open" domain uses
 disjoint templates and connectives and gets no workflow (its target is kept for analysis only).
 """
@@ -122,8 +123,8 @@ def _expression(rng, scene: Scene, index: int) -> str | None:
     return _pick(rng, options) if options else None
 
 
-def _remove_chain(b: WorkflowBuilder, img: str, expr: str) -> tuple[dict, str]:
-    seg = b.call("RES", {"image": img, "prompt": expr}, ("mask",))
+def _remove_chain(b: WorkflowBuilder, img: str, expr: str, seg_outputs=("mask",)) -> tuple[dict, str]:
+    seg = b.call("RES", {"image": img, "prompt": expr}, seg_outputs)
     pre = b.call("FASTINPAINT", {"image": img, "mask": seg["mask"]}, ("image", "score"))
     out = b.call(
         "INPAINT", {"image": img, "mask": seg["mask"], "preimage": pre["image"], "score": pre["score"]}, ("image",)
@@ -270,20 +271,21 @@ def clause_for(category: str, scene: Scene, rng: np.random.Generator, domain: st
             edits.resize(scene, index, ratio)
         except edits.EditImpossible:
             return None
-        desc = obj.describe()
 
-        def build(b, img, expr=expr, ratio=ratio, desc=desc):
-            seg, clean = _remove_chain(b, img, expr)
-            scaled = b.call("RESIZE", {"mask": seg["mask"], "ratio": ratio}, ("mask",))
-            box = b.call("BBOX", {"mask": scaled["mask"]}, ("mask",))
-            return b.call("FILL", {"image": clean, "mask": box["mask"], "prompt": desc}, ("image",))["image"]
+        # The object's own pixels, scaled and laid over the cleaned background: nothing for the Builder to
+        # describe from the image, and closer to the target than FILL redrawing it from a description (oracle
+        # resize success 0.75 -> 0.85 / 0.75 -> 0.89 on seeds 0 / 1 with the same trained bricks).
+        def build(b, img, expr=expr, ratio=ratio):
+            seg, clean = _remove_chain(b, img, expr, ("mask", "image"))
+            scaled = b.call("RESIZE", {"image": seg["image"], "ratio": ratio}, ("image",))
+            return b.call("COMPOSE", {"image1": clean, "image2": scaled["image"]}, ("image",))["image"]
 
         return Clause(
             category,
             _fill(tpl, e=e, r=phrases.RESIZE_WORDS[ratio]),
             lambda s, i=index: edits.resize(s, i, ratio),
             build,
-            ("RES", "FASTINPAINT", "INPAINT", "RESIZE", "BBOX", "FILL"),
+            ("RES", "FASTINPAINT", "INPAINT", "RESIZE", "COMPOSE"),
         )
     if category == "pose":
         direction = _pick(rng, [d for d in ORIENTATIONS if d != obj.orientation])

@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 
+from ..bricks import functions
 from ..bricks.functions import expand_canvas, mask_bbox
 from ..bricks.registry import BrickRegistry, default_registry
 from ..workflow.errors import ExecutionError
@@ -50,6 +51,8 @@ class ShapesOracle:
     def __init__(self):
         self._scenes: dict[bytes, Scene] = {}
         self._canvases: dict[bytes, Scene] = {}
+        self._cutouts: dict[bytes, tuple[Scene, int]] = {}  # RES cut-outs: the scene and the object cut out
+        self._resized: dict[bytes, Scene] = {}  # RESIZE's cut-outs of them: the scene with the object resized
 
     def remember(self, scene: Scene) -> np.ndarray:
         image = render_layers(scene)[0]
@@ -95,7 +98,33 @@ class ShapesOracle:
         if index is None:
             raise ExecutionError(f"oracle: {prompt!r} does not pick out exactly one object")
         mask = np.where(render_layers(scene)[1] == index, 255, 0).astype(np.uint8)
-        return {"mask": mask, "image": _cutout(image, mask)}
+        cut = _cutout(image, mask)
+        self._cutouts[_key(cut)] = (scene, index)
+        return {"mask": mask, "image": cut}
+
+    def resize(self, ctx, mask=None, image=None, ratio=1.0):
+        """A RES cut-out is scaled by re-rendering its object at the new size (the function brick's geometry);
+        anything else goes to the function brick."""
+        known = None if image is None else self._cutouts.get(_key(np.ascontiguousarray(image)))
+        if known is None:
+            return functions.resize(ctx, mask=mask, image=image, ratio=ratio)
+        scene, index = known
+        try:
+            grown = edits.resize(scene, index, float(ratio))
+        except edits.EditImpossible as e:
+            raise ExecutionError(f"oracle: {e}") from e
+        rendered, labels = render_layers(grown)
+        cut = _cutout(rendered, np.where(labels == index, 255, 0).astype(np.uint8))
+        self._resized[_key(cut)] = grown
+        return {"image": cut}
+
+    def compose(self, ctx, mask1=None, mask2=None, image1=None, image2=None):
+        """The function brick; a resized cut-out laid over its scene's cleaned image gives the resized scene."""
+        out = functions.compose(ctx, mask1=mask1, mask2=mask2, image1=image1, image2=image2)
+        grown = None if image2 is None else self._resized.get(_key(np.ascontiguousarray(image2)))
+        if grown is not None and np.array_equal(out["image"], render_layers(grown)[0]):
+            self._scenes[_key(np.ascontiguousarray(out["image"]))] = grown
+        return out
 
     def sos(self, ctx, image):
         mask = np.where(render_layers(self.scene_of(image))[1] >= 0, 255, 0).astype(np.uint8)
@@ -214,6 +243,8 @@ class ShapesOracle:
             "STYLE": self.style,
             "ENV": self.env,
             "POSE": self.pose,
+            "RESIZE": self.resize,
+            "COMPOSE": self.compose,
         }.items():
             registry.bind(name, fn, source="shapes oracle")
         return registry
