@@ -61,7 +61,9 @@ def run_stage(
     if getattr(cfg, "checkpoint_dir", ""):  # once, before the ranks start: a changed config does not resume
         from .training.state import claim_checkpoints, input_fingerprint
 
-        claim_checkpoints(cfg.checkpoint_dir, {**dataclasses.asdict(cfg), "inputs": input_fingerprint(inputs)})
+        # the GPU count is the job's resource, not what it learns: a job may resume on another number of GPUs
+        fingerprint = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "gpus"}
+        claim_checkpoints(cfg.checkpoint_dir, {**fingerprint, "inputs": input_fingerprint(inputs)})
     processes = max(1, int(gpus)) if processes is None else int(processes)
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")

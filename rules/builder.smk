@@ -22,7 +22,6 @@ rule train_builder_sft:
     params:
         seed=config["seed"],
         section=builder_stage_section("sft"),
-        prompt_style=config["builder"]["prompt_style"],
         checkpoints=RUN.checkpoints("builder_sft"),
     script:
         "../workflow_scripts/train_builder.py"
@@ -48,7 +47,6 @@ rule train_builder_grpo_gt:
     params:
         seed=config["seed"],
         section=builder_stage_section("grpo_gt"),
-        prompt_style=config["builder"]["prompt_style"],
         checkpoints=RUN.checkpoints("builder_grpo_gt"),
     script:
         "../workflow_scripts/train_builder.py"
@@ -74,7 +72,6 @@ rule train_builder_grpo_critic:
     params:
         seed=config["seed"],
         section=builder_stage_section("grpo_critic"),
-        prompt_style=config["builder"]["prompt_style"],
         checkpoints=RUN.checkpoints("builder_grpo_critic"),
     script:
         "../workflow_scripts/train_builder.py"

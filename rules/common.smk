@@ -142,7 +142,10 @@ def get_vlm_brick_gpus(wildcards):
 
 
 def builder_stage_section(stage):
-    return {"stage": stage, **config["builder"][stage]}
+    """What a Builder stage's job reads of the ``builder`` block (its own settings and the prompt style): the
+    other stages' settings are left out, so changing them reruns nothing here."""
+    builder = config["builder"]
+    return {"stage": stage, stage: builder[stage], "prompt_style": builder["prompt_style"]}
 
 
 def get_builder_gpus(wildcards):

@@ -205,12 +205,12 @@ def test_config_from_builds_nested_dataclasses_and_names_unknown_keys():
     from lego_edit.training.segmentation import SegmentationTrainConfig
 
     paths = {"shards": "s", "output_dir": "o"}
-    cfg = config_from(SegmentationTrainConfig, {"loop": {"steps": 7, "batch_size": 2}, **paths}, seed=3)
-    assert cfg.loop.steps == 7 and cfg.seed == 3 and not isinstance(cfg.loop, dict)
+    cfg = config_from(SegmentationTrainConfig, {"train": {"steps": 7, "batch_size": 2}, **paths}, seed=3)
+    assert cfg.train.steps == 7 and cfg.seed == 3 and not isinstance(cfg.train, dict)
     with pytest.raises(ValueError, match="SegmentationTrainConfig has no option.s. stesp"):
         config_from(SegmentationTrainConfig, {"stesp": 7, **paths})
     with pytest.raises(ValueError, match="LoopConfig has no option.s. stesp"):
-        config_from(SegmentationTrainConfig, {"loop": {"stesp": 7}, **paths})
+        config_from(SegmentationTrainConfig, {"train": {"stesp": 7}, **paths})
 
 
 def test_stage_two_on_the_rl_split_needs_rl_instructions():
@@ -221,3 +221,51 @@ def test_stage_two_on_the_rl_split_needs_rl_instructions():
         check_config(config)
     config["data"]["instructions"]["gt"]["rl_per_scene"] = 1
     check_config(config)
+
+
+def _holds(run, given) -> bool:
+    """Every value ``given`` names is ``run``'s (a nested block may leave keys to their defaults)."""
+    if isinstance(given, dict):
+        return isinstance(run, dict) and all(k in run and _holds(run[k], v) for k, v in given.items())
+    return run == given
+
+
+@pytest.mark.parametrize("config_file", ["config/config.yaml", ".test/config/config.yaml", "config/paper.yaml"])
+def test_each_training_job_takes_its_config_block_as_it_stands(config_file):
+    """A training stage's run config is its YAML block plus the job's paths, seed and threads: the rule's block goes
+    in unrenamed, and every value of it is the run config's own (what the scripts pass, key for key)."""
+    from lego_edit.training.builder import BuilderConfig
+    from lego_edit.training.config_sections import (
+        BuilderSection,
+        CriticSection,
+        EditSection,
+        SegmentationSection,
+        VLMBrickSection,
+    )
+    from lego_edit.training.critic import CriticTrainConfig
+    from lego_edit.training.edit_bricks import EditTrainConfig
+    from lego_edit.training.segmentation import SegmentationTrainConfig
+    from lego_edit.training.vlm_bricks import VLMBrickConfig
+
+    config = validated(load(ROOT / config_file))
+    bricks, builder = config["bricks"], config["builder"]
+    paths = {"shards": "s", "output_dir": "o", "checkpoint_dir": "c", "seed": 3, "threads": 2}
+    jobs = [
+        (SegmentationTrainConfig, SegmentationSection, bricks["segmentation"], paths),
+        (EditTrainConfig, EditSection, bricks["edit"], paths),
+        (EditTrainConfig, EditSection, bricks["edit"], {**paths, "brick": "RCM", "base_dir": "b"}),
+        (VLMBrickConfig, VLMBrickSection, bricks["placement"], {**paths, "family": "placement"}),
+        (VLMBrickConfig, VLMBrickSection, bricks["captioning"], {**paths, "family": "captioning"}),
+        (CriticTrainConfig, CriticSection, bricks["critic"], {**paths, "executed_shards": "e"}),
+    ]
+    for stage in ("sft", "grpo_gt", "grpo_critic"):  # rules/common.smk: builder_stage_section
+        block = {"stage": stage, stage: builder[stage], "prompt_style": builder["prompt_style"]}
+        jobs.append((BuilderConfig, BuilderSection, block, {k: v for k, v in paths.items() if k != "shards"}))
+    for run_cls, section_cls, block, job in jobs:
+        assert issubclass(run_cls, section_cls)
+        run = asdict(config_from(run_cls, {**block, **job}))
+        assert _holds(as_numbers(run), as_numbers(dict(block))), run_cls.__name__
+    lora = config_from(EditTrainConfig, {**bricks["edit"], **paths, "brick": "RCM", "base_dir": "b"})
+    base = config_from(EditTrainConfig, {**bricks["edit"], **paths})
+    assert _holds(as_numbers(asdict(lora.loop)), as_numbers(bricks["edit"]["lora"]["train"]))
+    assert _holds(as_numbers(asdict(base.loop)), as_numbers(bricks["edit"]["base"]))

@@ -86,6 +86,7 @@ def test_pairwise_critic_learns_to_rank_by_the_pixels(tmp_path):
         output_dir=str(tmp_path / "critic"),
         checkpoint_dir=str(tmp_path / "ckpt"),
         seed=0,
+        cross_negatives=0,
         train=SFTSettings(steps=40, batch_size=8, lr=3e-3, warmup_steps=2, log_every=10, checkpoint_every=20),
     )
     before = ranking_accuracy(LocalCritic(model=(model, processor)), [dict(s) for s in samples], 100)
@@ -113,6 +114,7 @@ def test_film_critic_ties_the_colour_word_to_the_pixels(tmp_path):
     cfg = CriticTrainConfig(
         output_dir=str(tmp_path / "critic"),
         seed=0,
+        cross_negatives=0,
         train=SFTSettings(steps=120, batch_size=16, lr=3e-3, warmup_steps=5, log_every=20, checkpoint_every=60),
     )
     trained, history = train_film(cfg, samples, tmp_path / "critic", tmp_path / "ckpt")
@@ -137,12 +139,15 @@ def test_a_film_ensemble_scores_by_its_members_mean_logit_and_one_member_is_the_
 
     samples = colour_samples()
     settings = SFTSettings(steps=30, batch_size=16, lr=3e-3, warmup_steps=5, log_every=10, checkpoint_every=30)
-    pair = CriticTrainConfig(seed=3, members=2, train=settings)
+    pair = CriticTrainConfig(seed=3, members=2, cross_negatives=0, train=settings)
     models, _ = train_film_members(pair, samples, tmp_path / "pair", tmp_path / "ckpt-pair")
     assert sorted(p.name for p in (tmp_path / "pair").iterdir() if p.is_dir()) == ["member-0", "member-1"]
     assert all((tmp_path / "pair" / m / "metrics.jsonl").is_file() for m in ("member-0", "member-1"))
     single, _ = train_film_members(
-        CriticTrainConfig(seed=3, train=settings), samples, tmp_path / "one", tmp_path / "c1"
+        CriticTrainConfig(seed=3, members=1, cross_negatives=0, train=settings),
+        samples,
+        tmp_path / "one",
+        tmp_path / "c1",
     )
     assert len(single) == 1
     one = load_file(str(tmp_path / "one" / "model.safetensors"))

@@ -331,7 +331,7 @@ def test_stage3_draws_gt_prompts_for_its_share_without_their_workflows(tables):
     from lego_edit.training.grpo_settings import GRPOSettings
 
     cfg = BuilderConfig(
-        stage="grpo_critic", gt_instructions=str(tables / "gt.parquet"), seed=1, grpo=GRPOSettings(gt_share=0.25)
+        stage="grpo_critic", gt_instructions=str(tables / "gt.parquet"), seed=1, grpo_critic=GRPOSettings(gt_share=0.25)
     )
     rows = gt_prompt_rows(cfg, open_rows=12)
     assert len(rows) == 4  # 4 / (12 + 4) = 0.25
@@ -339,6 +339,6 @@ def test_stage3_draws_gt_prompts_for_its_share_without_their_workflows(tables):
     assert all(r["workflow"] is None and r["reasoning"] is None for r in rows)
     assert [r["id"] for r in gt_prompt_rows(cfg, open_rows=12)] == [r["id"] for r in rows]
     with pytest.raises(ValueError, match="needs gt_instructions"):
-        gt_prompt_rows(BuilderConfig(stage="grpo_critic", grpo=GRPOSettings(gt_share=0.25)), 12)
+        gt_prompt_rows(BuilderConfig(stage="grpo_critic", grpo_critic=GRPOSettings(gt_share=0.25)), 12)
     with pytest.raises(ValueError, match="gt_share must be in"):
         GRPOSettings(gt_share=0.95)

@@ -32,7 +32,6 @@ def _builder(results: Path, tmp: Path, stage: str, base: Path, **grpo) -> Path:
         "output_dir": str(out),
         "checkpoint_dir": str(tmp / f"ckpt_{stage}"),
         "seed": 0,
-        "max_train_rows": 8,
     }
     if stage == "sft":
         values.update(
@@ -53,15 +52,18 @@ def _builder(results: Path, tmp: Path, stage: str, base: Path, **grpo) -> Path:
         values.update(
             instructions=str(results / "data/instructions" / table),
             critic=str(results / "bricks/critic") if open_split else "",
-            grpo={
-                "steps": 2,
-                "prompts_per_step": 2,
-                "num_generations": 2,
-                "lr": 1e-4,
-                "max_completion_length": 48,
-                "log_every": 1,
-                "execution_seconds": 30,
-                **grpo,
+            **{
+                stage: {
+                    "max_train_rows": 8,
+                    "steps": 2,
+                    "prompts_per_step": 2,
+                    "num_generations": 2,
+                    "lr": 1e-4,
+                    "max_completion_length": 48,
+                    "log_every": 1,
+                    "execution_seconds": 30,
+                    **grpo,
+                }
             },
         )
     run_stage("lego_edit.training.builder", "BuilderConfig", values, processes=2)
@@ -111,9 +113,8 @@ def test_builder_stages_and_edit_lora_train_on_two_processes(pipeline_run, tmp_p
             "backend": "unet",
             "brick": "RCM",
             "base_dir": str(results / "bricks/edit_base"),
-            "lora_rank": 4,
             "eval_per_brick": 2,
-            "loop": {"steps": 2, "batch_size": 4, "lr": 5e-4, "warmup_steps": 1, "log_every": 1},
+            "lora": {"rank": 4, "train": {"steps": 2, "batch_size": 4, "lr": 5e-4, "warmup_steps": 1, "log_every": 1}},
         },
         processes=2,
     )

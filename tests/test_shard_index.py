@@ -123,7 +123,7 @@ def test_segmentation_learns_the_same_from_the_shards_as_in_memory(pipeline_run,
                 "model": json.loads((pipeline_run / "results/bricks/segmentation/train_config.json").read_text())[
                     "model"
                 ],
-                "loop": {"steps": 3, "batch_size": 4, "lr": 1e-3, "warmup_steps": 1, "log_every": 1},
+                "train": {"steps": 3, "batch_size": 4, "lr": 1e-3, "warmup_steps": 1, "log_every": 1},
             },
         )
         segmentation.main(cfg)

@@ -55,7 +55,6 @@ def config(**kw) -> LoopConfig:
         checkpoints_kept=2,
         log_every=1,
         grad_clip=1.0,
-        threads=1,
     )
     return LoopConfig(**{**base, **kw})
 

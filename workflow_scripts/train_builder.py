@@ -11,14 +11,11 @@ from lego_edit.pipeline import logging_to  # noqa: E402
 
 sm = snakemake  # noqa: F821
 with logging_to(sm.log[0]):
-    s = dict(sm.params.section)
-    stage = s.pop("stage")
-    settings_key = "sft" if stage == "sft" else "grpo"
     run_stage(
         "lego_edit.training.builder",
         "BuilderConfig",
         {
-            "stage": stage,
+            **sm.params.section,  # the stage, its settings and the prompt style, as the config has them
             "base": sm.input.base,
             "instructions": sm.input.instructions,
             "critic": sm.input.get("critic", ""),
@@ -28,11 +25,10 @@ with logging_to(sm.log[0]):
             "output_dir": sm.output.model,
             "checkpoint_dir": sm.params.checkpoints,
             "seed": sm.params.seed,
-            "prompt_style": sm.params.prompt_style,
-            "max_train_rows": s.pop("max_train_rows", 0),
             # how rows are held, not what is learned: from the config, not a param, so that switching reruns nothing
             "samples_in_memory": sm.config["builder"]["samples_in_memory"],
-            settings_key: {**s, "threads": sm.threads},
+            "gpus": sm.resources.gpu,
+            "threads": sm.threads,
         },
         gpus=sm.resources.gpu,
         inputs=list(sm.input),

@@ -12,27 +12,19 @@ from lego_edit.pipeline import logging_to  # noqa: E402
 sm = snakemake  # noqa: F821
 
 with logging_to(sm.log[0]):
-    s = sm.params.section
     run_stage(
         "lego_edit.training.critic",
         "CriticTrainConfig",
         {
-            "backend": s["backend"],
-            "architecture": s["architecture"],
-            "film": s["film"],
-            "members": s["members"],
-            "margin_db": s["margin_db"],
-            "cross_negatives": s["cross_negatives"],
-            "objective": s["objective"],
-            "openai": s["openai"],
+            **sm.params.section,  # bricks.critic as the config has it
             "base": sm.input.get("base", ""),
             "shards": sm.input.shards,
-            "executed": sm.input.get("executed", ""),
+            "executed_shards": sm.input.get("executed", ""),
             "output_dir": sm.output.model,
             "checkpoint_dir": sm.params.checkpoints,
             "seed": sm.params.seed,
-            "train": {**s["train"], "threads": sm.threads},
-            "eval_instructions": s["eval_instructions"],
+            "gpus": sm.resources.gpu,
+            "threads": sm.threads,
         },
         gpus=sm.resources.gpu,
         inputs=list(sm.input),

@@ -11,11 +11,11 @@ from lego_edit.pipeline import logging_to  # noqa: E402
 sm = snakemake  # noqa: F821
 
 with logging_to(sm.log[0]):
-    s = sm.params.section
     run_stage(
         "lego_edit.training.edit_bricks",
         "EditTrainConfig",
         {
+            **sm.params.section,  # bricks.edit as the config has it; the base trains with its `base` loop
             "shards": sm.input.shards,
             "output_dir": sm.output.model,
             "checkpoint_dir": sm.params.checkpoints,
@@ -23,12 +23,8 @@ with logging_to(sm.log[0]):
             # how samples are held, not what is learned (the same batches): read from the config, not a param, so
             # that switching it reruns nothing
             "samples_in_memory": sm.config["bricks"]["samples_in_memory"],
-            "backend": s["backend"],
-            "bricks": s["bricks"],
-            "model": s["model"],
-            "flux": s["flux"],
-            "loop": {**s["base"], "threads": sm.threads},
-            "eval_per_brick": s["eval_per_brick"],
+            "gpus": sm.resources.gpu,
+            "threads": sm.threads,
         },
         gpus=sm.resources.gpu,
         inputs=list(sm.input),

@@ -11,21 +11,22 @@ from lego_edit.pipeline import logging_to  # noqa: E402
 sm = snakemake  # noqa: F821
 
 with logging_to(sm.log[0]):
-    s = sm.params.section
     run_stage(
         "lego_edit.training.vlm_bricks",
         "VLMBrickConfig",
         {
+            **sm.params.section,  # bricks.placement or bricks.captioning as the config has it
             "family": sm.wildcards.vlm_family,
             "base": sm.input.base,
             "shards": sm.input.shards,
             "output_dir": sm.output.adapter,
             "checkpoint_dir": sm.params.checkpoints,
             "seed": sm.params.seed,
-            # how samples are held, not what is learned: from the config, not a param, so that switching reruns nothing
+            # how samples are held, not what is learned (the same batches): read from the config, not a param, so
+            # that switching it reruns nothing
             "samples_in_memory": sm.config["bricks"]["samples_in_memory"],
-            "train": {**s["train"], "threads": sm.threads},
-            "eval_samples": s["eval_samples"],
+            "gpus": sm.resources.gpu,
+            "threads": sm.threads,
         },
         gpus=sm.resources.gpu,
         inputs=list(sm.input),

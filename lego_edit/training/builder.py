@@ -23,6 +23,7 @@ from ..builder.prompting import builder_completion, builder_system_text, builder
 from ..data.dataset import load_instructions, select_rows
 from ..imageio import atomic_write_json
 from .common import is_main_process, rank_finished, write_metrics
+from .config_sections import BuilderSection
 from .grpo_settings import GRPOSettings
 from .hf_checkpoints import pickle_free
 from .vlm_sft import (
@@ -42,7 +43,11 @@ STAGES = ("sft", "grpo_gt", "grpo_critic")
 
 
 @dataclass
-class BuilderConfig:
+class BuilderConfig(BuilderSection):
+    """The config's ``builder`` block as its stage's rule passes it (the stage's own settings: ``sft``,
+    ``grpo_gt`` or ``grpo_critic``; the others keep their defaults and are not read), and the job's stage, inputs,
+    paths, seed and threads."""
+
     stage: str = field(default="sft", metadata={"help": "sft, grpo_gt or grpo_critic."})
     base: str = field(default="", metadata={"help": "Starting model: the base VLM (sft) or the previous stage."})
     instructions: str = field(
@@ -50,7 +55,7 @@ class BuilderConfig:
     )
     gt_instructions: str = field(
         default="",
-        metadata={"help": "Stage 3 with grpo.gt_share > 0: the GT instruction table its GT prompts come from."},
+        metadata={"help": "Stage 3 with grpo_critic.gt_share > 0: the GT instruction table its GT prompts come from."},
     )
     models: str | dict = field(
         default="results",
@@ -60,24 +65,21 @@ class BuilderConfig:
         },
     )
     critic: str = field(default="", metadata={"help": "Critic folder (stage 3)."})
-    output_dir: str = ""
-    checkpoint_dir: str = ""
-    seed: int = 0
-    prompt_style: str = "instruction"
-    sft: SFTSettings = field(default_factory=lambda: SFTSettings(steps=1200, batch_size=16, lr=3e-3))
-    grpo: GRPOSettings = field(default_factory=GRPOSettings)
-    max_train_rows: int = field(default=0, metadata={"help": "Use at most this many training rows (0: all)."})
-    samples_in_memory: bool = field(
-        default=True,
-        metadata={
-            "help": "Hold the training rows (their images decoded) in memory; false: write them to a memory-mapped "
-            "Arrow file as the images are read (paper scale)."
-        },
-    )
+    output_dir: str = field(default="", metadata={"help": "Where the stage's model goes."})
+    checkpoint_dir: str = field(default="", metadata={"help": "Resumable checkpoints (not a pipeline output)."})
+    seed: int = field(default=0, metadata={"help": "The run's seed."})
+    threads: int = field(default=1, metadata={"help": "CPU threads for torch (the job's threads)."})
 
     def __post_init__(self):
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+
+    @property
+    def grpo(self) -> GRPOSettings:
+        """A GRPO stage's settings (``grpo_gt`` or ``grpo_critic``)."""
+        if self.stage == "sft":
+            raise ValueError("stage sft has no GRPO settings")
+        return getattr(self, self.stage)
 
 
 def _image(path: str) -> Image.Image:
@@ -123,7 +125,7 @@ def streamed_sft_rows(rows: list[dict], style: str) -> Iterator[dict]:
 
 
 def run_sft(cfg: BuilderConfig) -> dict:
-    rows = select_rows(load_instructions(cfg.instructions, "train"), cfg.max_train_rows, cfg.seed)
+    rows = load_instructions(cfg.instructions, "train")
     stream = functools.partial(streamed_sft_rows, rows, cfg.prompt_style)
     out = Path(cfg.output_dir)
     model, processor, history = sft(
@@ -135,6 +137,7 @@ def run_sft(cfg: BuilderConfig) -> dict:
         cfg.sft,
         "Builder stage 1 (SFT)",
         merge_lora=True,
+        threads=cfg.threads,
     )  # stage 2 and evaluation load it
     return {"final_loss": next((r["loss"] for r in reversed(history) if "loss" in r), None), "rows": len(rows)}
 
@@ -239,7 +242,7 @@ def run_grpo(cfg: BuilderConfig) -> dict:
     from ..models.vlm import load_vlm
 
     g = cfg.grpo
-    torch.set_num_threads(max(1, g.threads))
+    torch.set_num_threads(max(1, cfg.threads))
     set_seed(cfg.seed)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     registry = default_registry()
@@ -252,7 +255,7 @@ def run_grpo(cfg: BuilderConfig) -> dict:
             )
     else:
         rows = load_instructions(cfg.instructions, "train")
-    rows = select_rows(rows, cfg.max_train_rows, cfg.seed)
+    rows = select_rows(rows, g.max_train_rows, cfg.seed)
     if cfg.stage == "grpo_critic" and g.gt_share > 0:
         rows = rows + gt_prompt_rows(cfg, len(rows))
     filtered = {}
@@ -273,7 +276,6 @@ def run_grpo(cfg: BuilderConfig) -> dict:
         checkpoint_every=g.checkpoint_every,
         checkpoints_kept=g.checkpoints_kept,
         log_every=g.log_every,
-        threads=g.threads,
         gradient_checkpointing=g.gradient_checkpointing,
     )
     extra = dict(

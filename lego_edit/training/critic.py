@@ -33,10 +33,10 @@ import numpy as np
 from ..bricks.vlm_prompts import CRITIC_PROMPT, critic_answer, critic_images
 from ..data.shards import load_samples
 from ..imageio import atomic_write_json
-from ..models.critic import CRITIC_SPEC, FilmCriticScorer, LocalCritic, OpenAICriticConfig, load_critic_dir
-from ..models.film_critic import FilmCriticConfig
+from ..models.critic import CRITIC_SPEC, FilmCriticScorer, LocalCritic, load_critic_dir
 from ..models.vlm import to_pil
 from .common import is_main_process, rank_finished, write_metrics
+from .config_sections import CriticSection
 from .critic_ranking import (  # noqa: F401 - also re-exported: this module was their import path
     executed_agreement,
     instruction_candidates,
@@ -52,53 +52,23 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class CriticTrainConfig:
-    backend: str = field(default="local", metadata={"help": "local (train a VLM here) or openai (an endpoint)."})
-    openai: OpenAICriticConfig = field(default_factory=OpenAICriticConfig)
-    architecture: str = field(
-        default="film", metadata={"help": "film (a FiLM-conditioned CNN) or vlm (a VLM of the Builder's architecture)."}
-    )
-    film: FilmCriticConfig = field(default_factory=FilmCriticConfig)
+class CriticTrainConfig(CriticSection):
+    """The config's ``bricks.critic`` block as it stands (its ``executed`` settings are the critic samples' job),
+    and the job's paths, seed and threads."""
+
     base: str = field(default="", metadata={"help": "Starting VLM (architecture vlm: the untrained base)."})
-    shards: str = ""
-    executed: str = field(
+    shards: str = field(default="", metadata={"help": "The critic shard folder (clean renders and wrong edits)."})
+    executed_shards: str = field(
         default="",
         metadata={
             "help": "Shards of the trained bricks' executed outputs (architecture film; empty: clean renders only)."
         },
     )
-    margin_db: float = field(
-        default=1.0,
-        metadata={"help": "Candidates whose PSNR to the target differs by more than this form a ranking pair."},
-    )
-    cross_negatives: int = field(
-        default=0,
-        metadata={
-            "help": "Architecture film: per instruction and step, this many GT targets of other instructions of the "
-            "same scene scored as its wrong edits (free hard negatives: same source, a real edit)."
-        },
-    )
-    members: int = field(
-        default=1,
-        metadata={
-            "help": "Architecture film: critics trained on the same data with different seeds; the score is the "
-            "sigmoid of their mean logit (1: one critic)."
-        },
-    )
-    output_dir: str = ""
-    checkpoint_dir: str = ""
-    seed: int = 0
-    objective: str = field(
-        default="pairwise",
-        metadata={
-            "help": "pairwise (Bradley-Terry loss on the verdict over whole groups) or sft (TRL SFT on the answer)."
-        },
-    )
-    train: SFTSettings = field(default_factory=lambda: SFTSettings(steps=300, lr=2e-3))
-    eval_split: str = "test"
-    eval_instructions: int = field(
-        default=0, metadata={"help": "Held-out instructions for the ranking figure (0: all of the split's)."}
-    )
+    output_dir: str = field(default="", metadata={"help": "Where the critic goes."})
+    checkpoint_dir: str = field(default="", metadata={"help": "Resumable checkpoints (not a pipeline output)."})
+    seed: int = field(default=0, metadata={"help": "The run's seed."})
+    threads: int = field(default=1, metadata={"help": "CPU threads for torch (the job's threads)."})
+    eval_split: str = field(default="test", metadata={"help": "Held-out split for the ranking figures."})
 
     def __post_init__(self):
         if self.members < 1:
@@ -161,7 +131,6 @@ def loop_config(s: SFTSettings):
         checkpoint_every=s.checkpoint_every,
         checkpoints_kept=s.checkpoints_kept,
         log_every=s.log_every,
-        threads=s.threads,
     )
 
 
@@ -251,7 +220,9 @@ def train_film(
             "pair_accuracy": (gap > 0).float().mean(),
         }
 
-    history = train(model, loss_fn, loop, cfg.seed, checkpoint_dir, out / "metrics.jsonl", desc="critic")
+    history = train(
+        model, loss_fn, loop, cfg.seed, checkpoint_dir, out / "metrics.jsonl", desc="critic", threads=cfg.threads
+    )
     if not rank_finished("critic", loop.steps):
         return model.eval(), history
     model.save_pretrained(out)
@@ -316,7 +287,9 @@ def train_pairwise(cfg: CriticTrainConfig, samples: list[dict], out: Path, check
         labels = torch.tensor([bool(r["label"]) for r in rows], device=margins.device)
         return pairwise_loss(margins, labels, local)
 
-    history = train(model, loss_fn, loop, cfg.seed, checkpoint_dir, out / "metrics.jsonl", desc="critic")
+    history = train(
+        model, loss_fn, loop, cfg.seed, checkpoint_dir, out / "metrics.jsonl", desc="critic", threads=cfg.threads
+    )
     if not rank_finished("critic", loop.steps):
         return model.eval(), processor, history
     save_vlm(model, processor, out)
@@ -343,7 +316,7 @@ def main(cfg: CriticTrainConfig) -> dict:
     checkpoints = cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt"
     held_out = load_samples(cfg.shards, cfg.eval_split)
     if cfg.architecture == "film":
-        executed = load_samples(cfg.executed, "train") if cfg.executed else []
+        executed = load_samples(cfg.executed_shards, "train") if cfg.executed_shards else []
         models, history = train_film_members(cfg, train_samples + executed, out, checkpoints)
         if not is_main_process():
             return {}
@@ -358,8 +331,8 @@ def main(cfg: CriticTrainConfig) -> dict:
             "eval_split": cfg.eval_split,
             **ranking_accuracy(critic, held_out, cfg.eval_instructions),
         }
-        if cfg.executed:
-            metrics.update(executed_agreement(critic, load_samples(cfg.executed, "val"), cfg.margin_db))
+        if cfg.executed_shards:
+            metrics.update(executed_agreement(critic, load_samples(cfg.executed_shards, "val"), cfg.margin_db))
         write_metrics(out, metrics)
         atomic_write_json(out / "train_config.json", asdict(cfg))
         log.info("critic metrics: %s", metrics)
@@ -369,7 +342,9 @@ def main(cfg: CriticTrainConfig) -> dict:
     if cfg.objective == "pairwise":
         model, processor, history = train_pairwise(cfg, train_samples, out, checkpoints)
     elif cfg.objective == "sft":
-        model, processor, history = sft(cfg.base, rows(train_samples), out, checkpoints, cfg.seed, cfg.train, "critic")
+        model, processor, history = sft(
+            cfg.base, rows(train_samples), out, checkpoints, cfg.seed, cfg.train, "critic", threads=cfg.threads
+        )
     else:
         raise ValueError(f"unknown critic objective {cfg.objective!r} (use pairwise or sft)")
     if not is_main_process():

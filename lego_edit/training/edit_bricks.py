@@ -18,30 +18,27 @@ from ..data.brick_samples import EDIT_BRICKS
 from ..data.shard_index import ShardSamples, first_of_each, sample_meta
 from ..evaluation.metrics import psnr
 from ..imageio import atomic_write_json
-from ..models.flux_fill import FluxFillConfig
-from ..models.inpainting import EditModelConfig, UNetInpainter, edit_text
+from ..models.inpainting import UNetInpainter, edit_text
 from .common import is_main_process, rank_finished, write_metrics
+from .config_sections import EditSection
 from .loop import LoopConfig, train
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class EditTrainConfig:
+class EditTrainConfig(EditSection):
+    """The config's ``bricks.edit`` block as it stands, and the job's paths, seed and threads: the shared base
+    trains with ``base``, one brick's LoRA (``brick`` set) with ``lora``."""
+
     shards: str = field(default="", metadata={"help": "Edit shard folder."})
     output_dir: str = field(default="", metadata={"help": "Model folder (base) or adapter folder (LoRA)."})
     checkpoint_dir: str = field(default="", metadata={"help": "Resumable checkpoints (not a pipeline output)."})
-    seed: int = 0
-    backend: str = field(default="unet", metadata={"help": "unet or flux_fill."})
-    flux: FluxFillConfig = field(default_factory=FluxFillConfig, metadata={"help": "Backend flux_fill settings."})
+    seed: int = field(default=0, metadata={"help": "The run's seed."})
+    threads: int = field(default=1, metadata={"help": "CPU threads for torch (the job's threads)."})
     brick: str | None = field(default=None, metadata={"help": "Train this brick's LoRA on the base; None: the base."})
     base_dir: str = field(default="", metadata={"help": "The trained base (needed for a LoRA)."})
-    bricks: list[str] = field(default_factory=lambda: list(EDIT_BRICKS), metadata={"help": "Bricks the base learns."})
-    lora_rank: int = field(default=16, metadata={"help": "LoRA rank (alpha = rank)."})
-    model: EditModelConfig = field(default_factory=EditModelConfig)
-    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=2000, batch_size=32, lr=1e-3))
     eval_split: str = field(default="test", metadata={"help": "Held-out split for the PSNR figures."})
-    eval_per_brick: int = field(default=60, metadata={"help": "Held-out samples per brick for the figures."})
     samples_in_memory: bool = field(
         default=True,
         metadata={
@@ -56,6 +53,11 @@ class EditTrainConfig:
             raise ValueError("shards and output_dir are required")
         if self.brick is not None and (self.brick not in EDIT_BRICKS or not self.base_dir):
             raise ValueError(f"a LoRA needs brick in {EDIT_BRICKS} and base_dir; got {self.brick!r}, {self.base_dir!r}")
+
+    @property
+    def loop(self) -> LoopConfig:
+        """The training loop of this job: the LoRA's or the base's."""
+        return self.lora.train if self.brick else self.base
 
 
 class BalancedSampler:
@@ -171,7 +173,7 @@ def main(cfg: EditTrainConfig) -> dict:
         model = load_edit_model(cfg.base_dir).train()  # straight onto the GPU when there is one
         for p in model.parameters():
             p.requires_grad_(False)
-        model.add_lora(cfg.brick, cfg.lora_rank)
+        model.add_lora(cfg.brick, cfg.lora.rank)
     else:
         metas = [sample_meta(train_samples, i) for i in range(len(train_samples))]
         texts = [edit_text(m["brick"], m.get("prompt", ""), m.get("style")) for m in metas]
@@ -208,6 +210,7 @@ def main(cfg: EditTrainConfig) -> dict:
             cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt",
             out / "metrics.jsonl",
             desc=f"edit {name}",
+            threads=cfg.threads,
         )
         if not rank_finished(f"edit {name}", cfg.loop.steps):
             return {}

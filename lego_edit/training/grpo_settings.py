@@ -30,7 +30,6 @@ class GRPOSettings:
     checkpoint_every: int = field(default=20, metadata={"help": "Steps between resumable checkpoints."})
     checkpoints_kept: int = field(default=2, metadata={"help": "Checkpoints kept after rotation."})
     log_every: int = field(default=5, metadata={"help": "Steps between logged metrics."})
-    threads: int = field(default=1, metadata={"help": "CPU threads for torch."})
     use_vllm: bool = field(default=False, metadata={"help": "Generate with vLLM (TRL's integration; GPU runs)."})
     vllm_mode: str = field(default="colocate", metadata={"help": "TRL vllm_mode: colocate or server."})
     lora: LoraSettings | None = field(default=None, metadata={"help": "LoRA settings; None: full fine-tuning."})

@@ -39,7 +39,6 @@ class LoopConfig:
     checkpoint_every: int = field(default=200, metadata={"help": "Steps between resumable checkpoints."})
     checkpoints_kept: int = field(default=2, metadata={"help": "Checkpoints kept after rotation."})
     log_every: int = field(default=10, metadata={"help": "Steps between metric lines."})
-    threads: int = field(default=1, metadata={"help": "CPU threads for torch (match the rule's threads)."})
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
@@ -72,13 +71,14 @@ def train(
     checkpoint_dir: str | Path,
     metrics_path: str | Path,
     desc: str = "train",
+    threads: int = 1,
 ) -> list[dict]:
     """Run ``cfg.steps`` steps of ``loss_fn(step, generator, rank, world) -> {"loss": tensor, ...}``.
 
     Only parameters with ``requires_grad`` are optimised and checkpointed (so LoRA runs save adapters
     only). Metrics go to ``metrics_path`` as JSON lines; a resumed run rewrites the lines it repeats.
     """
-    torch.set_num_threads(max(1, cfg.threads))
+    torch.set_num_threads(max(1, threads))
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     # The model is not wrapped in DDP: loss_fn calls its methods directly, which would bypass DDP's gradient
     # hooks. Gradients are averaged across processes explicitly after each backward instead.

@@ -17,21 +17,23 @@ import torch.nn.functional as F
 
 from ..data.shard_index import ShardSamples
 from ..imageio import atomic_write_json
-from ..models.segmentation import TASKS, SegmentationConfig, SegmentationModel, candidate_regions, task_text
+from ..models.segmentation import TASKS, SegmentationModel, candidate_regions, task_text
 from .common import rank_finished, write_metrics
-from .loop import LoopConfig, train
+from .config_sections import SegmentationSection
+from .loop import train
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class SegmentationTrainConfig:
+class SegmentationTrainConfig(SegmentationSection):
+    """The config's ``bricks.segmentation`` block as it stands, and the job's paths, seed and threads."""
+
     shards: str = field(default="", metadata={"help": "Segmentation shard folder."})
     output_dir: str = field(default="", metadata={"help": "Where the trained model goes."})
     checkpoint_dir: str = field(default="", metadata={"help": "Resumable checkpoints (not a pipeline output)."})
-    seed: int = 0
-    model: SegmentationConfig = field(default_factory=SegmentationConfig)
-    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=600, batch_size=32, lr=2e-3))
+    seed: int = field(default=0, metadata={"help": "The run's seed."})
+    threads: int = field(default=1, metadata={"help": "CPU threads for torch (the job's threads)."})
     eval_split: str = field(default="test", metadata={"help": "Held-out split for the IoU figures."})
     samples_in_memory: bool = field(
         default=True,
@@ -183,7 +185,7 @@ def main(cfg: SegmentationTrainConfig) -> dict:
         model.cfg.selector_layers = 0
 
     def loss_fn(step, gen, rank, world):
-        idx = torch.randint(n, (max(1, cfg.loop.batch_size // world),), generator=gen)
+        idx = torch.randint(n, (max(1, cfg.train.batch_size // world),), generator=gen)
         dev = next(model.parameters()).device
         batch = arrays(idx)
         x = batch["images"].float().to(dev) / 127.5 - 1
@@ -216,19 +218,20 @@ def main(cfg: SegmentationTrainConfig) -> dict:
     history = train(
         model,
         loss_fn,
-        cfg.loop,
+        cfg.train,
         cfg.seed,
         cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt",
         out / "metrics.jsonl",
         desc="segmentation",
+        threads=cfg.threads,
     )
-    if not rank_finished("segmentation", cfg.loop.steps):
+    if not rank_finished("segmentation", cfg.train.steps):
         return {}
     model.save_pretrained(out)
     held_out = ShardSamples(cfg.shards, cfg.eval_split)  # decoded a chunk at a time
     metrics = {
         "samples": n,
-        "steps": cfg.loop.steps,
+        "steps": cfg.train.steps,
         "final_loss": history[-1]["loss"] if history else None,
         "train_seconds": history[-1]["seconds"] if history else None,
         "eval_split": cfg.eval_split,

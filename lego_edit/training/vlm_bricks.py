@@ -21,28 +21,27 @@ from ..evaluation.metrics import box_iou, token_f1
 from ..imageio import atomic_write_json
 from ..models.vlm import chat, generate, to_pil
 from .common import is_main_process, write_metrics
-from .vlm_sft import LoraSettings, SFTSettings, sft
+from .config_sections import VLMBrickSection
+from .vlm_sft import sft
 
 log = logging.getLogger(__name__)
 FAMILIES = ("placement", "captioning")
 
 
 @dataclass
-class VLMBrickConfig:
+class VLMBrickConfig(VLMBrickSection):
+    """The config's ``bricks.placement`` or ``bricks.captioning`` block as it stands, and the job's family, paths,
+    seed and threads."""
+
     family: str = field(default="placement", metadata={"help": "placement (ADD-PRED) or captioning (CMI-PRED)."})
     base: str = field(default="", metadata={"help": "The base VLM folder."})
-    shards: str = ""
-    output_dir: str = ""
-    checkpoint_dir: str = ""
-    seed: int = 0
-    train: SFTSettings = field(
-        default_factory=lambda: SFTSettings(
-            steps=150, lr=2e-3, lora=LoraSettings(rank=16, alpha=32, modules_to_save=["embed_tokens", "lm_head"])
-        )
-    )
-    eval_split: str = "test"
-    eval_samples: int = field(default=150, metadata={"help": "Held-out samples for the figures."})
-    max_new_tokens: int = 64
+    shards: str = field(default="", metadata={"help": "The family's shard folder."})
+    output_dir: str = field(default="", metadata={"help": "Where the adapter goes."})
+    checkpoint_dir: str = field(default="", metadata={"help": "Resumable checkpoints (not a pipeline output)."})
+    seed: int = field(default=0, metadata={"help": "The run's seed."})
+    threads: int = field(default=1, metadata={"help": "CPU threads for torch (the job's threads)."})
+    eval_split: str = field(default="test", metadata={"help": "Held-out split for the figures."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Answer length limit of the held-out figures."})
     samples_in_memory: bool = field(
         default=True,
         metadata={
@@ -122,6 +121,7 @@ def main(cfg: VLMBrickConfig) -> dict:
         cfg.seed,
         cfg.train,
         f"{cfg.family} adapter",
+        threads=cfg.threads,
     )
     if not is_main_process():
         return {}

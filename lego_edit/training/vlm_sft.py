@@ -63,7 +63,6 @@ class SFTSettings:
     checkpoint_every: int = field(default=200, metadata={"help": "Steps between resumable checkpoints."})
     checkpoints_kept: int = field(default=2, metadata={"help": "Checkpoints kept after rotation."})
     log_every: int = field(default=10, metadata={"help": "Steps between logged losses."})
-    threads: int = field(default=1, metadata={"help": "CPU threads for torch."})
     lora: LoraSettings | None = field(default=None, metadata={"help": "LoRA settings; None: full fine-tuning."})
     gradient_checkpointing: bool = field(
         default=False,
@@ -173,6 +172,7 @@ def sft(
     settings: SFTSettings,
     title: str,
     merge_lora: bool = False,
+    threads: int = 1,
 ) -> tuple[object, object, list[dict]]:
     """Fine-tune ``base`` on rows of {"images", "prompt", "completion"} (a list, or a function yielding them:
     ``training_dataset``); save to ``out_dir``.
@@ -183,7 +183,7 @@ def sft(
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    torch.set_num_threads(max(1, settings.threads))
+    torch.set_num_threads(max(1, threads))
     set_seed(seed)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     model, processor = load_vlm(
