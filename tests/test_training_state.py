@@ -316,6 +316,22 @@ def test_a_changed_config_drops_the_checkpoints_of_the_old_one(tmp_path):
     assert latest_checkpoint(tmp_path) is None
 
 
+def test_a_changed_config_drops_an_ensembles_member_checkpoints_too(tmp_path):
+    """The critic's members checkpoint in subfolders of the job's folder: a changed input must not resume them
+    (it did: a rerun critic on new samples resumed the old members at step 1400 of 1600)."""
+    from lego_edit.training.state import claim_checkpoints
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    claim_checkpoints(tmp_path, {"inputs": "a"})
+    for member in ("member-0", "member-1"):
+        save_checkpoint(tmp_path / member, 4, dict(model.named_parameters()), opt, {}, keep=2)
+    assert claim_checkpoints(tmp_path, {"inputs": "a"}) is False
+    assert all(latest_checkpoint(tmp_path / m) is not None for m in ("member-0", "member-1"))
+    assert claim_checkpoints(tmp_path, {"inputs": "b"}) is True
+    assert all(latest_checkpoint(tmp_path / m) is None for m in ("member-0", "member-1"))
+
+
 STAGE_STUB = """
 from dataclasses import dataclass
 

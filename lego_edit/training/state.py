@@ -136,7 +136,8 @@ def claim_checkpoints(directory: str | Path, config: dict) -> bool:
     marker = directory / STAGE_CONFIG
     if marker.is_file() and marker.read_text() == wanted:
         return False
-    stale = sorted(directory.glob("checkpoint-*")) if directory.is_dir() else []
+    # at any depth: an ensemble keeps each member's checkpoints in its own subfolder (member-<k>/checkpoint-*)
+    stale = sorted(p for p in directory.rglob("checkpoint-*") if p.is_dir()) if directory.is_dir() else []
     for old in stale:
         shutil.rmtree(old, ignore_errors=True)
     if stale:
