@@ -23,7 +23,7 @@ from ..builder.prompting import builder_completion, builder_system_text, builder
 from ..data.dataset import load_instructions, select_rows
 from ..imageio import atomic_write_json
 from .common import is_main_process, rank_finished, write_metrics
-from .config_sections import BuilderSection
+from .config_sections import BuilderSection, JobSettings
 from .grpo_settings import GRPOSettings
 from .hf_checkpoints import pickle_free
 from .vlm_sft import (
@@ -43,7 +43,7 @@ STAGES = ("sft", "grpo_gt", "grpo_critic")
 
 
 @dataclass
-class BuilderConfig(BuilderSection):
+class BuilderConfig(BuilderSection, JobSettings):
     """The config's ``builder`` block as its stage's rule passes it (the stage's own settings: ``sft``,
     ``grpo_gt`` or ``grpo_critic``; the others keep their defaults and are not read), and the job's stage, inputs,
     paths, seed and threads."""
@@ -66,9 +66,6 @@ class BuilderConfig(BuilderSection):
     )
     critic: str = field(default="", metadata={"help": "Critic folder (stage 3)."})
     output_dir: str = field(default="", metadata={"help": "Where the stage's model goes."})
-    checkpoint_dir: str = field(default="", metadata={"help": "Resumable checkpoints (not a pipeline output)."})
-    seed: int = field(default=0, metadata={"help": "The run's seed."})
-    threads: int = field(default=1, metadata={"help": "CPU threads for torch (the job's threads)."})
 
     def __post_init__(self):
         if self.stage not in STAGES:

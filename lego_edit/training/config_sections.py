@@ -31,6 +31,16 @@ STAGE2_REWARD_WEIGHTS = {
 }
 
 
+@dataclass
+class JobSettings:
+    """What every training job adds to its config block besides its paths: where it resumes from, the run's seed,
+    and the job's CPU threads (a resource, not a training setting)."""
+
+    checkpoint_dir: str = field(default="", metadata={"help": "Resumable checkpoints (not a pipeline output)."})
+    seed: int = field(default=0, metadata={"help": "The run's seed."})
+    threads: int = field(default=1, metadata={"help": "CPU threads for torch (the job's threads)."})
+
+
 def _segmentation_model() -> SegmentationConfig:
     model = SegmentationConfig()
     model.unet.block_out_channels = [8, 16, 32, 64]

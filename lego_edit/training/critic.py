@@ -36,7 +36,7 @@ from ..imageio import atomic_write_json
 from ..models.critic import CRITIC_SPEC, FilmCriticScorer, LocalCritic, load_critic_dir
 from ..models.vlm import to_pil
 from .common import is_main_process, rank_finished, write_metrics
-from .config_sections import CriticSection
+from .config_sections import CriticSection, JobSettings
 from .critic_ranking import (  # noqa: F401 - also re-exported: this module was their import path
     executed_agreement,
     instruction_candidates,
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class CriticTrainConfig(CriticSection):
+class CriticTrainConfig(CriticSection, JobSettings):
     """The config's ``bricks.critic`` block as it stands (its ``executed`` settings are the critic samples' job),
     and the job's paths, seed and threads."""
 
@@ -65,9 +65,6 @@ class CriticTrainConfig(CriticSection):
         },
     )
     output_dir: str = field(default="", metadata={"help": "Where the critic goes."})
-    checkpoint_dir: str = field(default="", metadata={"help": "Resumable checkpoints (not a pipeline output)."})
-    seed: int = field(default=0, metadata={"help": "The run's seed."})
-    threads: int = field(default=1, metadata={"help": "CPU threads for torch (the job's threads)."})
     eval_split: str = field(default="test", metadata={"help": "Held-out split for the ranking figures."})
 
     def __post_init__(self):

@@ -20,22 +20,19 @@ from ..evaluation.metrics import psnr
 from ..imageio import atomic_write_json
 from ..models.inpainting import UNetInpainter, edit_text
 from .common import is_main_process, rank_finished, write_metrics
-from .config_sections import EditSection
+from .config_sections import EditSection, JobSettings
 from .loop import LoopConfig, train
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class EditTrainConfig(EditSection):
+class EditTrainConfig(EditSection, JobSettings):
     """The config's ``bricks.edit`` block as it stands, and the job's paths, seed and threads: the shared base
     trains with ``base``, one brick's LoRA (``brick`` set) with ``lora``."""
 
     shards: str = field(default="", metadata={"help": "Edit shard folder."})
     output_dir: str = field(default="", metadata={"help": "Model folder (base) or adapter folder (LoRA)."})
-    checkpoint_dir: str = field(default="", metadata={"help": "Resumable checkpoints (not a pipeline output)."})
-    seed: int = field(default=0, metadata={"help": "The run's seed."})
-    threads: int = field(default=1, metadata={"help": "CPU threads for torch (the job's threads)."})
     brick: str | None = field(default=None, metadata={"help": "Train this brick's LoRA on the base; None: the base."})
     base_dir: str = field(default="", metadata={"help": "The trained base (needed for a LoRA)."})
     eval_split: str = field(default="test", metadata={"help": "Held-out split for the PSNR figures."})

@@ -19,21 +19,18 @@ from ..data.shard_index import ShardSamples
 from ..imageio import atomic_write_json
 from ..models.segmentation import TASKS, SegmentationModel, candidate_regions, task_text
 from .common import rank_finished, write_metrics
-from .config_sections import SegmentationSection
+from .config_sections import JobSettings, SegmentationSection
 from .loop import train
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class SegmentationTrainConfig(SegmentationSection):
+class SegmentationTrainConfig(SegmentationSection, JobSettings):
     """The config's ``bricks.segmentation`` block as it stands, and the job's paths, seed and threads."""
 
     shards: str = field(default="", metadata={"help": "Segmentation shard folder."})
     output_dir: str = field(default="", metadata={"help": "Where the trained model goes."})
-    checkpoint_dir: str = field(default="", metadata={"help": "Resumable checkpoints (not a pipeline output)."})
-    seed: int = field(default=0, metadata={"help": "The run's seed."})
-    threads: int = field(default=1, metadata={"help": "CPU threads for torch (the job's threads)."})
     eval_split: str = field(default="test", metadata={"help": "Held-out split for the IoU figures."})
     samples_in_memory: bool = field(
         default=True,

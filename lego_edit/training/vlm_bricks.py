@@ -21,7 +21,7 @@ from ..evaluation.metrics import box_iou, token_f1
 from ..imageio import atomic_write_json
 from ..models.vlm import chat, generate, to_pil
 from .common import is_main_process, write_metrics
-from .config_sections import VLMBrickSection
+from .config_sections import JobSettings, VLMBrickSection
 from .vlm_sft import sft
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ FAMILIES = ("placement", "captioning")
 
 
 @dataclass
-class VLMBrickConfig(VLMBrickSection):
+class VLMBrickConfig(VLMBrickSection, JobSettings):
     """The config's ``bricks.placement`` or ``bricks.captioning`` block as it stands, and the job's family, paths,
     seed and threads."""
 
@@ -37,9 +37,6 @@ class VLMBrickConfig(VLMBrickSection):
     base: str = field(default="", metadata={"help": "The base VLM folder."})
     shards: str = field(default="", metadata={"help": "The family's shard folder."})
     output_dir: str = field(default="", metadata={"help": "Where the adapter goes."})
-    checkpoint_dir: str = field(default="", metadata={"help": "Resumable checkpoints (not a pipeline output)."})
-    seed: int = field(default=0, metadata={"help": "The run's seed."})
-    threads: int = field(default=1, metadata={"help": "CPU threads for torch (the job's threads)."})
     eval_split: str = field(default="test", metadata={"help": "Held-out split for the figures."})
     max_new_tokens: int = field(default=64, metadata={"help": "Answer length limit of the held-out figures."})
     samples_in_memory: bool = field(
