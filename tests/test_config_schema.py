@@ -54,7 +54,9 @@ def test_schema_file_is_current():
     assert yaml.safe_load(SCHEMA.read_text()) == build_schema()
 
 
-@pytest.mark.parametrize("path", ["config/config.yaml", ".test/config/config.yaml", "config/paper.yaml"])
+@pytest.mark.parametrize(
+    "path", ["config/config.yaml", ".test/config/config.yaml", "config/paper.yaml", "config/gpu-smoke.yaml"]
+)
 def test_configs_validate(path):
     config = validated(load(ROOT / path))
     assert config["seed"] == 0
