@@ -14,6 +14,18 @@ import pytest
 from data_fixtures import REPO, TEST_CONFIG, file_digests
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+# The rules that train or run models: each asks for its section's `gpus` as the `gpu` resource.
+GPU_RULES = (
+    "train_segmentation",
+    "train_vlm_brick",
+    "train_edit_base",
+    "train_edit_lora",
+    "train_critic",
+    "train_builder_sft",
+    "train_builder_grpo_gt",
+    "train_builder_grpo_critic",
+    "edit_eval_chunk",
+)
 
 
 def snakemake(workdir: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:

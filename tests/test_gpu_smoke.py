@@ -8,22 +8,11 @@ import json
 
 import pytest
 import yaml
-from pipeline_fixtures import REPO, dry_run_jobs, snakemake
+from pipeline_fixtures import GPU_RULES, REPO, dry_run_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 
 SMOKE = REPO / "config" / "gpu-smoke.yaml"
-GPU_RULES = (
-    "train_segmentation",
-    "train_vlm_brick",
-    "train_edit_base",
-    "train_edit_lora",
-    "train_critic",
-    "train_builder_sft",
-    "train_builder_grpo_gt",
-    "train_builder_grpo_critic",
-    "edit_eval_chunk",
-)
 
 
 @pytest.fixture(scope="module")

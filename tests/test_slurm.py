@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yte
+from pipeline_fixtures import GPU_RULES
 from slurm_helpers import (
     REPO,
     TEST_PROFILE,
@@ -31,21 +32,7 @@ from slurm_helpers import (
 )
 
 # The rules the profiles give cluster settings (set-resources): the GPU rules, train_critic and make_shards.
-PROFILED_RULES = {
-    "make_shards",
-    "read_builder_sources",
-    "teacher_workflows",
-    "edit_folder_chunk",
-    "train_segmentation",
-    "train_vlm_brick",
-    "train_edit_base",
-    "train_edit_lora",
-    "train_critic",
-    "train_builder_sft",
-    "train_builder_grpo_gt",
-    "train_builder_grpo_critic",
-    "edit_eval_chunk",
-}
+PROFILED_RULES = {"make_shards", "read_builder_sources", "teacher_workflows", "edit_folder_chunk", *GPU_RULES}
 # Where the test profile may differ from the user profile (each is commented "TEST:" there).
 TEST_ONLY_TOP_KEYS = {"jobs", "latency-wait", "slurm-status-command", "slurm-init-seconds-before-status-checks"}
 TEST_ONLY_RESOURCES = {"slurm_partition", "mem_mb", "gpu_model", "cpus_per_gpu"}
