@@ -271,3 +271,16 @@ def test_each_training_job_takes_its_config_block_as_it_stands(config_file):
     base = config_from(EditTrainConfig, {**bricks["edit"], **paths})
     assert _holds(as_numbers(asdict(lora.loop)), as_numbers(bricks["edit"]["lora"]["train"]))
     assert _holds(as_numbers(asdict(base.loop)), as_numbers(bricks["edit"]["base"]))
+
+
+def test_a_builder_stage_records_only_what_its_rule_gave_it():
+    """train_config.json of a Builder stage: its own settings as the config has them, never the other stages'
+    settings or the base VLM's sizes, which the rule does not pass (they would read as the run's, at defaults)."""
+    from lego_edit.training.builder import BuilderConfig, recorded_config
+
+    builder = validated(load(ROOT / ".test/config/config.yaml"))["builder"]
+    for stage in ("sft", "grpo_gt", "grpo_critic"):
+        block = {"stage": stage, stage: builder[stage], "prompt_style": builder["prompt_style"]}
+        recorded = recorded_config(config_from(BuilderConfig, {**block, "output_dir": "o", "seed": 3}))
+        assert _holds(as_numbers(recorded), as_numbers(block)) and recorded["seed"] == 3
+        assert not ({"sft", "grpo_gt", "grpo_critic", "vlm", "vocab_size"} - {stage}) & set(recorded)

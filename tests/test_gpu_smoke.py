@@ -49,8 +49,10 @@ def test_the_edit_bricks_are_flux_fill_loras(smoke_run):
 def test_every_builder_stage_trains_a_lora_with_recomputed_activations(smoke_run):
     assert json.loads((smoke_run / "builder/base/config.json").read_text())["dtype"] == "bfloat16"
     for stage in ("sft", "grpo_gt", "grpo_critic"):
-        recorded = json.loads((smoke_run / "builder" / stage / "train_config.json").read_text())[stage]
-        assert recorded["lora"]["rank"] == 4 and recorded["gradient_checkpointing"] is True, stage
+        recorded = json.loads((smoke_run / "builder" / stage / "train_config.json").read_text())
+        assert recorded[stage]["lora"]["rank"] == 4 and recorded[stage]["gradient_checkpointing"] is True, stage
+        # only what the stage was given: no other stage's settings, no base-VLM sizes at their defaults
+        assert not ({"sft", "grpo_gt", "grpo_critic", "vlm", "vocab_size"} - {stage}) & set(recorded), stage
         # each stage hands the next a merged model that loads without peft
         assert (smoke_run / "builder" / stage / "model.safetensors").stat().st_size > 0
         assert not (smoke_run / "builder" / stage / "adapter_config.json").exists()

@@ -350,6 +350,14 @@ def movement(history: list[dict]) -> dict:
     return out
 
 
+def recorded_config(cfg: BuilderConfig) -> dict:
+    """The stage's config as it trained: the other stages' settings and the base VLM's sizes (``vlm``,
+    ``vocab_size``: prepare_base_vlm's) are left out, since the rule does not pass them and they would read as the
+    run's values while holding the dataclass defaults."""
+    unread = {s for s in STAGES if s != cfg.stage} | {"vlm", "vocab_size"}
+    return {k: v for k, v in asdict(cfg).items() if k not in unread}
+
+
 def main(cfg: BuilderConfig) -> dict:
     info = run_sft(cfg) if cfg.stage == "sft" else run_grpo(cfg)
     if not is_main_process():
@@ -357,7 +365,7 @@ def main(cfg: BuilderConfig) -> dict:
     out = Path(cfg.output_dir)
     metrics = {"stage": cfg.stage, **info}
     write_metrics(out, metrics)
-    atomic_write_json(out / "train_config.json", asdict(cfg))
+    atomic_write_json(out / "train_config.json", recorded_config(cfg))
     log.info("builder %s: %s", cfg.stage, metrics)
     return metrics
 
