@@ -114,6 +114,28 @@ def test_an_item_edited_in_a_batch_gets_what_it_gets_alone():
     assert np.abs(batch[1].astype(int) - alone[0].astype(int)).max() <= 1
 
 
+def test_merged_lora_copies_edit_as_the_adapters_do():
+    model = tiny()
+    for brick in ("RCM", "FILL"):
+        model.add_lora(brick, rank=4)
+        torch.manual_seed(len(brick))
+        for name, p in model.unet.named_parameters():
+            if "lora_B" in name and f".{brick}." in name:  # a trained LoRA: B is not zero
+                torch.nn.init.normal_(p, std=0.3)
+    image, mask = scene()
+    args = ([image, np.roll(image, 3, axis=0)], [mask, mask], ["blue", "red circle"])
+    before = {b: model.edit(b, *args, seeds=[3, 4]) for b in ("RCM", "FILL", "INPAINT")}
+    assert np.abs(before["RCM"][0].astype(int) - before["FILL"][0].astype(int)).max() > 10  # the LoRAs differ
+    saved = model.state_dict().keys()
+    model.merge_loras_for_inference()
+    assert sorted(model._plain_unets) == ["", "FILL", "RCM"]
+    assert model.state_dict().keys() == saved  # the merged copies are not part of the model
+    for brick, outs in before.items():  # INPAINT has no LoRA: the base without adapter layers
+        after = model.edit(brick, *args, seeds=[3, 4])
+        for a, b in zip(outs, after):
+            assert np.abs(a.astype(int) - b.astype(int)).max() <= 1, brick
+
+
 def test_balanced_sampler_draws_each_brick_equally_often():
     bricks = ["STYLE"] * 90 + ["RCM"] * 9 + ["POSE"] * 1
     sampler = BalancedSampler(bricks)

@@ -96,3 +96,16 @@ def test_sft_checkpoints_hold_no_pickle_and_resume_exactly(base, tmp_path, lora)
     assert resumed_weights.keys() == weights.keys()
     for k in weights:
         assert torch.equal(weights[k], resumed_weights[k]), k
+
+
+def test_sft_with_the_model_loss_trains_as_with_trl_fused_lm_head(base, tmp_path, monkeypatch):
+    from lego_edit.training import vlm_sft
+
+    weights, history = _train(base, tmp_path, "model_loss", None)
+    monkeypatch.setattr(vlm_sft, "FULL_LOGITS_BYTES", 0)  # as for a large vocabulary: TRL's fused LM head
+    fused_weights, fused_history = _train(base, tmp_path, "fused", None)
+    losses = [r["loss"] for r in history if "loss" in r]
+    assert len(losses) == 4
+    assert losses == pytest.approx([r["loss"] for r in fused_history if "loss" in r], rel=1e-4)
+    for k in weights:
+        assert torch.allclose(weights[k], fused_weights[k], atol=1e-5), k

@@ -99,6 +99,8 @@ class ModelStore:
             for brick in EDIT_BRICK_NAMES:
                 if brick in loras and (loras[brick] / "pytorch_lora_weights.safetensors").is_file():
                     model.load_lora(brick, loras[brick])
+            if hasattr(model, "merge_loras_for_inference"):
+                model.merge_loras_for_inference()  # the store only edits: plain UNets, no adapter layers
             return model
 
         return self._get("edit_model", load)

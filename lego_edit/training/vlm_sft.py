@@ -139,6 +139,33 @@ def peft_config(lora: LoraSettings | None):
     )
 
 
+# The full logits of a batch up to this size are computed by the model's own loss; above it, TRL's fused LM head
+# (tiles of the vocabulary, never the whole logits: a 152k-token vocabulary at 2048 tokens is 1.2 GB a sequence).
+FULL_LOGITS_BYTES = 256 * 2**20
+
+
+def full_logits_bytes(model, settings: SFTSettings) -> int:
+    """fp32 logits of one device's batch at the longest sequence."""
+    vocab = model.get_output_embeddings().weight.shape[0]
+    return per_device_batch(settings.batch_size, num_processes()) * settings.max_length * vocab * 4
+
+
+def model_loss_trainer(trainer_cls):
+    """``trainer_cls`` (an SFTTrainer) with the model's own cross-entropy as its loss. TRL's fused LM head also
+    computes each token's entropy and top-1 hit in fp32 tiles, for its logged metrics: for the tiny Builder on a
+    CPU that was a quarter of an SFT step (0.55 -> 0.42 s); the loss values are the same (completion tokens only,
+    summed over the batch and divided by their count)."""
+    from transformers import Trainer
+
+    class ModelLossSFTTrainer(trainer_cls):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs["use_cache"] = False
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    ModelLossSFTTrainer.__name__ = ModelLossSFTTrainer.__qualname__ = f"ModelLoss{trainer_cls.__name__}"
+    return ModelLossSFTTrainer
+
+
 def write_history(log_history: list[dict], out_dir: Path) -> list[dict]:
     rows = [r for r in log_history if "loss" in r or "reward" in r]
     (out_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -202,7 +229,10 @@ def sft(
         completion_only_loss=True,
         packing=False,
     )
-    trainer = pickle_free(SFTTrainer)(
+    trainer_cls = pickle_free(SFTTrainer)
+    if full_logits_bytes(model, settings) <= FULL_LOGITS_BYTES:
+        trainer_cls = model_loss_trainer(trainer_cls)
+    trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=dataset,
