@@ -229,9 +229,10 @@ class UNetInpainter(nn.Module):
         an item edited in a batch gets the output it gets alone with the same seed.
         """
         self.eval()
-        self.set_brick(brick)
         loaded = getattr(self.unet, "peft_config", {}) or {}
         self._running = brick if brick in loaded else ""
+        if self._running not in self._plain_unets:
+            self.set_brick(brick)
         try:
             return self._edit(brick, images, masks, prompts, preimages, strengths, styles, seed, seeds, batch_size)
         finally:
@@ -351,15 +352,17 @@ class UNetInpainter(nn.Module):
         loaded = list(getattr(self.unet, "peft_config", {}) or {})
         if not loaded:
             return
-        for brick in [*loaded, ""]:
-            unet = copy.deepcopy(self.unet)
-            if brick:
-                for layer in unet.modules():
-                    if isinstance(layer, BaseTunerLayer):
-                        layer.merge(adapter_names=[brick])
-            unwrapped(unet)
-            unet.peft_config = {}
-            self._plain_unets[brick] = unet.eval().requires_grad_(False)
+        base = copy.deepcopy(self.unet)
+        unwrapped(base)
+        base.peft_config = {}
+        self._plain_unets[""] = base.eval().requires_grad_(False)
+        layers = [(name, m) for name, m in self.unet.named_modules() if isinstance(m, BaseTunerLayer)]
+        for brick in loaded:
+            unet = copy.deepcopy(base)  # a plain UNet copies fast; the adapter layers' deltas are added as merge() does
+            for name, layer in layers:
+                if brick in layer.lora_A:
+                    unet.get_submodule(name).weight.data += layer.get_delta_weight(brick)
+            self._plain_unets[brick] = unet
 
     def set_brick(self, brick: str) -> None:
         """Activate the brick's LoRA if one is loaded, else run the shared base."""
