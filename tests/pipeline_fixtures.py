@@ -68,11 +68,16 @@ def dry_run_jobs(output: str) -> list[dict]:
     return jobs
 
 
-@pytest.fixture(scope="session")
-def pipeline_run(tmp_path_factory) -> Path:
-    """The whole DAG of the test config, run locally with 2 cores; returns the working directory."""
-    workdir = tmp_path_factory.mktemp("pipeline")
-    result = snakemake(workdir, "--cores", "2", "--configfile", str(TEST_CONFIG))
+def whole_run(workdir: Path, configfile: Path) -> Path:
+    """The whole DAG of ``configfile`` in ``workdir``, run locally with 2 cores (its log kept there); returns
+    ``workdir``."""
+    result = snakemake(workdir, "--cores", "2", "--configfile", str(configfile))
     (workdir / "snakemake.log").write_text(result.stdout)
     assert result.returncode == 0, result.stdout[-8000:]
     return workdir
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory) -> Path:
+    """The whole DAG of the test config; returns the working directory."""
+    return whole_run(tmp_path_factory.mktemp("pipeline"), TEST_CONFIG)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -61,6 +62,31 @@ def test_configs_validate(path):
     config = validated(load(ROOT / path))
     assert config["seed"] == 0
     assert set(config) <= set(build_schema()["properties"])
+
+
+def dotted(node: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in node.items():
+        name = f"{prefix}.{key}" if prefix else key
+        out.update(dotted(value, name) if isinstance(value, dict) and value else {name: value})
+    return out
+
+
+# What the GPU smoke config may change in the test config: GPU counts, the FLUX edit backend and its budget, the
+# Builder's LoRA / checkpointing / bf16 path. Anything else would let it test another pipeline than CI's.
+GPU_PATH_KEYS = (
+    r"(.+\.)?gpus",
+    r"bricks\.edit\.(backend|base\..+|flux\..+|lora\.train\.batch_size|model\..+)",
+    r"builder\.(sft|grpo_gt|grpo_critic)\.(lora\..+|gradient_checkpointing|use_vllm)",
+    r"builder\.vlm\.dtype",
+)
+
+
+def test_the_gpu_smoke_config_is_the_test_config_on_the_gpu_path():
+    test, smoke = dotted(load(ROOT / ".test/config/config.yaml")), dotted(load(ROOT / "config/gpu-smoke.yaml"))
+    differ = sorted(k for k in test.keys() | smoke.keys() if test.get(k, "<unset>") != smoke.get(k, "<unset>"))
+    assert differ, "the smoke config should differ on the GPU path"
+    assert [k for k in differ if not any(re.fullmatch(p, k) for p in GPU_PATH_KEYS)] == []
 
 
 def walk(node: dict, where: str = "schema"):

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import yaml
-from pipeline_fixtures import GPU_RULES, REPO, dry_run_jobs, snakemake
+from pipeline_fixtures import GPU_RULES, REPO, dry_run_jobs, snakemake, whole_run
 
 pytestmark = pytest.mark.slow
 
@@ -17,11 +17,7 @@ SMOKE = REPO / "config" / "gpu-smoke.yaml"
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("gpu_smoke")
-    result = snakemake(workdir, "--cores", "2", "--configfile", str(SMOKE))
-    (workdir / "snakemake.log").write_text(result.stdout)
-    assert result.returncode == 0, result.stdout[-8000:]
-    return workdir / "results"
+    return whole_run(tmp_path_factory.mktemp("gpu_smoke"), SMOKE) / "results"
 
 
 def test_every_gpu_rule_asks_for_one_gpu(tmp_path):
