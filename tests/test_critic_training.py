@@ -221,3 +221,43 @@ def test_film_critic_learns_which_edit_from_cross_negatives_alone(tmp_path):
     trained, history = train_film(cfg, train, tmp_path / "critic", tmp_path / "ckpt")
     after = ranking_accuracy(FilmCriticScorer(model=trained), colour_samples(), 100)
     assert after["ranking_accuracy/same_category"] == 1.0, (after, history[-1])
+
+
+def test_a_film_critic_read_from_its_shards_is_the_critic_trained_in_memory(tmp_path):
+    """samples_in_memory: false reads each sample once from the shards into a memory-mapped file of the critic's
+    planes (paper scale: the split is never held); the ensemble trained on it is the in-memory one, weight for weight,
+    and the planes file is gone afterwards."""
+    from safetensors.torch import load_file
+
+    from lego_edit.data.shard_index import ConcatSamples, ShardSamples
+    from lego_edit.data.shards import write_shard_set
+    from lego_edit.training.critic import train_film_members
+
+    samples = colour_samples()
+    write_shard_set(
+        {
+            "train": (
+                (
+                    s["__key__"],
+                    {"source": s["source"], "candidate": s["candidate"]},
+                    {k: s[k] for k in ("instruction", "label", "kind")},
+                )
+                for s in samples
+            )
+        },
+        "critic",
+        tmp_path / "shards",
+        samples_per_shard=16,
+    )
+    settings = SFTSettings(steps=12, batch_size=16, lr=3e-3, warmup_steps=2, log_every=4, checkpoint_every=12)
+    weights = {}
+    for held in (True, False):
+        cfg = CriticTrainConfig(seed=1, members=2, cross_negatives=1, samples_in_memory=held, train=settings)
+        source = samples if held else ConcatSamples([ShardSamples(tmp_path / "shards", "train"), []])
+        out, ckpt = tmp_path / f"critic-{held}", tmp_path / f"ckpt-{held}"
+        train_film_members(cfg, source, out, ckpt)
+        weights[held] = [load_file(str(out / m / "model.safetensors")) for m in ("member-0", "member-1")]
+        assert not list(ckpt.glob("film-planes-*"))
+    for in_memory, streamed in zip(weights[True], weights[False]):
+        assert in_memory.keys() == streamed.keys()
+        assert all(torch.equal(in_memory[k], streamed[k]) for k in in_memory)

@@ -22,6 +22,7 @@ with logging_to(sm.log[0]):
             "executed_shards": sm.input.get("executed", ""),
             "output_dir": sm.output.model,
             "checkpoint_dir": sm.params.checkpoints,
+            "samples_in_memory": sm.config["bricks"]["samples_in_memory"],
             "seed": sm.params.seed,
             "gpus": sm.resources.gpu,
             "threads": sm.threads,

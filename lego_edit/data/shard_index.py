@@ -37,8 +37,8 @@ def png_shape(head: bytes) -> tuple[int, ...]:
 
 def sample_meta(samples, i: int) -> dict:
     """Sample ``i``'s fields without its images and ``__shapes__`` (image field -> array shape), from a
-    ``ShardSamples`` (no image decoded) or from a list of decoded samples."""
-    if isinstance(samples, ShardSamples):
+    ``ShardSamples`` or ``ConcatSamples`` (no image decoded) or from a list of decoded samples."""
+    if hasattr(samples, "meta"):
         return samples.meta(i)
     s = samples[i]
     arrays = {k: v.shape for k, v in s.items() if isinstance(v, np.ndarray)}
@@ -143,3 +143,30 @@ class ShardSamples(Sequence):
 
     def __del__(self):
         self.close()
+
+
+class ConcatSamples(Sequence):
+    """Several sample sequences (``ShardSamples`` or lists of decoded samples) read as one, by index; ``meta`` reads
+    a sample's fields as ``sample_meta`` does (from a ``ShardSamples``, without decoding an image)."""
+
+    def __init__(self, parts: Iterable[Sequence]):
+        self.parts = list(parts)
+        self.starts = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def _where(self, i: int) -> tuple[Sequence, int]:
+        i = range(len(self))[i]  # negative indices, and IndexError past the end
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.parts[k], i - int(self.starts[k])
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        part, j = self._where(i)
+        return part[j]
+
+    def meta(self, i: int) -> dict:
+        part, j = self._where(i)
+        return sample_meta(part, j)

@@ -198,10 +198,11 @@ class BricksSection:
     samples_in_memory: bool = field(
         default=True,
         metadata={
-            "help": "Brick training (segmentation, edit, the ADD-PRED / CMI-PRED adapters) keeps its decoded samples "
-            "in memory (the embedded default: decoded once). false: segmentation and edit batches read their samples "
-            "from the shards, the adapters' rows go to a memory-mapped Arrow file (paper scale: a split is never "
-            "held; the batches, and so the models, are the same)."
+            "help": "Brick training (segmentation, edit, the ADD-PRED / CMI-PRED adapters, the FiLM critic) keeps its "
+            "decoded samples in memory (the embedded default: decoded once). false: segmentation and edit batches "
+            "read their samples from the shards, the adapters' rows go to a memory-mapped Arrow file, the critic's "
+            "image planes to a memory-mapped file read once from the shards (paper scale: a split is never held; "
+            "the batches, and so the models, are the same)."
         },
     )
 

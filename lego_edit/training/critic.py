@@ -31,11 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from ..bricks.vlm_prompts import CRITIC_PROMPT, critic_answer, critic_images
+from ..data.shard_index import ConcatSamples, ShardSamples, sample_meta
 from ..data.shards import load_samples
 from ..imageio import atomic_write_json
 from ..models.critic import CRITIC_SPEC, FilmCriticScorer, LocalCritic, load_critic_dir
 from ..models.vlm import to_pil
-from .common import is_main_process, rank_finished, write_metrics
+from .common import is_main_process, process_index, rank_finished, write_metrics
 from .config_sections import CriticSection, JobSettings
 from .critic_ranking import (  # noqa: F401 - also re-exported: this module was their import path
     executed_agreement,
@@ -66,6 +67,13 @@ class CriticTrainConfig(CriticSection, JobSettings):
     )
     output_dir: str = field(default="", metadata={"help": "Where the critic goes."})
     eval_split: str = field(default="test", metadata={"help": "Held-out split for the ranking figures."})
+    samples_in_memory: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep the decoded training samples in memory (false, architecture film: each sample is read "
+            "from the shards once, into a memory-mapped file of the critic's image planes beside the checkpoints)."
+        },
+    )
 
     def __post_init__(self):
         if self.members < 1:
@@ -135,39 +143,59 @@ def loop_config(s: SFTSettings):
 class FilmData:
     """What the FiLM critic trains on, built once from the samples (no randomness): an ensemble's members share it."""
 
+    meta: list[dict]  # each sample's fields without its images
     groups: list
     vocab: list[str]
-    planes: object  # torch tensors: the image planes and the changed-region growth of every candidate
-    grow: object
+    planes: np.ndarray  # uint8 (N, 12, S, S) image planes of every candidate, in memory or memory-mapped
+    grow: np.ndarray  # float32 (N, 2): the canvas growth of every candidate
     success: object
     cross: list
 
 
-def film_data(cfg: CriticTrainConfig, samples: list[dict]) -> FilmData:
+def film_data(cfg: CriticTrainConfig, samples, planes_file: str | Path | None = None) -> FilmData:
+    """``samples``: decoded samples (a list) or a ``ShardSamples`` / ``ConcatSamples``, read one at a time. With
+    ``planes_file`` the planes go to a memory-mapped .npy file there, so that the split is never held; the values,
+    and the critic trained on them, are the same either way."""
     import torch
 
     from ..models.film_critic import build_vocab, critic_planes
 
-    groups = ranking_groups(samples, cfg.margin_db)
+    meta = [sample_meta(samples, i) for i in range(len(samples))]
+    groups = ranking_groups(meta, cfg.margin_db)
     if not groups:
         raise ValueError(f"{cfg.shards}: no instruction has two candidates of different quality")
-    planes, grow = zip(*(critic_planes(x["source"], x["candidate"], cfg.film.image_size) for x in samples))
-    planes, grow = torch.from_numpy(np.stack(planes)), torch.from_numpy(np.stack(grow))
+    shape = (len(meta), 12, cfg.film.image_size, cfg.film.image_size)
+    if planes_file is None:
+        planes = np.empty(shape, np.uint8)
+    else:
+        Path(planes_file).parent.mkdir(parents=True, exist_ok=True)
+        planes = np.lib.format.open_memmap(planes_file, mode="w+", dtype=np.uint8, shape=shape)
+    grow = np.empty((len(meta), 2), np.float32)
+    for i in range(len(meta)):
+        x = samples[i]
+        planes[i], grow[i] = critic_planes(x["source"], x["candidate"], cfg.film.image_size)
+    if planes_file is not None:
+        planes.flush()
     return FilmData(
+        meta=meta,
         groups=groups,
-        vocab=build_vocab([x["instruction"] for x in samples]),
+        vocab=build_vocab([x["instruction"] for x in meta]),
         planes=planes,
         grow=grow,
-        success=torch.tensor([float(x.get("success", x["label"])) for x in samples]),
-        cross=scene_cross_targets(samples, groups, planes) if cfg.cross_negatives else [[] for _ in groups],
+        success=torch.tensor([float(x.get("success", x["label"])) for x in meta]),
+        cross=scene_cross_targets(meta, groups, planes) if cfg.cross_negatives else [[] for _ in groups],
     )
 
 
-def train_film(
-    cfg: CriticTrainConfig, samples: list[dict], out: Path, checkpoint_dir: Path | str, data: FilmData | None = None
-):
-    """Train the FiLM CNN critic (see the module docstring) on ``data`` (built from ``samples`` when not given);
-    resumable like the UNet bricks."""
+def film_planes_file(cfg: CriticTrainConfig, checkpoint_dir: Path | str) -> Path | None:
+    """Where a job that does not hold its samples keeps the critic's planes: beside its checkpoints, one file per
+    process (None: in memory)."""
+    return None if cfg.samples_in_memory else Path(checkpoint_dir) / f"film-planes-rank{process_index()}.npy"
+
+
+def train_film(cfg: CriticTrainConfig, samples, out: Path, checkpoint_dir: Path | str, data: FilmData | None = None):
+    """Train the FiLM CNN critic (see the module docstring) on ``data`` (built from ``samples``, as ``film_data``
+    reads them, when not given); resumable like the UNet bricks."""
     import torch
     import torch.nn.functional as F
 
@@ -175,17 +203,27 @@ def train_film(
     from .loop import train
 
     s = cfg.train
-    data = data if data is not None else film_data(cfg, samples)
-    groups, planes, grow, success, cross = data.groups, data.planes, data.grow, data.success, data.cross
+    planes_file = None
+    if data is None:
+        planes_file = film_planes_file(cfg, checkpoint_dir)
+        data = film_data(cfg, samples, planes_file)
+    meta, groups, planes, grow, success, cross = (
+        data.meta,
+        data.groups,
+        data.planes,
+        data.grow,
+        data.success,
+        data.cross,
+    )
     torch.manual_seed(cfg.seed)  # the initial weights follow the run's seed (and differ between ensemble members)
     model = FilmCritic(cfg.film, data.vocab)
-    ids = model.encode_words([x["instruction"] for x in samples])
+    ids = model.encode_words([x["instruction"] for x in meta])
     mean_size = float(np.mean([len(g) + min(cfg.cross_negatives, len(c)) for (g, _), c in zip(groups, cross)]))
     per_step = max(1, round(s.batch_size / mean_size))  # whole groups: batch_size counts candidates
     loop = loop_config(s)
     log.info(
         "film critic: %d samples, %d groups, %d per step, %d parameters",
-        len(samples),
+        len(meta),
         len(groups),
         per_step,
         sum(p.numel() for p in model.parameters()),
@@ -198,7 +236,7 @@ def train_film(
         better, worse = map(list, zip(*[(where[a], where[b]) for gi in picked for a, b in groups[gi][1]]))
         texts, targets = list(rows), success[rows].tolist()
         for gi in picked:  # another instruction's target, read with this instruction's words: a wrong edit
-            own = next((i for i in groups[gi][0] if samples[i]["label"]), None)
+            own = next((i for i in groups[gi][0] if meta[i]["label"]), None)
             for c in torch.randperm(len(cross[gi]), generator=gen)[: cfg.cross_negatives].tolist():
                 better.append(where[own])
                 worse.append(len(rows))
@@ -206,7 +244,8 @@ def train_film(
                 texts.append(own)
                 targets.append(0.0)
         dev = model.device
-        logits = model(planes_to_features(planes[rows], grow[rows]).to(dev), ids[texts].to(dev))
+        features = planes_to_features(torch.from_numpy(planes[rows]), torch.from_numpy(grow[rows]))
+        logits = model(features.to(dev), ids[texts].to(dev))
         gap = logits[better] - logits[worse]
         pair = F.softplus(-gap).mean()
         bce = F.binary_cross_entropy_with_logits(logits, torch.tensor(targets, device=dev))
@@ -220,6 +259,8 @@ def train_film(
     history = train(
         model, loss_fn, loop, cfg.seed, checkpoint_dir, out / "metrics.jsonl", desc="critic", threads=cfg.threads
     )
+    if planes_file is not None:
+        Path(planes_file).unlink(missing_ok=True)
     if not rank_finished("critic", loop.steps):
         return model.eval(), history
     model.save_pretrained(out)
@@ -239,7 +280,8 @@ def train_film_members(cfg: CriticTrainConfig, samples: list[dict], out: Path, c
     if cfg.members == 1:
         model, history = train_film(cfg, samples, out, checkpoint_dir)
         return [model], history
-    models, histories, data = [], [], film_data(cfg, samples)
+    planes_file = film_planes_file(cfg, checkpoint_dir)
+    models, histories, data = [], [], film_data(cfg, samples, planes_file)
     for k in range(cfg.members):
         log.info("critic ensemble: member %d of %d", k + 1, cfg.members)
         member = replace(cfg, seed=member_seed(cfg.seed, k))
@@ -247,6 +289,8 @@ def train_film_members(cfg: CriticTrainConfig, samples: list[dict], out: Path, c
         model, history = train_film(member, samples, out / name, Path(checkpoint_dir) / name, data)
         models.append(model)
         histories.append(history)
+    if planes_file is not None:
+        planes_file.unlink(missing_ok=True)
     return models, histories[0]
 
 
@@ -307,14 +351,17 @@ def main(cfg: CriticTrainConfig) -> dict:
         }
         write_metrics(out, metrics)
         return metrics
-    train_samples = load_samples(cfg.shards, "train")
-    if not train_samples:
+    # The FiLM critic reads its samples one at a time when they are not held (film_data); the VLM critic holds them.
+    stream = cfg.architecture == "film" and not cfg.samples_in_memory
+    read = (lambda path, split: ShardSamples(path, split)) if stream else load_samples
+    train_samples = read(cfg.shards, "train")
+    if not len(train_samples):
         raise ValueError(f"{cfg.shards} has no training samples")
     checkpoints = cfg.checkpoint_dir or out.parent / f".{out.name}-ckpt"
     held_out = load_samples(cfg.shards, cfg.eval_split)
     if cfg.architecture == "film":
-        executed = load_samples(cfg.executed_shards, "train") if cfg.executed_shards else []
-        models, history = train_film_members(cfg, train_samples + executed, out, checkpoints)
+        executed = read(cfg.executed_shards, "train") if cfg.executed_shards else []
+        models, history = train_film_members(cfg, ConcatSamples([train_samples, executed]), out, checkpoints)
         if not is_main_process():
             return {}
         critic = FilmCriticScorer(model=models)
