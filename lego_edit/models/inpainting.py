@@ -229,8 +229,7 @@ class UNetInpainter(nn.Module):
         an item edited in a batch gets the output it gets alone with the same seed.
         """
         self.eval()
-        loaded = getattr(self.unet, "peft_config", {}) or {}
-        self._running = brick if brick in loaded else ""
+        self._running = brick if brick in self.loaded_loras() else ""
         if self._running not in self._plain_unets:
             self.set_brick(brick)
         try:
@@ -349,7 +348,7 @@ class UNetInpainter(nn.Module):
                     unwrapped(child)
 
         self._plain_unets = {}
-        loaded = list(getattr(self.unet, "peft_config", {}) or {})
+        loaded = self.loaded_loras()
         if not loaded:
             return
         base = copy.deepcopy(self.unet)
@@ -364,9 +363,13 @@ class UNetInpainter(nn.Module):
                     unet.get_submodule(name).weight.data += layer.get_delta_weight(brick)
             self._plain_unets[brick] = unet
 
+    def loaded_loras(self) -> list[str]:
+        """The bricks whose LoRA is loaded on the UNet."""
+        return list(getattr(self.unet, "peft_config", {}) or {})
+
     def set_brick(self, brick: str) -> None:
         """Activate the brick's LoRA if one is loaded, else run the shared base."""
-        loaded = getattr(self.unet, "peft_config", {}) or {}
+        loaded = self.loaded_loras()
         if brick in loaded:
             self.unet.enable_adapters()
             self.unet.set_adapters([brick])

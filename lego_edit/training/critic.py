@@ -25,6 +25,7 @@ Two architectures (``architecture``):
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -187,10 +188,16 @@ def film_data(cfg: CriticTrainConfig, samples, planes_file: str | Path | None = 
     )
 
 
-def film_planes_file(cfg: CriticTrainConfig, checkpoint_dir: Path | str) -> Path | None:
-    """Where a job that does not hold its samples keeps the critic's planes: beside its checkpoints, one file per
-    process (None: in memory)."""
-    return None if cfg.samples_in_memory else Path(checkpoint_dir) / f"film-planes-rank{process_index()}.npy"
+@contextmanager
+def film_training_data(cfg: CriticTrainConfig, samples, checkpoint_dir: Path | str):
+    """``film_data`` for a training job: a job that does not hold its samples keeps the planes beside its
+    checkpoints, one file per process, removed when the block ends."""
+    planes_file = None if cfg.samples_in_memory else Path(checkpoint_dir) / f"film-planes-rank{process_index()}.npy"
+    try:
+        yield film_data(cfg, samples, planes_file)
+    finally:
+        if planes_file is not None:
+            planes_file.unlink(missing_ok=True)
 
 
 def train_film(cfg: CriticTrainConfig, samples, out: Path, checkpoint_dir: Path | str, data: FilmData | None = None):
@@ -202,11 +209,10 @@ def train_film(cfg: CriticTrainConfig, samples, out: Path, checkpoint_dir: Path 
     from ..models.film_critic import FilmCritic, planes_to_features
     from .loop import train
 
-    s = cfg.train
-    planes_file = None
     if data is None:
-        planes_file = film_planes_file(cfg, checkpoint_dir)
-        data = film_data(cfg, samples, planes_file)
+        with film_training_data(cfg, samples, checkpoint_dir) as data:
+            return train_film(cfg, samples, out, checkpoint_dir, data)
+    s = cfg.train
     meta, groups, planes, grow, success, cross = (
         data.meta,
         data.groups,
@@ -259,8 +265,6 @@ def train_film(cfg: CriticTrainConfig, samples, out: Path, checkpoint_dir: Path 
     history = train(
         model, loss_fn, loop, cfg.seed, checkpoint_dir, out / "metrics.jsonl", desc="critic", threads=cfg.threads
     )
-    if planes_file is not None:
-        Path(planes_file).unlink(missing_ok=True)
     if not rank_finished("critic", loop.steps):
         return model.eval(), history
     model.save_pretrained(out)
@@ -280,17 +284,15 @@ def train_film_members(cfg: CriticTrainConfig, samples: list[dict], out: Path, c
     if cfg.members == 1:
         model, history = train_film(cfg, samples, out, checkpoint_dir)
         return [model], history
-    planes_file = film_planes_file(cfg, checkpoint_dir)
-    models, histories, data = [], [], film_data(cfg, samples, planes_file)
-    for k in range(cfg.members):
-        log.info("critic ensemble: member %d of %d", k + 1, cfg.members)
-        member = replace(cfg, seed=member_seed(cfg.seed, k))
-        name = f"{MEMBER_PREFIX}{k}"
-        model, history = train_film(member, samples, out / name, Path(checkpoint_dir) / name, data)
-        models.append(model)
-        histories.append(history)
-    if planes_file is not None:
-        planes_file.unlink(missing_ok=True)
+    models, histories = [], []
+    with film_training_data(cfg, samples, checkpoint_dir) as data:
+        for k in range(cfg.members):
+            log.info("critic ensemble: member %d of %d", k + 1, cfg.members)
+            member = replace(cfg, seed=member_seed(cfg.seed, k))
+            name = f"{MEMBER_PREFIX}{k}"
+            model, history = train_film(member, samples, out / name, Path(checkpoint_dir) / name, data)
+            models.append(model)
+            histories.append(history)
     return models, histories[0]
 
 
@@ -353,7 +355,7 @@ def main(cfg: CriticTrainConfig) -> dict:
         return metrics
     # The FiLM critic reads its samples one at a time when they are not held (film_data); the VLM critic holds them.
     stream = cfg.architecture == "film" and not cfg.samples_in_memory
-    read = (lambda path, split: ShardSamples(path, split)) if stream else load_samples
+    read = ShardSamples if stream else load_samples
     train_samples = read(cfg.shards, "train")
     if not len(train_samples):
         raise ValueError(f"{cfg.shards} has no training samples")
